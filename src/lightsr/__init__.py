@@ -1,0 +1,34 @@
+"""lightsr: lightweight single-image super-resolution (ELAN, HASN, LKSMN).
+
+Importing the package is cheap: submodules (and torch itself) load on first use of a public name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "create_model": "lightsr.models.registry",
+    "list_models": "lightsr.models.registry",
+    "ModelInfo": "lightsr.models.base",
+    "SRNet": "lightsr.models.base",
+    "load_model": "lightsr.checkpoints",
+    "save_model": "lightsr.checkpoints",
+    "CheckpointError": "lightsr.checkpoints",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from lightsr.checkpoints import CheckpointError, load_model, save_model
+    from lightsr.models.base import ModelInfo, SRNet
+    from lightsr.models.registry import create_model, list_models
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lightsr' has no attribute {name!r}")

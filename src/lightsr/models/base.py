@@ -1,0 +1,52 @@
+"""What every lightsr network shares: the RGB-in-[0, 1] contract and the metadata a caller needs.
+
+Following spandrel's ``ImageModelDescriptor``, a network carries what callers would otherwise guess: its
+architecture name, scale, the constructor configuration (so a checkpoint can rebuild it), the precisions it is
+known to run in, and the input size multiple it needs (1 for all lightsr networks: padding is internal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata of a built network; ``config`` is enough to rebuild it with ``create_model(arch, **config)``."""
+
+    arch: str
+    scale: int
+    config: dict[str, Any] = field(default_factory=dict)
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    size_multiple: int = 1
+    in_channels: int = 3
+    out_channels: int = 3
+
+
+class SRNet(nn.Module):
+    """Base class: ``forward`` maps an RGB batch ``(N, 3, H, W)`` in [0, 1] to ``(N, 3, s·H, s·W)``.
+
+    Subclasses set ``arch`` and call ``_remember(**config)`` with every constructor argument, so that
+    ``info.config`` rebuilds an identical network.
+    """
+
+    arch: str = ""
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+    def _remember(self, **config: Any) -> None:
+        self._config = dict(config)
+
+    @property
+    def scale(self) -> int:
+        return int(self._config["scale"])
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(arch=self.arch, scale=self.scale, config=dict(self._config), precisions=self.precisions)
+
+    def num_trainable_params(self) -> int:
+        """Trainable parameters as the papers count them (frozen constants are buffers, so not included)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
