@@ -21,6 +21,7 @@ import logging
 import math
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,17 +59,21 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
+                sd = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         return sd, meta
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter; errors still raise
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # torch's message is long; the line naming the offending global is the useful one.
+        lines = [ln.strip() for ln in str(e).splitlines() if "global" in ln.lower()]
+        why = f" ({lines[0][:160]})" if lines else ""
         raise CheckpointError(
-            f"{path}: refused — the file needs arbitrary pickle code to load, which lightsr never runs "
-            f"({first[:160]}). Re-save its state_dict with torch.save or convert it to safetensors."
+            f"{path}: refused — the file needs arbitrary pickle code to load, which lightsr never runs{why}. "
+            "Re-save its state_dict with torch.save or convert it to safetensors."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -131,7 +136,7 @@ def _elan_config(sd: StateDict, source: str) -> dict[str, Any]:
     channels = sd["head.weight"].shape[0]
     blocks = _block_indices(sd, r"body\.(\d+)\.")
     calc = [sd[f"body.{j}.gmsa.project_inp.0.weight"].shape[0] == 2 * channels for j in blocks]
-    starts = [j for j, c in zip(blocks, calc) if c]
+    starts = [j for j, c in zip(blocks, calc, strict=True) if c]
     n_share = (starts[1] - starts[0] - 1) if len(starts) > 1 else len(blocks) - 1
     return dict(
         scale=_scale_from_out_channels(sd["tail.0.weight"].shape[0], source),
@@ -293,7 +298,7 @@ def _registry_name(family: str, config: dict[str, Any]) -> str:
             _same(config.get(k), v) for k, v in spec.defaults.items()
         ):
             return name
-    return family if family in list_models() else family
+    return family
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -132,7 +132,7 @@ class GMSA(nn.Module):
         b, _, h, w = x.shape
         xs = torch.split(self.project_inp(x), self.split_chns, dim=1)
         ys, atns = [], []
-        for idx, (x_, ws) in enumerate(zip(xs, self.window_sizes)):
+        for idx, (x_, ws) in enumerate(zip(xs, self.window_sizes, strict=True)):
             if self.shift:
                 x_ = torch.roll(x_, shifts=(-(ws // 2), -(ws // 2)), dims=(2, 3))
             tokens = window_partition(x_, ws)

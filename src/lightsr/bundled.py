@@ -1,0 +1,33 @@
+"""Weights shipped inside the package (``lightsr/weights/<name>_x<scale>.safetensors``)."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+# The network used when no --model/--weights is given.
+DEFAULT_MODEL = "hasn"
+
+_NAME = re.compile(r"(?P<name>[a-z_]+)_x(?P<scale>\d+)\.safetensors")
+
+
+def _weights_dir() -> Path:
+    return Path(str(resources.files("lightsr") / "weights"))
+
+
+def bundled_weights(name: str | None = None) -> dict[int, Path]:
+    """Bundled files of ``name`` (or of every network when None) by scale."""
+    out: dict[int, Path] = {}
+    folder = _weights_dir()
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.iterdir()):
+        m = _NAME.fullmatch(f.name)
+        if m and (name is None or m["name"] == name):
+            out[int(m["scale"])] = f
+    return out
+
+
+def bundled_path(name: str, scale: int) -> Path | None:
+    return bundled_weights(name).get(scale)

@@ -1,0 +1,159 @@
+"""Checkpoint loading: layout detection, containers, lightsr's format, and the errors users hit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import lightsr
+from conftest import require_shared
+from lightsr.checkpoints import CheckpointError, detect, read_checkpoint
+
+
+def _golden_io(case: str) -> tuple[torch.Tensor, torch.Tensor]:
+    d = np.load(require_shared(f"golden/{case}.npz"))
+    return torch.from_numpy(d["input_a"]), torch.from_numpy(d["output_a"])
+
+
+def _max_err(model: torch.nn.Module, case: str) -> float:
+    x, ref = _golden_io(case)
+    with torch.no_grad():
+        return (model(x) - ref).abs().max().item()
+
+
+@pytest.mark.parametrize(
+    ("rel", "key", "layout", "arch", "scale"),
+    [
+        ("golden/elan_light_x2_random.pth", None, "official ELAN", "elan_light", 2),
+        ("golden/elan_x4_random.pth", None, "official ELAN", "elan", 4),
+        ("weights/ELAN-light_x4_FriedRiceLab.pth", None, "FriedRiceLab ELAN", "elan_light", 4),
+        ("weights/HASN_x4_official.pth", "params", "official HASN (BasicSR)", "hasn", 4),
+        ("golden/hasn_x3_random.pth", None, "official HASN (BasicSR)", "hasn", 3),
+    ],
+)
+def test_detects_each_foreign_layout(rel: str, key: str | None, layout: str, arch: str, scale: int) -> None:
+    sd, _ = read_checkpoint(require_shared(rel), param_key=key)
+    name, found_layout, config, _ = detect(sd)
+    assert (name, found_layout, config["scale"]) == (arch, layout, scale)
+
+
+def test_prefers_params_ema_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    path = require_shared("weights/HASN_x4_official.pth")
+    with caplog.at_level(logging.INFO, logger="lightsr"):
+        model = lightsr.load_model(path)
+    assert "using 'params_ema'" in caplog.text
+    assert _max_err(model, "hasn_x4_official_params_ema") <= 1e-5
+    assert _max_err(model, "hasn_x4_official_params") > 1e-3  # the two entries really differ
+    assert _max_err(lightsr.load_model(path, param_key="params"), "hasn_x4_official_params") <= 1e-5
+
+
+def test_safetensors_round_trip_is_identical(tmp_path) -> None:
+    model = lightsr.load_model(require_shared("weights/ELAN-light_x4_FriedRiceLab.pth"))
+    out = lightsr.save_model(model, tmp_path / "elan.safetensors")
+    again = lightsr.load_model(out)
+    assert again.info == model.info
+    x, _ = _golden_io("elan_light_x4_friedricelab")
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
+
+
+@pytest.mark.parametrize("name", ["elan_light", "hasn", "lksmn"])
+def test_plain_state_dict_of_own_layout_with_wrappers(tmp_path, name: str) -> None:
+    """A DDP/compile-wrapped ``state_dict`` inside a trainer container loads without hints."""
+    torch.manual_seed(1)
+    model = lightsr.create_model(name, scale=3).eval()
+    sd = {f"module._orig_mod.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "ckpt.pth")
+    loaded = lightsr.load_model(tmp_path / "ckpt.pth")
+    assert (loaded.arch, loaded.scale) == (name, 3)
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_low_memory_shift_conv_variant_of_official_elan(tmp_path) -> None:
+    """The official code's other ShiftConv2d (a masked 3×3 conv) converts to the same network."""
+    from lightsr.models.elan import shift_kernel
+
+    sd, _ = read_checkpoint(require_shared("golden/elan_light_x2_random.pth"))
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("shift_conv.weight"):
+            continue
+        if k.endswith("shift_conv.conv1x1.weight"):
+            base = k[: -len("conv1x1.weight")]
+            mask = shift_kernel(v.shape[1]).transpose(0, 1).expand(v.shape[0], -1, -1, -1).clone()
+            w = torch.randn(v.shape[0], v.shape[1], 3, 3)  # off-mask taps are ignored by the official code
+            w = w * (1 - mask) + mask * v
+            out[base + "w"], out[base + "m"] = w, mask
+        elif k.endswith("shift_conv.conv1x1.bias"):
+            out[k[: -len("conv1x1.bias")] + "b"] = v
+        else:
+            out[k] = v
+    torch.save(out, tmp_path / "lowmem.pth")
+    assert _max_err(lightsr.load_model(tmp_path / "lowmem.pth"), "elan_light_x2_random") <= 1e-5
+
+
+def test_wrong_scale_is_refused_naming_the_detected_one() -> None:
+    with pytest.raises(CheckpointError, match=r"hasn ×4 checkpoint, but scale 2 was requested"):
+        lightsr.load_model(require_shared("weights/HASN_x4_official.pth"), scale=2)
+
+
+def test_wrong_arch_is_refused() -> None:
+    with pytest.raises(CheckpointError, match=r"is a hasn ×4 checkpoint .* not elan_light"):
+        lightsr.load_model(require_shared("weights/HASN_x4_official.pth"), name="elan_light")
+
+
+def test_truncated_file_is_refused(tmp_path) -> None:
+    data = require_shared("golden/hasn_x2_random.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: truncated or not a PyTorch checkpoint"):
+        lightsr.load_model(tmp_path / "cut.pth")
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        lightsr.load_model(tmp_path / "cut.safetensors")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_pickle_payload_is_refused_and_not_run(tmp_path) -> None:
+    torch.save({"params": {"w": torch.zeros(1)}, "evil": _Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError, match="refused — the file needs arbitrary pickle code"):
+        lightsr.load_model(tmp_path / "evil.pth")
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(CheckpointError, match="refused"):
+        lightsr.load_model(raw)
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path) -> None:
+    sd, _ = read_checkpoint(require_shared("golden/hasn_x2_random.pth"))
+    sd = dict(sd)
+    del sd["block_3.esa.conv2.weight"]
+    sd["block_3.extra.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as e:
+        lightsr.load_model(tmp_path / "bad.pth")
+    msg = str(e.value)
+    assert "does not fit hasn ×2" in msg
+    assert "missing keys: blocks.2.esa.conv2.weight" in msg
+    assert "unexpected keys: blocks.2.extra.weight" in msg
+
+
+def test_unrecognised_and_missing_files() -> None:
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        lightsr.load_model("/nonexistent/model.pth")
+
+
+def test_unknown_layout(tmp_path) -> None:
+    torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="cannot recognise the architecture"):
+        lightsr.load_model(tmp_path / "x.pth")
