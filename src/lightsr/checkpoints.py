@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lightsr.errors import LightSRError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, list_models, model_spec
 
@@ -41,7 +42,7 @@ StateDict = dict[str, torch.Tensor]
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model_ema", "model", "net", "network", "generator")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LightSRError, ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the reason."""
 
 

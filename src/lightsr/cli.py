@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -29,10 +26,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_upscale(args: argparse.Namespace) -> int:
-    from lightsr.upscale import run_cli
-
-    return run_cli(args)
+# Subcommands living in their own modules: each has ``add_arguments(parser)`` and ``run_cli(args) -> int``.
+_SUBCOMMANDS = (
+    ("upscale", "lightsr.upscale", "upscale images with a bundled or given model"),
+    ("eval", "lightsr.evaluate", "PSNR/SSIM on benchmark sets under the papers' protocol"),
+    ("profile", "lightsr.profile", "parameters, multiply-adds and CPU latency of a network"),
+    ("export", "lightsr.export", "export a network to ONNX (dynamic batch/height/width), checked by onnxruntime"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the networks, their sizes and bundled weights")
     m.set_defaults(func=_cmd_models)
 
-    u = sub.add_parser("upscale", help="upscale images with a bundled or given model")
-    u.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
-    u.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    u.add_argument("--model", help="network name (picks the bundled weights for --scale)")
-    u.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    u.add_argument("--scale", type=int, help="upscaling factor (default: the checkpoint's, or 4)")
-    u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    u.set_defaults(func=_cmd_upscale)
+    for name, module, help_text in _SUBCOMMANDS:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(sp)
+        sp.set_defaults(func=mod.run_cli)
     return p
 
 
@@ -68,11 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from lightsr.checkpoints import CheckpointError
+    from lightsr.errors import LightSRError
 
     try:
         return args.func(args)
-    except (CLIError, CheckpointError) as e:
+    except LightSRError as e:
         print(f"lightsr: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightsr.errors import LightSRError
 
-class ImageReadError(ValueError):
+
+class ImageReadError(LightSRError, ValueError):
     """An image that cannot be read; the message names the file."""
 
 

@@ -39,6 +39,15 @@ def upscale_array(model: SRNet, img) -> object:
     return tensor_to_uint8(model(x))
 
 
+def add_arguments(u: argparse.ArgumentParser) -> None:
+    u.add_argument("inputs", nargs="+", metavar="INPUT", help="image files")
+    u.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    u.add_argument("--model", help="network name (picks the bundled weights for --scale)")
+    u.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
+    u.add_argument("--scale", type=int, help="upscaling factor (default: the checkpoint's, or 4)")
+    u.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
 def run_cli(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, args.weights, args.scale)
     if model is None:

@@ -1,0 +1,9 @@
+"""Errors that reach users: each message is one line naming the file or option and what is wrong."""
+
+
+class LightSRError(Exception):
+    """Base of every user-facing error; the command line prints it as one line and exits with status 2."""
+
+
+class UsageError(LightSRError, ValueError):
+    """A bad option or option combination."""
