@@ -35,7 +35,8 @@ _SUBCOMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; only the subcommand named in ``argv`` imports its module (fast start, isolated failures)."""
     from lightsr import __version__
 
     p = argparse.ArgumentParser(
@@ -49,16 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the networks, their sizes and bundled weights")
     m.set_defaults(func=_cmd_models)
 
+    wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module, help_text in _SUBCOMMANDS:
         sp = sub.add_parser(name, help=help_text, description=help_text)
-        mod = importlib.import_module(module)
-        mod.add_arguments(sp)
-        sp.set_defaults(func=mod.run_cli)
+        if name == wanted:
+            mod = importlib.import_module(module)
+            mod.add_arguments(sp)
+            sp.set_defaults(func=mod.run_cli)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="lightsr: %(message)s", stream=sys.stderr)
