@@ -31,6 +31,7 @@ _SUBCOMMANDS = (
     ("upscale", "lightsr.upscale", "upscale images with a bundled or given model"),
     ("eval", "lightsr.evaluate", "PSNR/SSIM on benchmark sets under the papers' protocol"),
     ("profile", "lightsr.profile", "parameters, multiply-adds and CPU latency of a network"),
+    ("train", "lightsr.train.cli", "train a network from a YAML config (also under torchrun for DDP)"),
     ("export", "lightsr.export", "export a network to ONNX (dynamic batch/height/width), checked by onnxruntime"),
 )
 
