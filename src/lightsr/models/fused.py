@@ -1,0 +1,335 @@
+"""Inference forms: the same functions as the training forms, rearranged for speed.
+
+``SRNet.fuse()`` returns one of these. What changes, and why it is exact:
+
+* affine maps are folded into neighbouring linear layers — ELAN's BatchNorm into the q/v projection, the
+  LayerNorm affine of HASN and LKSMN into the 1×1 convolutions that read it, ELAN's output mean shift into the
+  tail convolution (the input shift stays explicit: folding it into a zero-padded 3×3 conv would change the
+  borders);
+* sibling 1×1 convolutions reading the same tensor become one convolution (HASN's f1/f2/f3, LKSMN's A/V);
+  chained linear maps become one (HASN's ESA ``conv_f ∘ conv1``), and same-input depthwise convs of different
+  sizes become one with zero-padded kernels (LKSMN's first stage);
+* ELAN's shift-convolution is channel slicing + a 1×1 convolution instead of a depthwise 3×3 convolution;
+  window partition and cyclic shift are one gather through a cached index; windows without shared
+  attention use ``F.scaled_dot_product_attention`` (q = k, scale 1);
+* everything runs channels-last, so 1×1 convolutions are plain matrix products and layout changes are views.
+
+The training forms (what the golden tests check against the official code) are left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CL = torch.channels_last
+
+
+def _conv(weight: Tensor, bias: Tensor | None, **kw) -> nn.Conv2d:
+    out_c, in_per_group, kh, kw_ = weight.shape
+    groups = kw.pop("groups", 1)
+    conv = nn.Conv2d(in_per_group * groups, out_c, (kh, kw_), groups=groups, bias=True, **kw)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias if bias is not None else torch.zeros(out_c))
+    return conv
+
+
+def _fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """Weights of ``conv(γ·x + β)`` as a single 1×1 conv of ``x``."""
+    w = conv.weight.detach()
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0])
+    return w * gamma.view(1, -1, 1, 1), b + w[:, :, 0, 0] @ beta
+
+
+def _layer_norm_cl(x: Tensor, eps: float) -> Tensor:
+    """Affine-free LayerNorm over channels of a channels-last tensor (a view in and out, no copy)."""
+    c = x.shape[1]
+    return F.layer_norm(x.permute(0, 2, 3, 1), (c,), eps=eps).permute(0, 3, 1, 2)
+
+
+# ----------------------------------------------------------------------------------------------- HASN
+
+
+class FusedHASB(nn.Module):
+    def __init__(self, blk) -> None:
+        super().__init__()
+        self.hidden = blk.f1.out_channels
+        self.eps = blk.ln.eps
+        self.dwconv = copy.deepcopy(blk.dwconv)
+        gamma, beta = blk.ln.weight.detach(), blk.ln.bias.detach()
+        ws, bs = zip(*(_fold_pre_affine(f, gamma, beta) for f in (blk.f1, blk.f2, blk.f3)), strict=True)
+        self.f123 = _conv(torch.cat(ws), torch.cat(bs))
+        esa = blk.esa
+        w1, b1 = esa.conv1.weight.detach()[:, :, 0, 0], esa.conv1.bias.detach()
+        wf, bf = esa.conv_f.weight.detach()[:, :, 0, 0], esa.conv_f.bias.detach()
+        self.esa_f = w1.shape[0]
+        self.esa_in = _conv(torch.cat([w1, wf @ w1])[:, :, None, None], torch.cat([b1, wf @ b1 + bf]))
+        self.esa_conv2 = copy.deepcopy(esa.conv2)
+        self.esa_conv3 = copy.deepcopy(esa.conv3)
+        self.esa_conv4 = copy.deepcopy(esa.conv4)
+        self.g = copy.deepcopy(blk.g)
+        self.dwconv2 = copy.deepcopy(blk.dwconv2)
+        cab = blk.cab.body
+        self.cab_conv1, self.cab_conv2 = copy.deepcopy(cab[0]), copy.deepcopy(cab[2])
+        self.ca_down, self.ca_up = copy.deepcopy(cab[3].attention[1]), copy.deepcopy(cab[3].attention[3])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = _layer_norm_cl(self.dwconv(x), self.eps)
+        x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
+        c1_, cf = self.esa_in(x3).split(self.esa_f, dim=1)
+        c3 = self.esa_conv3(F.max_pool2d(self.esa_conv2(c1_), kernel_size=7, stride=3))
+        c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        gate = torch.sigmoid(self.esa_conv4(c3.add_(cf)))
+        t = F.hardtanh(x1, 0.0, 6.0).mul_(x2).addcmul_(x3, gate)
+        out = self.dwconv2(self.g(t)).add_(x)
+        out = self.cab_conv2(F.gelu(self.cab_conv1(out)))
+        s = torch.sigmoid(self.ca_up(F.relu(self.ca_down(out.mean(dim=(2, 3), keepdim=True)))))
+        return out.mul_(s)
+
+
+class FusedHASN(nn.Module):
+    def __init__(self, net) -> None:
+        super().__init__()
+        from lightsr.models.hasn import MIN_INPUT
+
+        self.scale, self.min_input = net.scale, MIN_INPUT
+        self.head = copy.deepcopy(net.head)
+        self.blocks = nn.Sequential(*(FusedHASB(b) for b in net.blocks))
+        self.body_conv = copy.deepcopy(net.body_conv)
+        self.upsampler = copy.deepcopy(net.upsampler)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from lightsr.models._common import pad_to_multiple
+
+        h, w = x.shape[-2:]
+        if h < self.min_input or w < self.min_input:
+            x = pad_to_multiple(x, 1, min_size=self.min_input)
+        feat = self.head(x.contiguous(memory_format=CL))
+        out = self.upsampler(self.body_conv(self.blocks(feat)).add_(feat))
+        return out[..., : h * self.scale, : w * self.scale]
+
+
+# ----------------------------------------------------------------------------------------------- ELAN
+
+
+class FusedShiftConv(nn.Module):
+    """Shift by channel slicing (zero fill at the borders), then the 1×1 convolution."""
+
+    def __init__(self, sc) -> None:
+        super().__init__()
+        self.conv = _conv(sc.weight.detach(), sc.bias.detach())
+        self.g = sc.weight.shape[1] // 5
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.g
+        y = torch.zeros_like(x, memory_format=CL)
+        y[:, 0 * g : 1 * g, :, :-1] = x[:, 0 * g : 1 * g, :, 1:]
+        y[:, 1 * g : 2 * g, :, 1:] = x[:, 1 * g : 2 * g, :, :-1]
+        y[:, 2 * g : 3 * g, :-1, :] = x[:, 2 * g : 3 * g, 1:, :]
+        y[:, 3 * g : 4 * g, 1:, :] = x[:, 3 * g : 4 * g, :-1, :]
+        y[:, 4 * g :] = x[:, 4 * g :]
+        return self.conv(y)
+
+
+@lru_cache(maxsize=64)
+def _window_index(h: int, w: int, ws: int, shift: bool, device: str) -> Tensor:
+    """Flat pixel index listing, window by window, the pixels of a (cyclically shifted) ``h×w`` map."""
+    rows = torch.arange(h)
+    cols = torch.arange(w)
+    if shift:  # torch.roll(x, -ws//2) puts pixel (i + ws//2) at position i
+        rows = (rows + ws // 2) % h
+        cols = (cols + ws // 2) % w
+    grid = rows.view(h, 1) * w + cols.view(1, w)
+    idx = grid.view(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3).reshape(-1)
+    return idx.to(device)
+
+
+class FusedGMSA(nn.Module):
+    def __init__(self, gmsa, keep_attn: bool) -> None:
+        super().__init__()
+        conv, bn = gmsa.project_inp[0], gmsa.project_inp[1]
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        w = conv.weight.detach() * scale.view(-1, 1, 1, 1)
+        b = (conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach()
+        self.project_inp = _conv(w, b)
+        self.project_out = copy.deepcopy(gmsa.project_out)
+        self.window_sizes, self.shift, self.calc_attn = gmsa.window_sizes, gmsa.shift, gmsa.calc_attn
+        self.split = gmsa.split_chns
+        self.keep_attn = keep_attn  # the next block reuses this block's attention maps
+
+    def forward(self, x: Tensor, prev: list[Tensor] | None) -> tuple[Tensor, list[Tensor] | None]:
+        b, c, h, w = x.shape
+        t = self.project_inp(x).permute(0, 2, 3, 1).reshape(b, h * w, -1)  # channels-last: a view
+        out = torch.empty(b, h * w, c, dtype=x.dtype, device=x.device)
+        atns, off_in, off_out = [], 0, 0
+        for i, (ws, cg) in enumerate(zip(self.window_sizes, self.split, strict=True)):
+            idx = _window_index(h, w, ws, self.shift, str(x.device))
+            tokens = t[:, idx, off_in : off_in + cg].reshape(-1, ws * ws, cg)
+            if self.calc_attn:
+                q, v = tokens.chunk(2, dim=-1)
+                if self.keep_attn:
+                    atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
+                    y, _ = atn @ v, atns.append(atn)
+                else:
+                    y = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+            else:
+                y = prev[i] @ tokens
+            co = y.shape[-1]
+            out[:, :, off_out : off_out + co].index_copy_(1, idx, y.reshape(b, h * w, co))
+            off_in, off_out = off_in + cg, off_out + co
+        y = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last NCHW view
+        return self.project_out(y), (atns if self.keep_attn else None)
+
+
+class FusedELAB(nn.Module):
+    def __init__(self, blk, keep_attn: bool) -> None:
+        super().__init__()
+        self.conv0 = FusedShiftConv(blk.lfe.conv0)
+        self.conv1 = FusedShiftConv(blk.lfe.conv1)
+        self.gmsa = FusedGMSA(blk.gmsa, keep_attn)
+
+    def forward(self, x: Tensor, prev: list[Tensor] | None) -> tuple[Tensor, list[Tensor] | None]:
+        x = self.conv1(F.relu_(self.conv0(x))).add_(x)
+        y, atns = self.gmsa(x, prev)
+        return y.add_(x), atns
+
+
+class FusedELAN(nn.Module):
+    def __init__(self, net) -> None:
+        super().__init__()
+        from lightsr.models.elan import RGB_RANGE
+
+        self.scale, self.pad_multiple = net.scale, net.pad_multiple
+        self.register_buffer("rgb_mean", net.rgb_mean.clone(), persistent=False)
+        self.rgb_range = RGB_RANGE
+        self.head = copy.deepcopy(net.head)
+        blocks = list(net.body)
+        self.body = nn.ModuleList(
+            FusedELAB(blk, keep_attn=j + 1 < len(blocks) and not blocks[j + 1].gmsa.calc_attn)
+            for j, blk in enumerate(blocks)
+        )
+        tail = net.tail[0]
+        s2 = net.scale**2
+        mean = net.rgb_mean.view(3).repeat_interleave(s2)
+        self.tail_conv = _conv(tail.weight.detach() / RGB_RANGE, tail.bias.detach() / RGB_RANGE + mean, padding=1)
+        self.shuffle = nn.PixelShuffle(net.scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from lightsr.models._common import pad_to_multiple
+
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x, self.pad_multiple)
+        x = ((x - self.rgb_mean) * self.rgb_range).contiguous(memory_format=CL)
+        feat = self.head(x)
+        res, atns = feat, None
+        for blk in self.body:
+            res, atns = blk(res, atns)
+        out = self.shuffle(self.tail_conv(res.add_(feat)))
+        return out[..., : h * self.scale, : w * self.scale]
+
+
+# ---------------------------------------------------------------------------------------------- LKSMN
+
+
+def _merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
+    """Depthwise convs on consecutive channel groups with different odd kernels → one, zero-padded."""
+    k = max(c.kernel_size[0] for c in convs)
+    ch = sum(c.out_channels for c in convs)
+    w = torch.zeros(ch, 1, k, k)
+    b = torch.cat([c.bias.detach() for c in convs])
+    off = 0
+    for c in convs:
+        kc, n = c.kernel_size[0], c.out_channels
+        p = (k - kc) // 2
+        w[off : off + n, :, p : p + kc, p : p + kc] = c.weight.detach()
+        off += n
+    return _conv(w, b, padding=k // 2, groups=ch)
+
+
+class FusedLKSMB(nn.Module):
+    def __init__(self, blk) -> None:
+        super().__init__()
+        c = blk.norm1.channels
+        self.c, self.eps = c, blk.norm1.eps
+        msma = blk.msma
+        wa, ba = _fold_pre_affine(msma.a[0], blk.norm1.weight.detach(), blk.norm1.bias.detach())
+        wv, bv = _fold_pre_affine(msma.v, blk.norm1.weight.detach(), blk.norm1.bias.detach())
+        self.av = _conv(torch.cat([wa, wv]), torch.cat([ba, bv]))
+        lka = msma.a[2]
+        self.splits = lka.splits
+        self.dw = _merge_depthwise([br[0] for br in lka.branches])
+        self.dilated = nn.ModuleList(copy.deepcopy(br[1]) for br in lka.branches)
+        pw = torch.block_diag(*(br[2].weight.detach()[:, :, 0, 0] for br in lka.branches))
+        self.pw = _conv(pw[:, :, None, None], torch.cat([br[2].bias.detach() for br in lka.branches]))
+        self.proj = copy.deepcopy(msma.proj)
+        mdta = blk.mdta
+        self.heads = mdta.heads
+        self.temperature = nn.Parameter(mdta.temperature.detach().clone(), requires_grad=False)
+        self.qkv = _conv(*_fold_pre_affine(mdta.qkv, blk.norm2.weight.detach(), blk.norm2.bias.detach()))
+        self.qkv_dwconv = copy.deepcopy(mdta.qkv_dwconv)
+        self.mdta_proj = copy.deepcopy(mdta.proj)
+        mlp = blk.mlp
+        self.fc1 = _conv(*_fold_pre_affine(mlp.fc1, blk.norm3.weight.detach(), blk.norm3.bias.detach()))
+        self.mlp_dw = copy.deepcopy(mlp.dwconv)
+        self.fc2 = copy.deepcopy(mlp.fc2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.c
+        a, v = self.av(_layer_norm_cl(x, self.eps)).split(c, dim=1)
+        a = self.dw(F.gelu(a))
+        a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
+        x = self.proj(self.pw(a).mul_(v)).add_(x)
+
+        b, _, h, w = x.shape
+        q, k, vv = self.qkv_dwconv(self.qkv(_layer_norm_cl(x, self.eps))).chunk(3, dim=1)
+        # (b, heads, c/heads, hw): from channels-last this is one copy per tensor.
+        q, k, vv = (t.reshape(b, self.heads, c // self.heads, h * w) for t in (q, k, vv))
+        attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)).mul_(self.temperature)
+        y = (attn.softmax(dim=-1) @ vv).view(b, c, h, w).contiguous(memory_format=CL)
+        x = self.mdta_proj(y).add_(x)
+
+        return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, self.eps))))).add_(x)
+
+
+class FusedLKSMN(nn.Module):
+    def __init__(self, net) -> None:
+        super().__init__()
+        self.shallow = copy.deepcopy(net.shallow)
+        self.blocks = nn.ModuleList(FusedLKSMB(b) for b in net.blocks)
+        self.mlfa_fuse = copy.deepcopy(net.mlfa.fuse)
+        self.mlfa_conv = copy.deepcopy(net.mlfa.conv)
+        self.upsampler = copy.deepcopy(net.upsampler)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shallow = self.shallow(x.contiguous(memory_format=CL))
+        feats, h = [], shallow
+        for blk in self.blocks:
+            h = blk(h)
+            feats.append(h)
+        return self.upsampler(self.mlfa_conv(self.mlfa_fuse(torch.cat(feats, dim=1))).add_(shallow))
+
+
+_FUSERS = {"ELAN": FusedELAN, "HASN": FusedHASN, "LKSMN": FusedLKSMN}
+
+
+def fuse(net: nn.Module) -> nn.Module:
+    """The inference form of a lightsr network (eval mode, channels-last, no gradients)."""
+    fused = _FUSERS[type(net).__name__](net.eval())
+    fused.info = net.info
+    fused.scale = net.scale
+    fused.arch = net.arch
+    return fused.to(next(net.parameters()).device).to(memory_format=CL).eval().requires_grad_(False)
+
+
+def same_function(a: nn.Module, b: nn.Module, x: Tensor) -> float:
+    """Largest absolute difference of two networks' outputs on ``x`` (a helper for checks and benchmarks)."""
+    with torch.inference_mode():
+        return (a(x) - b(x)).abs().max().item()
+
+
+__all__ = ["FusedELAN", "FusedHASN", "FusedLKSMN", "fuse", "same_function"]
