@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import require_shared, shared_root
 
 import lightsr
+from conftest import require_shared, shared_root
 
 
 def _golden_cases() -> list[str]:

@@ -18,6 +18,8 @@ _EXPORTS = {
     "load_model": "lightsr.checkpoints",
     "save_model": "lightsr.checkpoints",
     "CheckpointError": "lightsr.checkpoints",
+    "upscale": "lightsr.upscale",
+    "Upscaler": "lightsr.upscale",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from lightsr.checkpoints import CheckpointError, load_model, save_model
     from lightsr.models.base import ModelInfo, SRNet
     from lightsr.models.registry import create_model, list_models
+    from lightsr.upscale import Upscaler, upscale
 
 
 def __getattr__(name: str) -> Any:

@@ -1,12 +1,25 @@
-"""The edges of the data path: image file ↔ uint8 array ↔ float tensor in [0, 1].
+"""The edges of the data path: image files ↔ integer arrays ↔ float tensors in [0, 1].
 
-Everything between these functions is RGB float in [0, 1]; conversions happen here and only here.
+Everything between these functions is float in [0, 1]; conversions happen here and only here.
+
+:func:`load_image` keeps what a file holds: grayscale stays grayscale, alpha stays alpha, 16-bit stays 16-bit
+(Pillow decodes 16-bit RGB/RGBA PNG and TIFF to 8 bits; here the same Pillow decoder is run a second time with
+the byte order swapped, which yields the low bytes, so 16-bit images keep every bit), EXIF orientation is
+applied, palettes are expanded, and the ICC profile and resolution are kept. :func:`save_image` writes
+atomically (temporary file in the same folder, then rename), 16-bit PNG/TIFF with small writers of its own
+(Pillow cannot write 16-bit colour images).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
+import sys
 import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +27,231 @@ import torch
 
 from lightsr.errors import LightSRError
 
+# Input pixels above which an image is refused unless the caller raises the limit: a decompression-bomb
+# guard (a few kB of PNG can claim 50,000 × 50,000 pixels). 40 MP is a large camera frame; its ×4 result
+# (640 MP) already needs ~2 GB as 8-bit RGB.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+# File extensions read when a folder is given, and the formats they map to.
+INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff", ".bmp")
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
+           ".tiff": "TIFF", ".bmp": "BMP"}
+# Formats that store 16 bits per channel / an alpha channel.
+HIGH_BIT_DEPTH_FORMATS = {"PNG", "TIFF"}
+ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "BMP"}
+
 
 class ImageReadError(LightSRError, ValueError):
     """An image that cannot be read; the message names the file."""
 
 
+class ImageWriteError(LightSRError, OSError):
+    """An image that cannot be written; the message names the file."""
+
+
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+@dataclass
+class ImageData:
+    """Decoded pixels and the metadata worth carrying to the output.
+
+    ``pixels``: ``H×W×C`` uint8 or uint16 with ``C`` = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA). ``dpi``: horizontal
+    and vertical resolution when the file states one. ``icc_profile``: the embedded profile, kept only when its
+    colour space matches ``mode`` (a CMYK profile is dropped when CMYK is converted to RGB).
+    """
+
+    pixels: np.ndarray
+    icc_profile: bytes | None = None
+    dpi: tuple[float, float] | None = None
+    format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim == 2:
+            self.pixels = self.pixels[:, :, None]
+        if self.pixels.ndim != 3 or self.pixels.shape[2] not in _MODES:
+            raise ValueError(f"pixels must be H×W×C with C in 1..4, got shape {self.pixels.shape}")
+        if self.pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be uint8 or uint16, got {self.pixels.dtype}")
+
+    @property
+    def mode(self) -> str:
+        return _MODES[self.pixels.shape[2]]
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.pixels.shape[2] in (2, 4)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as Pillow reports it."""
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+@contextlib.contextmanager
+def _pixel_limit_off() -> Iterator[None]:
+    # Pillow's own bomb check (warning above 89 MP, error above 179 MP) would pre-empt --max-pixels in both
+    # directions; lightsr checks the limit itself before decoding.
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+_ORIENT = {  # EXIF orientation → operations on an H×W×C array (as PIL.ImageOps.exif_transpose)
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, 3),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _swap_rawmode(args: object) -> object:
+    """The tile arguments with the 16-bit byte order reversed (``RGB;16B`` ↔ ``RGB;16L``)."""
+    def swap(raw: str) -> str:
+        base, _, order = raw.rpartition(";16")
+        order = {"N": "L" if sys.byteorder == "little" else "B"}.get(order, order)
+        return f"{base};16{'B' if order == 'L' else 'L'}"
+
+    if isinstance(args, str):
+        return swap(args)
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return (swap(args[0]), *args[1:])
+    raise ValueError(f"unexpected tile arguments {args!r}")
+
+
+def _wide_kind(im) -> str | None:
+    """How to recover the 16-bit samples Pillow reduces to 8: ``"colour"`` (RGB/RGBA: decode the low bytes in
+    a second pass), ``"la"`` (gray+alpha, which Pillow expands to 8-bit RGBA: re-decode the raw bytes as
+    RGBA, which has the same 4 bytes per pixel) or None."""
+    if im.mode not in ("RGB", "RGBA") or not im.tile:
+        return None
+    args = im.tile[0].args
+    raw = args if isinstance(args, str) else (args or ("",))[0]
+    if not isinstance(raw, str) or ";16" not in raw:
+        return None
+    base = raw.split(";")[0]
+    return "colour" if base in ("RGB", "RGBA") else "la" if base == "LA" and raw.endswith("16B") else None
+
+
+def _decode_again(path: str | Path, tile: list, kind: str) -> np.ndarray:
+    from PIL import Image
+
+    with _pixel_limit_off(), Image.open(path) as im:
+        if kind == "colour":
+            im.tile = [t._replace(args=_swap_rawmode(t.args)) for t in tile]
+        else:
+            im.tile = [t._replace(args="RGBA" if isinstance(t.args, str) else ("RGBA", *t.args[1:])) for t in tile]
+        im.load()
+        return np.asarray(im)
+
+
+def _icc_matches(icc: bytes | None, mode: str) -> bytes | None:
+    # The colour space signature sits at bytes 16..20 of the profile header.
+    if not icc or len(icc) < 20:
+        return None
+    space = icc[16:20]
+    return icc if (space == b"RGB " and mode in ("RGB", "RGBA")) or (space == b"GRAY" and mode in ("L", "LA")) \
+        else None
+
+
+def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+    """Decode ``path`` keeping channels, bit depth, ICC profile and resolution; EXIF orientation applied.
+
+    Raises :class:`ImageReadError` (naming the file) for a missing, corrupt, unsupported or too large image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with _pixel_limit_off(), Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageReadError(f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                                     "(a decompression-bomb guard; raise it with --max-pixels)")
+            fmt = im.format
+            info = dict(im.info)
+            wide = _wide_kind(im)
+            tile = list(im.tile)  # before getexif(), which may load the image (PNG) and clear the tiles
+            im.load()
+            orientation = im.getexif().get(0x0112, 1)
+            pixels = _to_array(im, path)
+        if wide == "colour":
+            low = _decode_again(path, tile, wide)
+            if low.shape != pixels.shape:
+                raise ImageReadError(f"{path}: cannot decode the 16-bit samples")
+            pixels = (pixels.astype(np.uint16) << 8) | low.astype(np.uint16)
+        elif wide == "la":
+            raw = _decode_again(path, tile, wide).astype(np.uint16)  # bytes L_hi, L_lo, A_hi, A_lo
+            pixels = np.stack([raw[..., 0] << 8 | raw[..., 1], raw[..., 2] << 8 | raw[..., 3]], axis=-1)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file Pillow can identify (corrupt or unsupported)") from None
+    except (OSError, ValueError, SyntaxError, struct.error, EOFError, Image.DecompressionBombError) as e:
+        if isinstance(e, LightSRError):
+            raise
+        raise ImageReadError(f"{path}: cannot decode image ({str(e).strip() or type(e).__name__})") from None
+    if orientation in _ORIENT:
+        pixels = _ORIENT[orientation](pixels)
+    dpi = info.get("dpi")
+    if dpi is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            dpi = (round(float(dpi[0]), 2), round(float(dpi[1]), 2))  # PNG stores dots per metre
+        if not (isinstance(dpi, tuple) and dpi[0] > 1 and dpi[1] > 1):  # 0/1 mean "aspect ratio only"
+            dpi = None
+    data = ImageData(np.ascontiguousarray(pixels), dpi=dpi, format=fmt)
+    data.icc_profile = _icc_matches(info.get("icc_profile"), data.mode)
+    return data
+
+
+def _to_array(im, path: Path) -> np.ndarray:
+    """Pixels of a loaded Pillow image as uint8/uint16 L, LA, RGB or RGBA."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return np.asarray(im)
+    if mode == "1":
+        return np.asarray(im.convert("L"))
+    if mode == "P":
+        # Palette images with any transparency (tRNS chunk or an alpha palette) become RGBA, others RGB.
+        has_alpha = "transparency" in im.info or (im.palette is not None and im.palette.mode == "RGBA")
+        target = "RGBA" if has_alpha else "RGB"
+        return np.asarray(im.convert(target))
+    if mode in ("PA", "RGBa", "RGBX", "La", "CMYK", "YCbCr", "LAB", "HSV"):
+        target = {"PA": "RGBA", "RGBa": "RGBA", "La": "LA", "RGBX": "RGB"}.get(mode, "RGB")
+        return np.asarray(im.convert(target))
+    if mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16)
+    if mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ImageReadError(f"{path}: 32-bit integer samples outside 0..65535 are not supported")
+        return arr.astype(np.uint16)
+    raise ImageReadError(f"{path}: pixel mode {mode!r} is not supported (floating-point or exotic samples)")
+
+
 def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Decode an image file to a uint8 ``H×W×3`` (``mode='RGB'``) or ``H×W`` (``mode='L'``) array."""
+    """Decode an image file to a uint8 ``H×W×3`` (``mode='RGB'``) or ``H×W`` (``mode='L'``) array.
+
+    The simple reader for evaluation code: 8 bits, no alpha, EXIF orientation *not* applied (benchmark images
+    are used as stored).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -33,32 +264,230 @@ def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
         raise ImageReadError(f"{path}: cannot read image ({e})") from None
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write a uint8 array atomically (temp file in the same folder, then rename): never a partial file."""
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def _atomic(path: Path) -> tuple[Path, Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    return path, Path(tmp)
+
+
+def format_for(path: str | Path) -> str:
+    """The output format a file name asks for (by extension)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ImageWriteError(f"{path}: unknown output extension {suffix or '(none)'!r}; "
+                              f"use one of {', '.join(sorted({s.lstrip('.') for s in FORMATS}))}")
+    return FORMATS[suffix]
+
+
+def save_image(path: str | Path, data: ImageData | np.ndarray, quality: int = 95) -> None:
+    """Write ``data`` atomically in the format its extension names: never a partial file.
+
+    16-bit data is written as 16-bit to PNG and TIFF and rounded to 8 bits for JPEG, WebP and BMP; alpha is
+    dropped for JPEG (the caller warns). ``quality`` applies to JPEG (4:4:4, no chroma subsampling) and WebP.
+    """
+    if isinstance(data, np.ndarray):
+        data = ImageData(data)
+    path = Path(path)
+    fmt = format_for(path)
+    if fmt not in HIGH_BIT_DEPTH_FORMATS and data.bit_depth == 16:
+        data = replace(data, pixels=to_uint8(data.pixels))
+    if fmt not in ALPHA_FORMATS and data.has_alpha:
+        data = replace(data, pixels=data.pixels[:, :, :-1])
+    if fmt == "WEBP" and data.mode in ("L", "LA"):  # WebP has no grayscale
+        data = replace(data, pixels=np.repeat(data.pixels[:, :, :1], 3, axis=2) if data.mode == "L" else
+                       np.concatenate([np.repeat(data.pixels[:, :, :1], 3, axis=2), data.pixels[:, :, 1:]], 2))
+    path, tmp = _atomic(path)
+    try:
+        if data.bit_depth == 16 and fmt == "PNG":
+            _write_png16(tmp, data)
+        elif data.bit_depth == 16:
+            _write_tiff16(tmp, data)
+        else:
+            _save_pillow(tmp, data, fmt, quality)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, LightSRError):
+            raise ImageWriteError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+
+
+def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(img).save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    px = data.pixels
+    im = Image.fromarray(px[:, :, 0] if px.shape[2] == 1 else px, mode=data.mode)
+    kwargs: dict = {}
+    if data.icc_profile and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+        kwargs["icc_profile"] = data.icc_profile
+    if data.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
+        kwargs["dpi"] = (round(data.dpi[0]), round(data.dpi[1])) if fmt in ("JPEG", "BMP") else data.dpi
+    if fmt == "JPEG":
+        kwargs.update(quality=quality, subsampling=0)
+    elif fmt == "WEBP":
+        kwargs.update(quality=quality, method=4)
+    elif fmt == "TIFF":
+        kwargs.update(compression="tiff_adobe_deflate")
+    im.save(tmp, format=fmt, **kwargs)
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    """Write a uint8 (or uint16) ``H×W×C`` or ``H×W`` array atomically in the format of its extension."""
+    save_image(path, ImageData(img))
+
+
+def _chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+
+def _paeth_filter(rows: np.ndarray, prev: np.ndarray, bpp: int) -> np.ndarray:
+    """PNG Paeth filter (type 4) of byte rows given the row above the block; vectorised (encoding has no
+    sequential dependence, unlike decoding)."""
+    up = np.concatenate([prev[None], rows[:-1]], 0).astype(np.int16)
+    cur = rows.astype(np.int16)
+    left = np.zeros_like(cur)
+    left[:, bpp:] = cur[:, :-bpp]
+    upleft = np.zeros_like(cur)
+    upleft[:, bpp:] = up[:, :-bpp]
+    p = left + up - upleft
+    pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+    pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+    return ((cur - pred) & 0xFF).astype(np.uint8)
+
+
+def _write_png16(path: Path, data: ImageData) -> None:
+    px = data.pixels
+    h, w, c = px.shape
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    out = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))]
+    if data.icc_profile:
+        out.append(_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(data.icc_profile)))
+    if data.dpi:
+        ppm = [round(d / 0.0254) for d in data.dpi]
+        out.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    comp = zlib.compressobj(6)
+    idat = []
+    bpp = 2 * c
+    prev = np.zeros(w * bpp, np.uint8)
+    for y0 in range(0, h, 256):  # blocks of rows bound the temporary memory
+        rows = np.ascontiguousarray(px[y0:y0 + 256], dtype=">u2").view(np.uint8).reshape(-1, w * bpp)
+        filt = _paeth_filter(rows, prev, bpp)
+        prev = rows[-1].copy()
+        block = np.concatenate([np.full((filt.shape[0], 1), 4, np.uint8), filt], 1)
+        idat.append(comp.compress(block.tobytes()))
+    idat.append(comp.flush())
+    out.append(_chunk(b"IDAT", b"".join(idat)))
+    out.append(_chunk(b"IEND", b""))
+    path.write_bytes(b"".join(out))
+
+
+def _write_tiff16(path: Path, data: ImageData) -> None:
+    """Baseline little-endian TIFF, 16 bits per sample, Adobe-deflate strips with horizontal differencing."""
+    px = data.pixels
+    h, w, c = px.shape
+    row_bytes = w * c * 2
+    rows_per_strip = max(1, min(h, (1 << 18) // row_bytes))
+    strips = []
+    for y0 in range(0, h, rows_per_strip):
+        block = px[y0:y0 + rows_per_strip].astype(np.int32)
+        diff = block.copy()
+        diff[:, 1:] -= block[:, :-1]  # predictor 2: per-sample difference with the left pixel, mod 2^16
+        strips.append(zlib.compress((diff & 0xFFFF).astype("<u2").tobytes(), 6))
+    # Layout: header, strip data, then the IFD and its out-of-line values.
+    blob = bytearray(b"II*\x00\x00\x00\x00\x00")
+    offsets = []
+    for s in strips:
+        offsets.append(len(blob))
+        blob += s
+        if len(blob) % 2:
+            blob += b"\x00"
+    extra = bytearray()
+    entries: list[tuple[int, int, int, bytes]] = []  # tag, type, count, packed value(s)
+
+    def add(tag: int, typ: int, values: list[int] | bytes) -> None:
+        if typ == 7:
+            entries.append((tag, typ, len(values), bytes(values)))
+            return
+        fmt = {3: "<H", 4: "<I", 5: "<II"}[typ]
+        packed = b"".join(struct.pack(fmt, *(v if isinstance(v, tuple) else (v,))) for v in values)
+        entries.append((tag, typ, len(values), packed))
+
+    add(256, 4, [w])
+    add(257, 4, [h])
+    add(258, 3, [16] * c)
+    add(259, 3, [8])  # Adobe deflate
+    add(262, 3, [2 if c >= 3 else 1])  # RGB or BlackIsZero
+    add(273, 4, offsets)
+    add(277, 3, [c])
+    add(278, 4, [rows_per_strip])
+    add(279, 4, [len(s) for s in strips])
+    if data.dpi:
+        add(282, 5, [(round(data.dpi[0] * 100), 100)])
+        add(283, 5, [(round(data.dpi[1] * 100), 100)])
+    add(284, 3, [1])
+    if data.dpi:
+        add(296, 3, [2])  # inch
+    add(317, 3, [2])  # horizontal differencing
+    if c in (2, 4):
+        add(338, 3, [2])  # unassociated alpha
+    add(339, 3, [1] * c)  # unsigned integer samples
+    if data.icc_profile:
+        add(34675, 7, data.icc_profile)
+    entries.sort()
+    ifd_offset = len(blob)
+    extra_base = ifd_offset + 2 + 12 * len(entries) + 4
+    ifd = bytearray(struct.pack("<H", len(entries)))
+    for tag, typ, count, packed in entries:
+        if len(packed) <= 4:
+            ifd += struct.pack("<HHI", tag, typ, count) + packed.ljust(4, b"\x00")
+        else:
+            ifd += struct.pack("<HHII", tag, typ, count, extra_base + len(extra))
+            extra += packed
+            if len(extra) % 2:
+                extra += b"\x00"
+    ifd += b"\x00\x00\x00\x00"
+    blob[4:8] = struct.pack("<I", ifd_offset)
+    path.write_bytes(bytes(blob + ifd + extra))
+
+
+# ------------------------------------------------------------------------------------------------ conversion
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """uint16 → uint8 by rounding (x / 257); uint8 unchanged."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """``H×W×C`` (or ``H×W``) uint8/uint16 → ``C×H×W`` float32 in [0, 1] (÷255 or ÷65535)."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    # astype copies: the tensor never aliases the caller's (possibly read-only) array.
+    return torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32)).div_(peak)
+
+
+def tensor_to_array(t: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:
+    """``C×H×W`` float in [0, 1] → ``H×W×C`` uint8/uint16, clamped and rounded to nearest."""
+    peak = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
+    q = t.detach().float().clamp(0, 1).mul_(peak).round_()
+    q = q.to(torch.int32 if peak > 255 else torch.uint8).cpu().numpy()
+    return q.transpose(1, 2, 0).astype(dtype, copy=False)
 
 
 def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
     """``H×W×C`` uint8 → ``1×C×H×W`` float32 in [0, 1]."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0).unsqueeze(0)
+    return array_to_tensor(img).unsqueeze(0)
 
 
 def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
     """``1×C×H×W`` (or ``C×H×W``) float in [0, 1] → ``H×W×C`` uint8, clamped and rounded to nearest."""
     if t.ndim == 4:
         t = t[0]
-    arr = t.detach().float().clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).cpu().numpy()
-    return arr.transpose(1, 2, 0)
+    return tensor_to_array(t, np.uint8)
