@@ -62,6 +62,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # a real command-line run (not a call from Python): pick the fast allocator
+        from lightsr.allocator import use_fast_allocator
+
+        use_fast_allocator(sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -35,6 +35,7 @@ class Profile:
     latency_input_hw: tuple[int, int] | None = None
     threads: int | None = None
     runs: int | None = None
+    allocator: str | None = None
 
 
 def count_macs(model: torch.nn.Module, input_hw: tuple[int, int]) -> tuple[int, dict[str, int]]:
@@ -77,7 +78,10 @@ def profile(model, input_hw: tuple[int, int] | None = None, latency_hw: tuple[in
     prof = Profile(model.arch, s, model.num_trainable_params(), tuple(input_hw), macs, by_op)
     if latency_hw:
         prof.latency_ms = measure_latency(model, latency_hw, runs=runs)
+        from lightsr.allocator import active_allocator
+
         prof.latency_input_hw, prof.threads, prof.runs = tuple(latency_hw), torch.get_num_threads(), runs
+        prof.allocator = active_allocator()
     return prof
 
 
@@ -126,6 +130,6 @@ def run_cli(args: argparse.Namespace) -> int:
     print("| model | scale | params | input | MACs | latency |")
     print("|---|---|---|---|---|---|")
     lat = (f"{prof.latency_ms:.1f} ms ({prof.latency_input_hw[1]}×{prof.latency_input_hw[0]}, "
-           f"{prof.threads} threads, median of {prof.runs})" if prof.latency_ms is not None else "—")
+           f"{prof.threads} threads, {prof.allocator}, median of {prof.runs})" if prof.latency_ms is not None else "—")
     print(f"| {prof.arch} | ×{prof.scale} | {prof.params:,} | {w}×{h} | {prof.macs / 1e9:.2f} G | {lat} |")
     return 0
