@@ -18,8 +18,8 @@ _EXPORTS = {
     "load_model": "lightsr.checkpoints",
     "save_model": "lightsr.checkpoints",
     "CheckpointError": "lightsr.checkpoints",
-    "upscale": "lightsr.upscale",
-    "Upscaler": "lightsr.upscale",
+    "upscale": "lightsr.upscaler",
+    "Upscaler": "lightsr.upscaler",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from lightsr.checkpoints import CheckpointError, load_model, save_model
     from lightsr.models.base import ModelInfo, SRNet
     from lightsr.models.registry import create_model, list_models
-    from lightsr.upscale import Upscaler, upscale
+    from lightsr.upscaler import Upscaler, upscale
 
 
 def __getattr__(name: str) -> Any:

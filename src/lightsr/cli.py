@@ -28,7 +28,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 # Subcommands living in their own modules: each has ``add_arguments(parser)`` and ``run_cli(args) -> int``.
 _SUBCOMMANDS = (
-    ("upscale", "lightsr.upscale", "upscale images with a bundled or given model"),
+    ("upscale", "lightsr.upscaler", "upscale images with a bundled or given model"),
     ("eval", "lightsr.evaluate", "PSNR/SSIM on benchmark sets under the papers' protocol"),
     ("profile", "lightsr.profile", "parameters, multiply-adds and CPU latency of a network"),
     ("train", "lightsr.train.cli", "train a network from a YAML config (also under torchrun for DDP)"),

@@ -155,7 +155,7 @@ class _Net:
     forward: Callable[[torch.Tensor], torch.Tensor]
     scale: int
     arch: str | None
-    module: SRNet | None = None
+    module: torch.nn.Module | None = None  # the PyTorch network (its inference form unless fuse=False)
 
 
 class Upscaler:
@@ -166,14 +166,17 @@ class Upscaler:
     ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input pixels.
     ``tile_overlap``: context on each side of a tile (default: per architecture, see
     :data:`lightsr.tiling.ARCH_TILING`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
-    plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` for one tile's working set
-    plus the image buffers (default: :func:`lightsr.tiling.default_memory_budget`).
+    plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
+    size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
+    :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
+    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA only). ``progress``: tqdm bar over tiles.
+    ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     """
 
     def __init__(self, model: str | os.PathLike | SRNet = DEFAULT_MODEL, scale: int | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, device: str | torch.device = "auto",
                  precision: str = "fp32", max_memory: int | str | None = None, alpha: str = "bicubic",
-                 threads: int | None = None, progress: bool = False) -> None:
+                 threads: int | None = None, progress: bool = False, fuse: bool = True) -> None:
         if alpha not in ("bicubic", "model"):
             raise UsageError(f"--alpha {alpha!r}: choose bicubic or model")
         if tile is not None and tile < 0:
@@ -190,6 +193,7 @@ class Upscaler:
         self.tile_overlap = tile_overlap
         self.alpha = alpha
         self.progress = progress
+        self.fuse = fuse
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
         self.dtype = torch.float32
         self.net = self._load(model, scale, threads)
@@ -234,7 +238,14 @@ class Upscaler:
         p = next(module.parameters(), None)
         if copy_first and p is not None and (p.device != self.device or p.dtype != dtype or module.training):
             module = copy.deepcopy(module)  # never change the caller's network behind their back
-        module = module.to(self.device, dtype).eval()
+        module = module.to(self.device).eval()
+        if self.fuse:
+            # The inference form: the same function (≤ 1e-4), faster; folded in float32, then cast.
+            try:
+                module = module.fuse()
+            except KeyError:  # an SRNet subclass lightsr has no inference form for: run it as it is
+                log.info("%s has no inference form; running it unfused", type(module).__name__)
+        module = module.to(dtype)
         self.dtype = dtype
         return _Net(module, module.scale, module.arch, module)
 
@@ -248,10 +259,13 @@ class Upscaler:
     def max_memory(self) -> int:
         return self._max_memory if self._max_memory is not None else default_memory_budget(self.device)
 
+    def _overlap(self) -> int:
+        return arch_tiling(self.arch).overlap if self.tile_overlap is None else self.tile_overlap
+
     def plan(self, height: int, width: int, channels: int = 3, bytes_per_sample: int = 1) -> TilePlan:
         """The tile plan for an image of this size: exactly what :meth:`upscale` would run."""
         spec = arch_tiling(self.arch)
-        overlap = spec.overlap if self.tile_overlap is None else self.tile_overlap
+        overlap = self._overlap()
         # Wrap mode needs seam hooks inside the network: only possible for a PyTorch ELAN.
         wrap = spec.wrap and self.net.module is not None
         tile = self.tile
@@ -260,9 +274,12 @@ class Upscaler:
             s = self.scale
             # Image buffers outside the network: float input (+ padded / filled copies), the integer output
             # and the copy the encoder makes, then the float strip of one tile row (estimated in a second step).
-            fixed = 16 * channels * height * width + 2 * s * s * height * width * channels * bytes_per_sample
+            # On a GPU those live in host memory and the budget is the device's alone.
+            on_host = self.device.type == "cpu"
+            fixed = (16 * channels * height * width + 2 * s * s * height * width * channels * bytes_per_sample
+                     if on_host else 0)
             tile = auto_tile(height, width, spec, self.max_memory - fixed, elem, overlap)
-            if tile:
+            if tile and on_host:
                 strip = 2 * 4 * channels * (tile + overlap) * s * width * s
                 tile = auto_tile(height, width, spec, self.max_memory - fixed - strip, elem, overlap)
         return plan_tiles(height, width, tile, overlap, spec.align, wrap=wrap)
@@ -270,12 +287,13 @@ class Upscaler:
     # -- running
 
     def _forward_fn(self, net: _Net, hooks: SeamHooks | None, what: str) -> Callable:
-        dtype = self.dtype if net.module is not None else torch.float32
+        # onnxruntime takes host arrays (and picks its own device from the session's providers).
+        dtype, device = (self.dtype, self.device) if net.module is not None else (torch.float32, "cpu")
 
         def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
             if hooks is not None:
                 hooks.seams = seams
-            y = net.forward(t.to(self.device, dtype))
+            y = net.forward(t.to(device, dtype))
             if not bool(torch.isfinite(y).all()):
                 raise NonFiniteOutputError(
                     f"the network produced NaN/Inf in the {what} ({self.precision} on {self.device.type})"
@@ -298,8 +316,11 @@ class Upscaler:
             if bar is not None:
                 bar.close()
 
-    def _run_colour(self, rgb: torch.Tensor, sink: Callable, plan: TilePlan, what: str = "image") -> None:
-        """Colour planes through the network; on out-of-memory, retry with tiles half as large."""
+    def _run_colour(self, rgb: torch.Tensor, sink: Callable, plan: TilePlan, what: str = "image") -> TilePlan:
+        """Colour planes through the network; on out-of-memory, retry with tiles half as large.
+
+        Returns the plan that ran (the sink overwrites rows, so a retry simply starts again from the top).
+        """
         while True:
             hooks = SeamHooks(self.net.module) if plan.wrap else None
             try:
@@ -308,19 +329,19 @@ class Upscaler:
                         self._run(rgb, plan, self._forward_fn(self.net, hooks, what), sink, "tiles")
                 else:
                     self._run(rgb, plan, self._forward_fn(self.net, None, what), sink, "tiles")
-                return
+                return plan
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if isinstance(e, LightSRError) or not _is_oom(e):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 core = max(max(r.stop - r.start for r in plan.rows), max(c.stop - c.start for c in plan.cols))
-                if core <= 32:
+                if core // 2 < max(8, plan.align):
                     raise LightSRError(f"out of memory on {self.device} even with {core}-pixel tiles; "
                                        "use --device cpu or a smaller --max-memory") from None
                 log.warning("out of memory with %d-pixel tiles on %s; retrying with %d", core, self.device,
                             core // 2)
-                plan = plan_tiles(plan.height, plan.width, core // 2, plan.overlap, plan.align, wrap=plan.wrap)
+                plan = plan_tiles(plan.height, plan.width, core // 2, self._overlap(), plan.align, wrap=plan.wrap)
 
     def _run_alpha(self, alpha: torch.Tensor, sink: Callable, plan: TilePlan) -> None:
         s = self.scale
@@ -332,7 +353,7 @@ class Upscaler:
             def fn(t: torch.Tensor, seams: tuple) -> torch.Tensor:
                 if hooks is not None:
                     hooks.seams = seams
-                return colour_fn(t.expand(-1, 3, -1, -1), seams).float().mean(1, keepdim=True)
+                return colour_fn(t.expand(-1, 3, -1, -1), seams).float().clamp(0, 1).mean(1, keepdim=True)
 
             if hooks is not None:
                 with hooks:
@@ -372,9 +393,9 @@ class Upscaler:
             colour = fill_transparent(colour, alpha)
         plan = plan or self.plan(h, w, c)
         if colour_c == 3:
-            self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
+            plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
         else:
-            self._run_colour(colour, lambda y0, b: sink(y0, _to_luma(b), 0), plan)
+            plan = self._run_colour(colour, lambda y0, b: sink(y0, _to_luma(b), 0), plan)
         if alpha is not None:
             # Where the input is fully transparent (or fully opaque) around a pixel, the output is exactly so:
             # no faint halo from filter ringing or from the network's response to a flat plane.
@@ -562,12 +583,14 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--tile-overlap", type=int, metavar="PX",
                      help="context pixels around each tile (default: per network, 32–48)")
     run.add_argument("--max-memory", metavar="SIZE",
-                     help="memory for one tile plus image buffers, e.g. 2GB (default: 1GB on CPU, 70%% of free "
-                          "GPU memory)")
+                     help="memory budget that picks the tile size, e.g. 2GB: CPU: one tile plus the image "
+                          "buffers (default 1GB); CUDA: one tile (default 70%% of free GPU memory)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                      help="fp32 (default), bf16, or fp16 (CUDA only)")
     run.add_argument("--threads", type=int, help="CPU threads for PyTorch / onnxruntime")
+    run.add_argument("--no-fuse", action="store_true",
+                     help="run the training form instead of the (equivalent, faster) inference form")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
 
 
@@ -605,15 +628,17 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
 
 def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: int) -> tuple[list[_Job], list[str]]:
     out = Path(args.output)
+    # One input file and an -o that names a file (has an extension): write exactly there. Anything else is
+    # a folder (created when missing).
     single_file = (len(args.inputs) == 1 and Path(args.inputs[0]).is_file() and not out.is_dir()
-                   and not args.output.endswith(("/", os.sep)))
+                   and not args.output.endswith(("/", os.sep)) and out.suffix != "")
     jobs: list[_Job] = []
     conflicts: list[str] = []
     if single_file:
         src = found[0][0]
         if out.suffix.lower() not in FORMATS:
-            raise UsageError(f"-o {out}: give an image file name (.png, .jpg, .webp, .tif, .bmp) or a folder "
-                             "ending with /")
+            raise UsageError(f"-o {out}: unknown image extension; use .png, .jpg, .webp, .tif or .bmp (or a "
+                             "folder)")
         if args.ext and FORMATS[out.suffix.lower()] != FORMATS["." + args.ext]:
             raise UsageError(f"-o {out} and --ext {args.ext} disagree")
         jobs.append(_Job(src, out))
@@ -663,7 +688,7 @@ def run_cli(args: argparse.Namespace) -> int:
             return 0
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
-                  threads=args.threads, progress=not args.quiet)
+                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
     if not found:
@@ -712,20 +737,3 @@ def run_cli(args: argparse.Namespace) -> int:
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
               + (f"; {len(errors)} input error{'s' * (len(errors) > 1)}" if errors else ""), file=sys.stderr)
     return 1 if failed or errors else 0
-
-
-
-
-class _CallableModule(type(sys)):
-    """``lightsr.upscale`` is both this module and the function :func:`upscale`.
-
-    Importing the submodule (as the command line does) makes Python bind the *module* to the package attribute
-    ``lightsr.upscale``, shadowing the lazily exported function; a callable module keeps
-    ``lightsr.upscale(image, ...)`` working either way.
-    """
-
-    def __call__(self, image: Any, *args: Any, **kwargs: Any) -> Any:
-        return upscale(image, *args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

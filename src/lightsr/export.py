@@ -1,0 +1,238 @@
+"""ONNX export with dynamic batch, height and width, verified by onnxruntime; and running exported models.
+
+The networks pad internally in data-dependent ways (ELAN mirror-pads to a multiple of 16 with a loop for tiny
+inputs, HASN pads inputs under 15×15), which tracing would freeze at the dummy input's size. The exported graph
+therefore wraps the network: the wrapper pads the input itself with a gather whose indices are computed from
+the input's shape (the same mirror rule as :func:`lightsr.models._common.mirror_pad`: periodic reflection,
+replication for a 1-pixel side), so the traced network always receives a size it needs no padding for, and the
+output is cropped with shape-derived bounds. The network's own code is unchanged; outputs are identical.
+
+``onnx`` and ``onnxruntime`` are optional (``pip install 'lightsr[onnx]'``) and imported only when used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightsr.errors import LightSRError, UsageError
+from lightsr.models.base import SRNet
+
+MIN_OPSET = 17  # LayerNormalization (HASN, LKSMN) became an ONNX operator in opset 17
+# Input sizes the export check runs at: neither the dummy's size nor a multiple of ELAN's 16-pixel windows,
+# one below HASN's 15-pixel minimum, and a batch of two.
+DUMMY_SIZE = (37, 45)
+CHECK_SHAPES = ((1, 3, 29, 53), (2, 3, 12, 20))
+
+
+class ExportError(LightSRError, RuntimeError):
+    """An export that failed or whose ONNX graph does not reproduce the PyTorch network."""
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise LightSRError(f"ONNX support needs the optional package {module!r}: "
+                           "pip install 'lightsr[onnx]' (onnx and onnxruntime)") from None
+
+
+# Per-architecture padding the network would do by itself: (size multiple, minimum size).
+_PADDING = {"elan": (16, 1), "elan_light": (16, 1), "hasn": (1, 15), "lksmn": (1, 1)}
+
+
+def _padding_of(model: SRNet) -> tuple[int, int]:
+    multiple = int(getattr(model, "pad_multiple", 0) or _PADDING.get(model.arch, (1, 1))[0])
+    from lightsr.models.hasn import HASN, MIN_INPUT
+
+    minimum = MIN_INPUT if isinstance(model, HASN) else _PADDING.get(model.arch, (1, 1))[1]
+    return multiple, minimum
+
+
+def _mirror_index(n: torch.Tensor, multiple: int, minimum: int) -> torch.Tensor:
+    """Source indices that mirror-pad an axis of length ``n`` (a 0-d tensor) up to the multiple/minimum."""
+    target = torch.div(torch.clamp(n, min=minimum) + (multiple - 1), multiple, rounding_mode="floor") * multiple
+    i = torch.arange(target, device=n.device)
+    # Reflecting again and again (mirror_pad's rule) is the even periodic extension with period 2(n - 1);
+    # a 1-pixel axis has period 1, i.e. replication.
+    period = torch.clamp(2 * (n - 1), min=1)
+    j = i % period
+    return torch.where(j < n, j, period - j)
+
+
+class ShapeGenericWrapper(nn.Module):
+    """``model`` with its input padding done in a traceable, shape-generic way (see the module docstring)."""
+
+    def __init__(self, model: SRNet) -> None:
+        super().__init__()
+        self.model = model
+        self.scale = model.scale
+        self.multiple, self.minimum = _padding_of(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = torch._shape_as_tensor(x)  # traced as an ONNX Shape op, so sizes stay symbolic
+        h, w = shape[2], shape[3]
+        x = x.index_select(2, _mirror_index(h, self.multiple, self.minimum))
+        x = x.index_select(3, _mirror_index(w, self.multiple, self.minimum))
+        y = self.model(x)
+        return y[:, :, : h * self.scale, : w * self.scale]
+
+
+def _cpu_eval_copy(model: SRNet) -> SRNet:
+    """``model`` in float32 eval mode on CPU, copied when that would change the caller's network."""
+    p = next(model.parameters(), None)
+    if model.training or (p is not None and (p.device.type != "cpu" or p.dtype != torch.float32)):
+        model = copy.deepcopy(model)
+    return model.to("cpu", torch.float32).eval()
+
+
+def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: bool = True,
+                atol: float = 1e-4, overwrite: bool = True) -> Path:
+    """Export ``model`` to ONNX at ``path`` with dynamic batch/height/width; returns the path.
+
+    With ``check`` the file is loaded by onnxruntime and compared with PyTorch at input sizes other than the
+    export dummy's (:data:`CHECK_SHAPES`); a difference above ``atol`` is an :class:`ExportError` and nothing
+    is written. The graph carries metadata (``arch``, ``scale``, ``config``, ``lightsr_version``) that
+    ``lightsr upscale --onnx`` reads.
+    """
+    onnx = _require("onnx")
+    if opset < MIN_OPSET:
+        raise UsageError(f"--opset {opset}: lightsr exports need opset {MIN_OPSET} or newer")
+    from lightsr import __version__
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path}: exists (use --overwrite)")
+    model = _cpu_eval_copy(model)
+    wrapper = ShapeGenericWrapper(model).eval()
+    dummy = torch.rand(1, 3, *DUMMY_SIZE, generator=torch.Generator().manual_seed(0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # Tracer warnings about Python booleans come from branches the wrapper makes constant by design
+            # (the padded input always has the size the network wants).
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                wrapper, (dummy,), str(tmp), dynamo=False, opset_version=opset,
+                input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                              "output": {0: "batch", 2: "out_height", 3: "out_width"}},
+            )
+        proto = onnx.load(str(tmp))
+        info = model.info
+        meta = {"arch": info.arch, "scale": str(info.scale), "config": json.dumps(info.config),
+                "lightsr_version": __version__, "input": "RGB float32 in [0, 1], N×3×H×W, any H, W ≥ 1"}
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.doc_string = f"lightsr {info.arch} ×{info.scale}"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        if check:
+            errors = check_onnx(model, tmp)
+            worst = max(errors.values())
+            if not worst <= atol:
+                raise ExportError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} (> {atol:g}) at "
+                                  + ", ".join(f"{'×'.join(map(str, s))}: {e:.3g}" for s, e in errors.items()))
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, (LightSRError, KeyboardInterrupt)):
+            raise
+        if isinstance(e, Exception):
+            raise ExportError(f"{path}: export failed ({type(e).__name__}: {str(e).strip()[:300]})") from e
+        raise
+    return path
+
+
+def check_onnx(model: SRNet, path: str | os.PathLike,
+               shapes: tuple[tuple[int, int, int, int], ...] = CHECK_SHAPES) -> dict[tuple[int, ...], float]:
+    """Largest absolute difference between onnxruntime and PyTorch per input shape (random inputs)."""
+    session = OnnxModel(path)
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    model = _cpu_eval_copy(model)
+    for shape in shapes:
+        x = torch.rand(*shape, generator=g)
+        with torch.no_grad():
+            ref = model(x)
+        y = session(x)
+        if y.shape != ref.shape:
+            raise ExportError(f"{path}: onnxruntime output {tuple(y.shape)} for input {shape}, "
+                              f"PyTorch {tuple(ref.shape)}")
+        out[shape] = float((y - ref).abs().max())
+    return out
+
+
+class OnnxModel:
+    """An exported lightsr model run by onnxruntime: ``model(x)`` maps ``N×3×H×W`` float to ``N×3×sH×sW``."""
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu",
+                 threads: int | None = None) -> None:
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise LightSRError(f"{self.path}: no such ONNX file")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid graphs
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LightSRError(f"{self.path}: cannot load ONNX model ({msg[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "scale" not in meta:
+            raise LightSRError(f"{self.path}: no lightsr metadata (scale); export it with `lightsr export`")
+        self.scale = int(meta["scale"])
+        self.arch = meta.get("arch")
+        self.metadata = dict(meta)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="network name (its bundled weights at --scale)")
+    p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
+    p.add_argument("--scale", type=int, help="upscaling factor (default: the checkpoint's, or 4)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
+    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (≥ {MIN_OPSET}; default 17)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from lightsr.upscaler import resolve_model
+
+    if not args.model and not args.weights:
+        raise UsageError("export needs --model NAME (bundled weights) or --weights PATH")
+    if Path(args.onnx).suffix.lower() != ".onnx":
+        raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
+    model = resolve_model(args.model, args.weights, args.scale)
+    assert model is not None  # resolve_model returns None only when neither --model nor --weights is given
+    path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)
+    print(f"lightsr: exported {model.arch} ×{model.scale} to {path} (opset {args.opset}, dynamic N×3×H×W"
+          + ("" if args.no_check else ", checked with onnxruntime") + ")")
+    return 0

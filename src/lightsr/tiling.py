@@ -1,0 +1,446 @@
+"""Tiled inference: memory bounded by the tile size, and no visible seams.
+
+The image is cut into a grid of *cores* (the part of the output a tile is responsible for). Each tile runs the
+network on its core plus ``overlap`` input pixels of context on every side (clamped at the image border, where
+the whole-image run has no context either), so pixels near a core border see what the whole-image run would
+see within the network's effective receptive field.
+
+Neighbouring tiles are blended, not cut: across each interior core border a smooth ramp of ``blend`` input
+pixels hands the output over from one tile to the next. The ramp weights of the two tiles are exact complements
+and the 2-D weight is the product of a row and a column weight, so at every output pixel the weights of all
+tiles sum to one (a partition of unity): outputs are accumulated with no normalisation buffer. The ramp lies
+in the middle of the overlap, where both tiles have at least ``overlap - blend/2`` pixels of context.
+
+Memory: the model only ever sees one tile. The float32 accumulator is a *strip*: one row of tiles plus the
+blend band below it; finished output rows are handed to a sink (which typically converts them to uint8/uint16
+into the final image) and the strip moves down. Nothing holds per-tile outputs.
+
+Tile geometry respects what each network needs to compute tiles like the whole image
+(:data:`ARCH_TILING`): ELAN attends within 4/8/16-pixel windows aligned to the image origin, so tile origins
+and context are multiples of 16 and every tile sees exactly the whole-image window grid; HASN's ESA pools on
+a 6-pixel grid (stride-2 conv, then stride-3 max-pool), so its tiles align to 6.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from lightsr.errors import UsageError
+
+# ------------------------------------------------------------------------------------- per-architecture facts
+
+
+@dataclass(frozen=True)
+class ArchTiling:
+    """How to tile one architecture.
+
+    ``overlap``: default context, in input pixels, on each side of a core (measured: tile 64 then agrees with
+    the whole-image output to ≥ 48 dB on natural images, see tests/test_tiling.py). ``align``: core borders and
+    context are multiples of it. ``bytes_per_pixel``: measured peak fp32 activation memory per input pixel of a
+    tile (CPU, ×4, inference mode; output included); about halved for 16-bit precisions. ``wrap``: the network
+    mixes opposite image borders (ELAN's cyclically shifted windows), so border tiles take their context from
+    the opposite border too (see :class:`SeamHooks`).
+    """
+
+    overlap: int
+    align: int
+    bytes_per_pixel: int
+    wrap: bool = False
+
+
+# Peak bytes per input pixel were measured with /proc RSS high-water marks on 128², 256² and 384² inputs at
+# ×4, for the training form and the inference form (``model.fuse()``); the largest value is kept, rounded up:
+# elan_light 7.9 / 6.2 kB, elan 13.5 / 11.2 kB, hasn 5.5 / 6.2 kB, lksmn 5.1 / 5.7 kB (training / fused).
+# ×2/×3 need slightly less (smaller upsampler), so the ×4 figures are safe for every scale.
+ARCH_TILING: dict[str, ArchTiling] = {
+    "elan_light": ArchTiling(overlap=48, align=16, bytes_per_pixel=8_200, wrap=True),
+    "elan": ArchTiling(overlap=48, align=16, bytes_per_pixel=14_000, wrap=True),
+    "hasn": ArchTiling(overlap=48, align=6, bytes_per_pixel=6_300),
+    "lksmn": ArchTiling(overlap=32, align=1, bytes_per_pixel=5_800),
+}
+# Networks lightsr does not know (e.g. an exported ONNX graph of another tool): generous context, no alignment.
+DEFAULT_TILING = ArchTiling(overlap=48, align=1, bytes_per_pixel=16_000)
+
+# Smallest core the automatic choice goes down to: below this the overlap dominates the work.
+MIN_AUTO_TILE = 32
+
+
+def arch_tiling(arch: str | None) -> ArchTiling:
+    """Tiling facts of ``arch`` (a registry name such as ``elan_light``); a conservative default otherwise."""
+    return ARCH_TILING.get(arch or "", DEFAULT_TILING)
+
+
+# -------------------------------------------------------------------------------------------------- memory
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_memory(text: str | int) -> int:
+    """``"1.5GB"``, ``"800M"``, ``"2g"``, ``"512MiB"`` or a plain byte count → bytes (binary units)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m[2].lower() not in _UNITS:
+        raise UsageError(f"--max-memory {text!r}: expected a size such as 800MB, 2GB or 1.5G")
+    value = int(float(m[1]) * _UNITS[m[2].lower()])
+    if value <= 0:
+        raise UsageError(f"--max-memory {text!r}: must be positive")
+    return value
+
+
+def _available_ram() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# On CPU, 1 GiB of activations keeps a whole upscaling process (interpreter + torch ≈ 0.3 GB, image buffers)
+# well under 1.5 GB, and larger tiles are barely faster on CPU (work is linear in pixels; only the overlap
+# fraction shrinks).
+CPU_DEFAULT_BUDGET = 1 << 30
+
+
+def default_memory_budget(device: torch.device | str) -> int:
+    """Activation budget for one tile: 70 % of the free GPU memory, or 1 GiB (at most half the free RAM) on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.7)
+    avail = _available_ram()
+    return CPU_DEFAULT_BUDGET if avail is None else max(64 << 20, min(CPU_DEFAULT_BUDGET, avail // 2))
+
+
+def activation_bytes(pixels: int, spec: ArchTiling, element_size: int = 4) -> int:
+    """Estimated peak memory of running the network on ``pixels`` input pixels at the given element size."""
+    # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output): measured
+    # ≈ 0.55 of fp32 for HASN on CPU, so 16-bit counts as 0.6 rather than 0.5.
+    factor = 1.0 if element_size >= 4 else 0.6
+    return int(pixels * spec.bytes_per_pixel * factor)
+
+
+def auto_tile(height: int, width: int, spec: ArchTiling, budget: int, element_size: int = 4,
+              overlap: int | None = None) -> int:
+    """Core size for an image under a memory ``budget``: 0 (no tiling) when the whole image fits.
+
+    The tile window is the core plus ``overlap`` context on both sides, so the largest window ``E`` with
+    ``activation_bytes(E²) ≤ budget`` gives ``core = E - 2·overlap`` (aligned down, at least
+    :data:`MIN_AUTO_TILE`).
+    """
+    if activation_bytes(height * width, spec, element_size) <= budget:
+        return 0
+    overlap = spec.overlap if overlap is None else overlap
+    per_px = activation_bytes(1_000_000, spec, element_size) / 1_000_000
+    window = math.isqrt(max(int(budget / per_px), 1))
+    core = (window - 2 * _round_up(overlap, spec.align)) // spec.align * spec.align
+    return max(core, _round_up(MIN_AUTO_TILE, spec.align))
+
+
+# ---------------------------------------------------------------------------------------------------- plan
+
+
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile along one axis: core ``[start, stop)`` in image pixels, window ``[in_start, in_stop)``.
+
+    The window is in coordinates of the (padded) axis of length ``period`` seen as a circle: in wrap mode it
+    may start below 0 or end past ``period``, meaning it continues from the opposite border.
+    """
+
+    start: int
+    stop: int
+    in_start: int
+    in_stop: int
+
+    @property
+    def window(self) -> int:
+        return self.in_stop - self.in_start
+
+    def seam(self, period: int) -> int | None:
+        """Index inside the window where it crosses the image border (wrap mode), else None."""
+        if self.in_start < 0:
+            return -self.in_start
+        if self.in_stop > period:
+            return period - self.in_start
+        return None
+
+
+def plan_axis(length: int, tile: int, overlap: int, align: int = 1, wrap: bool = False) -> list[Span]:
+    """Split ``[0, length)`` into cores of at most ``tile`` (evenly sized, borders on multiples of ``align``).
+
+    Windows add ``overlap`` (rounded up to ``align``) on each side. Without ``wrap`` they are clipped to the
+    image; with ``wrap`` the axis is first padded to a multiple of ``align`` (as ELAN pads) and windows at the
+    borders continue around it, up to the whole padded axis.
+    """
+    period = _round_up(length, align) if wrap else length
+    if tile <= 0 or tile >= length:
+        return [Span(0, length, 0, period)]
+    overlap = _round_up(max(overlap, 0), align)
+    # Count in alignment units (the last one may be partial) and spread them evenly over the fewest cores
+    # of at most `tile`: borders k·units/n (rounded) are distinct because each core gets ≥ 1 unit.
+    units = -(-length // align)
+    per_core = max(1, tile // align)
+    n = -(-units // per_core)
+    bounds = [0] + [round(k * units / n) * align for k in range(1, n)] + [length]
+    spans = []
+    for a, b in itertools.pairwise(bounds):
+        if wrap:
+            lo, hi = a - overlap, (period if b == length else b) + overlap
+            if hi - lo >= period:
+                lo, hi = 0, period
+        else:
+            lo, hi = max(0, a - overlap), min(length, b + overlap)
+        spans.append(Span(a, b, lo, hi))
+    return spans
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles of an image: row spans × column spans, and the blend width at interior borders.
+
+    ``periods`` are the (padded) axis lengths windows refer to: the image size, or in wrap mode the size
+    padded to ``align``.
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    blend: int
+    rows: tuple[Span, ...]
+    cols: tuple[Span, ...]
+    wrap: bool = False
+    align: int = 1
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+    @property
+    def periods(self) -> tuple[int, int]:
+        if not self.wrap:
+            return self.height, self.width
+        return _round_up(self.height, self.align), _round_up(self.width, self.align)
+
+    @property
+    def max_window(self) -> tuple[int, int]:
+        """Largest tile window (h, w) in input pixels: what bounds the model's memory."""
+        return max(r.window for r in self.rows), max(c.window for c in self.cols)
+
+    def tiles(self) -> Iterator[tuple[Span, Span]]:
+        for r in self.rows:
+            for c in self.cols:
+                yield r, c
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1, blend: int | None = None,
+               wrap: bool = False) -> TilePlan:
+    """Tile plan for an ``height × width`` input; ``tile <= 0`` means one tile (the whole image).
+
+    ``blend`` (default: ``overlap``) is the width of the hand-over ramp centred on each interior core border;
+    it is limited to twice the overlap (both tiles must cover it) and to the smallest core (ramps of one tile
+    must not meet). ``wrap``: see :func:`plan_axis`.
+    """
+    if tile > 0:
+        tile = max(_round_up(tile, align), align)
+    rows = plan_axis(height, tile, overlap, align, wrap)
+    cols = plan_axis(width, tile, overlap, align, wrap)
+    tiled = len(rows) * len(cols) > 1
+    overlap_eff = _round_up(max(overlap, 0), align) if tiled else 0
+    blend = overlap_eff if blend is None else blend
+    cores = [s.stop - s.start for axis in (rows, cols) if len(axis) > 1 for s in axis]
+    blend = max(0, min(blend, 2 * overlap_eff, min(cores) if cores else 0))
+    return TilePlan(height, width, tile if tiled else 0, overlap_eff, blend, tuple(rows), tuple(cols),
+                    wrap=wrap, align=align)
+
+
+# ------------------------------------------------------------------------------------------------- weights
+
+
+def _axis_weights(span: Span, length: int, blend: int, scale: int, out_lo: int, out_hi: int) -> torch.Tensor:
+    """Weights of one tile for output pixels ``[out_lo, out_hi)`` along one axis (float32)."""
+    # Output pixel X covers input position u = (X + 0.5) / s: the ramp is defined on the input grid, so ×2 and
+    # ×4 outputs blend over the same image area.
+    u = (torch.arange(out_lo, out_hi, dtype=torch.float64) + 0.5) / scale
+    w = torch.ones_like(u)
+    if blend > 0:
+        if span.start > 0:  # ramp up across the border with the previous tile
+            w = w * _smoothstep((u - (span.start - blend / 2)) / blend)
+        if span.stop < length:  # ramp down across the border with the next tile
+            w = w * (1.0 - _smoothstep((u - (span.stop - blend / 2)) / blend))
+    else:
+        w = ((u >= span.start) & (u < span.stop)).to(torch.float64)
+    return w.float()
+
+
+def _smoothstep(t: torch.Tensor) -> torch.Tensor:
+    # Zero slope at both ends: the hand-over has no kink; s(t) + s(1 - t) = 1 keeps the partition of unity.
+    t = t.clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _out_range(span: Span, length: int, blend: int, scale: int) -> tuple[int, int]:
+    """Output pixels (image coordinates) where this tile's weight can be non-zero."""
+    lo = span.start - blend / 2 if span.start > 0 else 0
+    hi = span.stop + blend / 2 if span.stop < length else length
+    return max(math.floor(lo * scale), 0), min(math.ceil(hi * scale), length * scale)
+
+
+def _take(x: torch.Tensor, dim: int, span: Span, period: int) -> torch.Tensor:
+    """The window of ``span`` along ``dim`` of ``x`` (whose length there is ``period``), wrapping around."""
+    if 0 <= span.in_start and span.in_stop <= period:
+        return x.narrow(dim, span.in_start, span.window)
+    idx = torch.arange(span.in_start, span.in_stop, device=x.device) % period
+    return x.index_select(dim, idx)
+
+
+# ----------------------------------------------------------------------------------------------------- run
+
+# A tile function gets a 1×C×h×w window and the seams (row, column index inside the window where it crosses
+# the image border in wrap mode, else None) and returns 1×C'×s·h×s·w.
+TileFn = Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor]
+Sink = Callable[[int, torch.Tensor], None]
+
+
+def run_tiled(fn: TileFn, x: torch.Tensor, scale: int, plan: TilePlan, sink: Sink | None = None,
+              progress: Callable[[int], None] | None = None) -> torch.Tensor | None:
+    """Run ``fn`` over ``x`` (``C×H×W``, on the device ``fn`` expects) tile by tile and blend the outputs.
+
+    Finished output rows go to ``sink(row0, block)`` with ``block`` a CPU float32 ``C'×rows×s·W`` tensor, in
+    order from top to bottom; without a sink the whole output is returned as a CPU float32 ``C'×sH×sW``
+    tensor. ``progress(1)`` is called after each tile.
+    """
+    _c, height, width = x.shape
+    if (height, width) != (plan.height, plan.width):
+        raise ValueError(f"plan is for {plan.height}×{plan.width}, input is {height}×{width}")
+    period_h, period_w = plan.periods
+    if (period_h, period_w) != (height, width):
+        from lightsr.models._common import mirror_pad
+
+        # The same mirror padding the network applies to the whole image, so wrapped windows see what it sees.
+        x = mirror_pad(x[None], period_h - height, period_w - width)[0]
+    out_w = width * scale
+    collected: list[torch.Tensor] = []
+    if sink is None:
+        def sink(_y0: int, block: torch.Tensor) -> None:
+            collected.append(block.clone())  # a view would keep the whole strip (and its carry) alive
+
+    col_ranges = [_out_range(c, width, plan.blend, scale) for c in plan.cols]
+    col_weights = [_axis_weights(c, width, plan.blend, scale, *rng)
+                   for c, rng in zip(plan.cols, col_ranges, strict=True)]
+    strip: torch.Tensor | None = None
+    for i, r in enumerate(plan.rows):
+        lo, hi = _out_range(r, height, plan.blend, scale)
+        row_w = _axis_weights(r, height, plan.blend, scale, lo, hi)
+        x_rows = _take(x, 1, r, period_h)
+        new = None
+        for c, (clo, chi), cw in zip(plan.cols, col_ranges, col_weights, strict=True):
+            y = fn(_take(x_rows, 2, c, period_w)[None], (r.seam(period_h), c.seam(period_w)))
+            if y.shape[-2:] != (r.window * scale, c.window * scale):
+                raise RuntimeError(f"model output {tuple(y.shape)} is not ×{scale} of the tile "
+                                   f"{r.window}×{c.window}")
+            y = y[0, :, lo - r.in_start * scale:hi - r.in_start * scale,
+                  clo - c.in_start * scale:chi - c.in_start * scale].float().cpu()
+            if new is None:
+                new = torch.zeros(y.shape[0], hi - lo, out_w)
+                if strip is not None:  # rows still open from the previous tile row (its lower blend band)
+                    new[:, : strip.shape[1]] += strip
+            if plan.n_tiles == 1:
+                new += y
+            else:
+                new[:, :, clo:chi].addcmul_(y, row_w[None, :, None] * cw[None, None, :])
+            if progress is not None:
+                progress(1)
+        assert new is not None
+        # Rows above the next tile row's first weighted row are final.
+        done = (_out_range(plan.rows[i + 1], height, plan.blend, scale)[0] if i + 1 < len(plan.rows) else hi) - lo
+        sink(lo, new[:, :done])
+        strip = new[:, done:]
+        del new
+    if collected:
+        return torch.cat(collected, dim=1) if len(collected) > 1 else collected[0]
+    return None
+
+
+# ------------------------------------------------------------------------------------------ seams (wrap mode)
+
+
+class SeamHooks:
+    """Make a network treat a wrapped window's border crossing like the image border it stands for.
+
+    In wrap mode a window at the image border continues with pixels from the opposite border, because ELAN's
+    shifted windows (``torch.roll`` over the whole padded image) mix the two borders. Its convolutions,
+    however, zero-pad at the image border. While active, these hooks insert zero rows/columns at the seams in
+    front of every spatial convolution (``padding`` of them, the conv's reach) and remove the corresponding
+    output positions after it, so convolutions see zero padding at the seam while attention sees the wrapped
+    pixels. Only modules whose spatial reach is a plain 'same' convolution are hooked (``nn.Conv2d`` with a
+    kernel > 1 and stride 1, and ELAN's shift convolutions in both forms).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        from torch import nn
+
+        from lightsr.models.elan import ShiftConv2d
+        from lightsr.models.fused import FusedShiftConv
+
+        self.seams: tuple[int | None, int | None] = (None, None)
+        self.targets: list[tuple[torch.nn.Module, int]] = []
+        for m in model.modules():
+            if isinstance(m, (ShiftConv2d, FusedShiftConv)):  # a one-pixel shift with zero fill
+                self.targets.append((m, 1))
+            elif isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
+                if m.stride != (1, 1) or not isinstance(m.padding, tuple):
+                    raise ValueError(f"cannot place seams around {m}")
+                self.targets.append((m, max(m.padding) * max(m.dilation)))
+        self._handles: list = []
+
+    def __enter__(self) -> SeamHooks:
+        for m, gap in self.targets:
+            self._handles.append(m.register_forward_pre_hook(lambda _m, args, g=gap: self._open(args, g)))
+            self._handles.append(m.register_forward_hook(lambda _m, _a, out, g=gap: self._close(out, g)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _open(self, args: tuple, gap: int) -> tuple | None:
+        row, col = self.seams
+        if row is None and col is None:
+            return None
+        t = args[0]
+        if row is not None:
+            t = torch.cat([t[..., :row, :], t.new_zeros(*t.shape[:-2], gap, t.shape[-1]), t[..., row:, :]], -2)
+        if col is not None:
+            t = torch.cat([t[..., :col], t.new_zeros(*t.shape[:-1], gap), t[..., col:]], -1)
+        return (t, *args[1:])
+
+    def _close(self, out: torch.Tensor, gap: int) -> torch.Tensor | None:
+        row, col = self.seams
+        if row is None and col is None:
+            return None
+        if row is not None:
+            out = torch.cat([out[..., :row, :], out[..., row + gap:, :]], -2)
+        if col is not None:
+            out = torch.cat([out[..., :col], out[..., col + gap:]], -1)
+        return out

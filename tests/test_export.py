@@ -1,0 +1,123 @@
+"""ONNX export: dynamic shapes, agreement with PyTorch, metadata, the ``export`` command and ``upscale --onnx``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import lightsr
+from lightsr.cli import main
+from lightsr.errors import LightSRError
+
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from lightsr.export import CHECK_SHAPES, DUMMY_SIZE, OnnxModel, export_onnx  # noqa: E402
+
+
+def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
+    """ELAN with data-calibrated BatchNorm (see tests/test_models.py): trained-like, well-conditioned attention."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))
+    return model.eval()
+
+
+# (name, scale, config overrides): the full networks except ELAN, exported with 4 of its 36 blocks (same block
+# structure: 180 channels, attention computed in every block) to keep the test fast.
+NETWORKS = [("elan_light", 4, {}), ("hasn", 3, {}), ("lksmn", 2, {}), ("elan", 4, {"num_blocks": 4})]
+# Input sizes used neither by the export dummy nor by the export-time check: odd, tiny (below HASN's 15-pixel
+# minimum and ELAN's 16-pixel window), non-square, batch of 3.
+SIZES = [(1, 3, 23, 41), (3, 3, 9, 6)]
+
+
+@pytest.mark.parametrize(("name", "scale", "overrides"), NETWORKS, ids=[n for n, _, _ in NETWORKS])
+def test_onnx_matches_pytorch_at_unseen_sizes(tmp_path: Path, name: str, scale: int, overrides: dict) -> None:
+    torch.manual_seed(0)
+    model = _calibrated(lightsr.create_model(name, scale=scale, **overrides))
+    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["arch"] == name and meta["scale"] == str(scale) and meta["lightsr_version"] == lightsr.__version__
+    inp = session.get_inputs()[0]
+    assert inp.shape[0] == "batch" and inp.shape[2:] == ["height", "width"]  # dynamic, not frozen
+    g = torch.Generator().manual_seed(3)
+    for shape in SIZES:
+        assert shape[2:] != DUMMY_SIZE and shape not in CHECK_SHAPES
+        x = torch.rand(*shape, generator=g)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = session.run(None, {inp.name: x.numpy()})[0]
+        assert out.shape == ref.shape == (shape[0], 3, shape[2] * scale, shape[3] * scale)
+        err = float(np.abs(out - ref).max())
+        print(f"{name} {shape}: max |onnx - torch| = {err:.2e}")
+        assert err <= 1e-4
+
+
+def test_export_leaves_the_network_as_it_was(tmp_path: Path) -> None:
+    model = lightsr.create_model("hasn", scale=2).train()
+    export_onnx(model, tmp_path / "h.onnx", check=False)
+    assert model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_export_refuses_low_opset_and_existing_file(tmp_path: Path) -> None:
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
+    with pytest.raises(LightSRError, match="opset 17"):
+        export_onnx(model, tmp_path / "a.onnx", opset=13)
+    (tmp_path / "b.onnx").write_bytes(b"keep")
+    with pytest.raises(LightSRError, match="exists"):
+        export_onnx(model, tmp_path / "b.onnx", overwrite=False)
+    assert (tmp_path / "b.onnx").read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]  # nothing partial left behind
+
+
+def test_export_command_and_upscale_with_onnx(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1).eval()
+    weights = lightsr.save_model(model, tmp_path / "tiny_x2.safetensors")
+    onnx_path = tmp_path / "tiny.onnx"
+    assert main(["export", "--weights", str(weights), "--onnx", str(onnx_path)]) == 0
+    assert "checked with onnxruntime" in capsys.readouterr().out
+    assert main(["export", "--weights", str(weights), "--onnx", str(onnx_path)]) == 2  # exists
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert "--model NAME" in capsys.readouterr().err
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (21, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--onnx", str(onnx_path),
+                 "--tile", "0", "-q"]) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        got = np.asarray(im).astype(np.float64)
+    x = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        ref = model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255
+    assert np.abs(got - ref).max() <= 0.5 + 1e-2
+    # The scale comes from the ONNX metadata: asking for another is an error.
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o2.png"), "--onnx", str(onnx_path),
+                 "--scale", "4"]) == 2
+    assert "×2 model" in capsys.readouterr().err
+    # Tiled through onnxruntime too.
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o3.png"), "--onnx", str(onnx_path),
+                 "--tile", "8", "-q"]) == 0
+
+
+def test_onnx_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(LightSRError, match="cannot load ONNX model"):
+        OnnxModel(tmp_path / "bad.onnx")
+    with pytest.raises(LightSRError, match="no such ONNX file"):
+        OnnxModel(tmp_path / "missing.onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the optional extra were not installed
+    with pytest.raises(LightSRError, match=r"pip install 'lightsr\[onnx\]'"):
+        OnnxModel(tmp_path / "bad.onnx")

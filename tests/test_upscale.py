@@ -1,0 +1,515 @@
+"""``lightsr upscale`` and the Python API: formats kept end to end, file handling, errors.
+
+A tiny random LKSMN (×2, whole-image runs) is the network: its output is checked against running the network
+directly on the pixels Pillow decodes — an independent reference for the whole read → upscale → write path.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageCms, ImageOps
+
+import lightsr
+from lightsr.cli import main
+from lightsr.imageio import ImageData, load_image, save_image
+from lightsr.upscaler import Upscaler, fill_transparent
+
+SCALE = 2
+
+
+@pytest.fixture(scope="module")
+def net() -> lightsr.SRNet:
+    torch.manual_seed(0)
+    return lightsr.create_model("lksmn", scale=SCALE, channels=12, num_blocks=1).eval()
+
+
+@pytest.fixture(scope="module")
+def weights(net: lightsr.SRNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return lightsr.save_model(net, tmp_path_factory.mktemp("w") / "tiny_x2.safetensors")
+
+
+def _reference(net: torch.nn.Module, rgb: np.ndarray, peak: float) -> np.ndarray:
+    """The network on an H×W×3 integer array, straight through torch: float H'×W'×3 in [0, peak]."""
+    x = torch.from_numpy(rgb.astype(np.float32) / peak).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        y = net(x)[0].clamp(0, 1)
+    return y.permute(1, 2, 0).numpy() * peak
+
+
+def _rgb(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
+    """A smooth colour image with some texture (not noise: closer to what the network is made for)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1)
+    return np.clip((base * 0.8 + rng.random((h, w, 3)) * 0.2) * 255, 0, 255).round().astype(np.uint8)
+
+
+def _upscale(src: Path, dst: Path, weights: Path, *extra: str) -> int:
+    return main(["upscale", str(src), "-o", str(dst), "--weights", str(weights), "--tile", "0", "-q", *extra])
+
+
+# ------------------------------------------------------------------------------------------------- formats
+
+
+def test_rgb_png_matches_the_network(tmp_path: Path, net, weights: Path) -> None:
+    rgb = _rgb()
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    assert _upscale(tmp_path / "in.png", tmp_path / "out.png", weights) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "RGB" and im.size == (32 * SCALE, 24 * SCALE)
+        out = np.asarray(im).astype(np.float64)
+    assert np.abs(out - _reference(net, rgb, 255)).max() <= 0.5 + 1e-3  # rounding only
+
+
+def test_grayscale_stays_grayscale(tmp_path: Path, net, weights: Path) -> None:
+    gray = _rgb()[:, :, 1]
+    Image.fromarray(gray, mode="L").save(tmp_path / "in.png")
+    assert _upscale(tmp_path / "in.png", tmp_path / "out.png", weights) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "L"
+        out = np.asarray(im).astype(np.float64)
+    ref = _reference(net, np.repeat(gray[:, :, None], 3, 2), 255) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(out - ref).max() <= 0.5 + 1e-3
+
+
+def test_rgba_alpha_kept_transparent_stays_transparent_and_hidden_colour_does_not_bleed(
+        tmp_path: Path, weights: Path) -> None:
+    h, w = 24, 32
+    rgb = _rgb(h, w)
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[:, 20:] = 0  # a transparent band on the right
+    alpha[:, 18:20] = 128  # with a half-transparent edge
+    rng = np.random.default_rng(1)
+    outs = []
+    for k in range(2):
+        hidden = rgb.copy()
+        hidden[alpha == 0] = rng.integers(0, 256, (int((alpha == 0).sum()), 3)) if k else 0  # garbage vs black
+        Image.fromarray(np.dstack([hidden, alpha]), mode="RGBA").save(tmp_path / f"in{k}.png")
+        assert _upscale(tmp_path / f"in{k}.png", tmp_path / f"out{k}.png", weights) == 0
+        with Image.open(tmp_path / f"out{k}.png") as im:
+            assert im.mode == "RGBA" and im.size == (w * SCALE, h * SCALE)
+            outs.append(np.asarray(im))
+    a0 = outs[0][:, :, 3].astype(np.float64)
+    # Alpha: bicubic of the input alpha (independent reference: torch's bicubic on the whole plane) ...
+    ref_a = F.interpolate(torch.from_numpy(alpha.astype(np.float32) / 255)[None, None], scale_factor=SCALE,
+                          mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy() * 255
+    assert np.abs(a0 - ref_a).max() <= 0.5 + 1e-3
+    # ... exactly 0 where the input is transparent all around, exactly 255 where it is opaque all around.
+    assert (outs[0][:, (22 * SCALE):, 3] == 0).all()
+    assert (outs[0][:, : 16 * SCALE, 3] == 255).all()
+    # Colour hidden under alpha = 0 has no influence anywhere: black and noise give identical outputs.
+    assert np.array_equal(outs[0], outs[1])
+
+
+def test_fill_transparent_only_touches_invisible_pixels() -> None:
+    rgb = torch.rand(3, 9, 11)
+    alpha = (torch.rand(9, 11) > 0.5).float() * torch.rand(9, 11)
+    filled = fill_transparent(rgb, alpha)
+    visible = alpha > 0
+    assert torch.equal(filled[:, visible], rgb[:, visible])
+    # A filled colour is a convex combination of visible colours: within their range, channel by channel.
+    for c in range(3):
+        assert filled[c, ~visible].min() >= rgb[c, visible].min() - 1e-6
+        assert filled[c, ~visible].max() <= rgb[c, visible].max() + 1e-6
+
+
+def _png_bit_depth(path: Path) -> int:
+    data = path.read_bytes()
+    assert data[12:16] == b"IHDR"
+    return data[24]
+
+
+@pytest.mark.parametrize("channels", [3, 1, 4])
+def test_16bit_png_keeps_16_bits(tmp_path: Path, net, weights: Path, channels: int) -> None:
+    h, w = 20, 28
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = (xx * 2339 + yy * 977) % 65536  # every value distinct from 8-bit-scaled ones (multiples of 257)
+    pix = np.stack([base, (base * 7) % 65536, 65535 - base], -1).astype(np.uint16)
+    if channels == 1:
+        pix = pix[:, :, :1]
+        Image.fromarray(pix[:, :, 0]).save(tmp_path / "in.png")  # Pillow's own 16-bit (I;16) writer
+    else:
+        if channels == 4:
+            pix = np.dstack([pix, np.full((h, w), 65535, np.uint16)])
+        save_image(tmp_path / "in.png", ImageData(pix))
+    assert load_image(tmp_path / "in.png").bit_depth == 16
+    assert _upscale(tmp_path / "in.png", tmp_path / "out.png", weights) == 0
+    assert _png_bit_depth(tmp_path / "out.png") == 16
+    out = load_image(tmp_path / "out.png").pixels
+    assert out.dtype == np.uint16 and out.shape == (h * SCALE, w * SCALE, channels)
+    colour = out[:, :, :3].astype(np.float64)
+    rgb = pix[:, :, :3] if channels >= 3 else np.repeat(pix, 3, 2)
+    ref = _reference(net, rgb, 65535)
+    if channels == 1:
+        ref = ref @ np.array([0.299, 0.587, 0.114])[:, None]
+        colour = colour[:, :, :1]
+    # Full 16-bit precision: within rounding of the float result, which ×257 of 8 bits could not reach.
+    assert np.abs(colour - ref).max() <= 0.5 + 0.02
+    inside = out[:, :, :3][(out[:, :, :3] > 0) & (out[:, :, :3] < 65535)]  # (the random net clips a lot)
+    assert inside.size > 500 and (inside % 257 != 0).mean() > 0.9
+    assert len(np.unique(inside)) > 500
+
+
+def test_16bit_tiff_round_trip_and_third_party_reader(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    written = {}
+    for c in (1, 3, 4):
+        pix = written[c] = rng.integers(0, 65536, (13, 17, c), dtype=np.uint16)
+        save_image(tmp_path / f"t{c}.tif", ImageData(pix, dpi=(300.0, 300.0)))
+        back = load_image(tmp_path / f"t{c}.tif")
+        assert back.bit_depth == 16 and np.array_equal(back.pixels, pix) and back.dpi == (300.0, 300.0)
+    tifffile = pytest.importorskip("tifffile")
+    for c in (3, 4):  # an independent TIFF reader sees the same samples
+        assert np.array_equal(tifffile.imread(tmp_path / f"t{c}.tif"), written[c])
+    # And files written by another writer (big-endian, deflate with predictor) are read at 16 bits.
+    pix = rng.integers(0, 65536, (13, 17, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "be.tif", pix, photometric="rgb", byteorder=">")
+    tifffile.imwrite(tmp_path / "z.tif", pix, photometric="rgb", compression="zlib", predictor=2)
+    for name in ("be.tif", "z.tif"):
+        assert np.array_equal(load_image(tmp_path / name).pixels, pix)
+
+
+def test_16bit_png_codec_round_trip_all_layouts(tmp_path: Path) -> None:
+    """Our Paeth-filtered 16-bit PNG writer, decoded by Pillow's own PNG decoder (two passes), is lossless."""
+    rng = np.random.default_rng(2)
+    for c in (1, 2, 3, 4):
+        pix = rng.integers(0, 65536, (300, 7, c), dtype=np.uint16)  # > 256 rows: several filter blocks
+        pix[:, :3] = pix[:1, :3]  # smooth columns exercise the predictors
+        save_image(tmp_path / f"p{c}.png", ImageData(pix))
+        assert np.array_equal(load_image(tmp_path / f"p{c}.png").pixels, pix)
+        if c == 1:  # Pillow decodes 16-bit gray natively: an independent check of the writer
+            with Image.open(tmp_path / "p1.png") as im:
+                assert np.array_equal(np.asarray(im).astype(np.uint16), pix[:, :, 0])
+
+
+def test_palette_png_becomes_rgb_or_rgba(tmp_path: Path, net, weights: Path) -> None:
+    rgb = _rgb()
+    pal = Image.fromarray(rgb).quantize(colors=16)
+    pal.save(tmp_path / "p.png")
+    expanded = np.asarray(pal.convert("RGB"))
+    assert _upscale(tmp_path / "p.png", tmp_path / "out.png", weights) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.mode == "RGB"
+        assert np.abs(np.asarray(im) - _reference(net, expanded, 255)).max() <= 0.5 + 1e-3
+    pal.info["transparency"] = 0
+    pal.save(tmp_path / "pt.png", transparency=0)
+    assert _upscale(tmp_path / "pt.png", tmp_path / "out_t.png", weights) == 0
+    with Image.open(tmp_path / "out_t.png") as im:
+        assert im.mode == "RGBA"
+
+
+def test_exif_rotated_jpeg_is_upright(tmp_path: Path, net, weights: Path) -> None:
+    rgb = _rgb(24, 32)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    Image.fromarray(rgb).save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
+    with Image.open(tmp_path / "r.jpg") as im:
+        upright = np.asarray(ImageOps.exif_transpose(im))
+    assert upright.shape[:2] == (32, 24)
+    assert _upscale(tmp_path / "r.jpg", tmp_path / "out.png", weights) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == (24 * SCALE, 32 * SCALE)
+        assert np.abs(np.asarray(im) - _reference(net, upright, 255)).max() <= 0.5 + 1e-3
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(_rgb(6, 10)).save(tmp_path / "o.jpg", exif=exif.tobytes())
+    with Image.open(tmp_path / "o.jpg") as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(load_image(tmp_path / "o.jpg").pixels, expected)
+
+
+def test_icc_profile_and_dpi_carried_over(tmp_path: Path, weights: Path) -> None:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_rgb()).save(tmp_path / "in.png", icc_profile=icc, dpi=(300, 300))
+    Image.fromarray(_rgb()).save(tmp_path / "in.jpg", icc_profile=icc, dpi=(72, 72), quality=95)
+    for name in ("in.png", "in.jpg"):
+        out = tmp_path / f"out_{name}"
+        assert _upscale(tmp_path / name, out, weights) == 0
+        with Image.open(out) as im:
+            assert im.info.get("icc_profile") == icc
+            # DPI scales with the image: same physical size, SCALE× the pixel density.
+            expected = 300 * SCALE if name.endswith("png") else 72 * SCALE
+            assert tuple(round(v) for v in im.info["dpi"]) == (expected, expected)
+
+
+def test_16bit_to_jpeg_is_rounded_to_8_bits(tmp_path: Path, net, weights: Path) -> None:
+    pix = (np.asarray(_rgb(), np.uint16) * 257 + 100).astype(np.uint16)
+    save_image(tmp_path / "in.png", ImageData(pix))
+    assert _upscale(tmp_path / "in.png", tmp_path / "out.tif", weights) == 0
+    assert load_image(tmp_path / "out.tif").bit_depth == 16
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o") + "/", "--ext", "jpg",
+                 "--weights", str(weights), "-q"]) == 0
+    with Image.open(tmp_path / "o" / "in_x2.jpg") as im:
+        assert im.mode == "RGB" and im.size == (64, 48)
+
+
+# ---------------------------------------------------------------------------------------------- Python API
+
+
+def test_python_api_returns_the_kind_it_gets(net) -> None:
+    up = Upscaler(net, tile=0)
+    rgb = _rgb()
+    ref = _reference(net, rgb, 255)
+    out = up(rgb)
+    assert out.dtype == np.uint8 and out.shape == (48, 64, 3) and np.abs(out - ref).max() <= 0.5 + 1e-3
+    gray = up(rgb[:, :, 0])
+    assert gray.shape == (48, 64) and gray.dtype == np.uint8
+    wide = up(rgb.astype(np.uint16) * 257)
+    assert wide.dtype == np.uint16
+    im = up(Image.fromarray(rgb))
+    assert isinstance(im, Image.Image) and im.mode == "RGB" and np.abs(np.asarray(im) - ref).max() <= 0.5 + 1e-3
+    assert up(Image.fromarray(rgb).convert("LA")).mode == "LA"
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        expected = net(x[None]).clamp(0, 1)
+    t = up(x)
+    assert t.shape == (3, 48, 64) and torch.allclose(t, expected[0], atol=1e-6)
+    tb = up(torch.stack([x, x.flip(-1)]))
+    assert tb.shape == (2, 3, 48, 64) and torch.allclose(tb[0], expected[0], atol=1e-6)
+    # The module-level function (lightsr.upscale) does the same in one call.
+    assert np.array_equal(lightsr.upscale(rgb, model=net, tile=0), out)
+    with pytest.raises(TypeError):
+        up("not an image")
+
+
+def test_upscaler_keeps_the_callers_network_untouched(net) -> None:
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    Upscaler(net, precision="bf16")(_rgb())
+    assert all(torch.equal(v, before[k]) and v.dtype == torch.float32 for k, v in net.state_dict().items())
+
+
+def test_bf16_runs_on_cpu_close_to_fp32(net) -> None:
+    rgb = _rgb()
+    a = Upscaler(net, tile=0)(rgb).astype(int)
+    b = Upscaler(net, tile=0, precision="bf16")(rgb).astype(int)
+    assert np.abs(a - b).mean() < 3
+
+
+def test_upscale_file_writes_atomically_and_refuses_existing(tmp_path: Path, net) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    up = Upscaler(net, tile=0)
+    dst = up.upscale_file(tmp_path / "a.png", tmp_path / "b.webp")
+    assert dst.exists()
+    with pytest.raises(lightsr.errors.LightSRError, match="exists"):
+        up.upscale_file(tmp_path / "a.png", tmp_path / "b.webp")
+    with pytest.raises(lightsr.errors.LightSRError, match="input"):
+        up.upscale_file(tmp_path / "a.png", tmp_path / "a.png", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.webp"]  # no temporary files left
+
+
+# ------------------------------------------------------------------------------------------ files, naming
+
+
+def test_folders_globs_recursion_suffix_and_ext(tmp_path: Path, weights: Path, capsys) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for rel in ("a.png", "b.jpg", "sub/c.png"):
+        Image.fromarray(_rgb()).save(src / rel)
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "--weights", str(weights), "-q"]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["a_x2.png", "b_x2.jpg"]
+    assert main(["upscale", str(src), "-r", "-o", str(out), "--weights", str(weights), "--ext", "webp",
+                 "--suffix=-big", "-q"]) == 0
+    assert (out / "sub" / "c-big.webp").exists() and (out / "a-big.webp").exists()
+    assert main(["upscale", str(src / "*.png"), "-o", str(tmp_path / "g"), "--weights", str(weights), "-q"]) == 0
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["a_x2.png"]
+    assert main(["upscale", str(src / "a.png"), "-o", str(tmp_path / "g"), "--weights", str(weights),
+                 "--skip-existing", "-q"]) == 0
+    assert main(["upscale", str(src / "a.png"), str(src / "b.jpg"), "-o", str(tmp_path / "x.png"),
+                 "--weights", str(weights)]) == 2
+    assert "output folder" in capsys.readouterr().err
+
+
+def test_summary_line(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out") + "/",
+                 "--weights", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert "1/1 images upscaled ×2" in err and " s (lksmn, cpu, fp32)" in err
+
+
+# --------------------------------------------------------------------------------------------------- errors
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_corrupt_file_among_good_ones(tmp_path: Path, weights: Path, capsys) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.png", "c.png"):
+        Image.fromarray(_rgb()).save(src / name)
+    (src / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (src / "d.png").write_bytes(Path(src / "a.png").read_bytes()[:120])  # truncated
+    out = tmp_path / "out"
+    assert main(["upscale", str(src), "-o", str(out), "--weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(lines) == 2 and any("b.png" in ln for ln in lines) and any("d.png" in ln for ln in lines)
+    assert all(ln.count("\n") == 0 for ln in lines)
+    assert "2/4 images upscaled" in err and "2 failed" in err
+    assert _files(out) == ["a_x2.png", "c_x2.png"]  # the good ones, nothing partial, no temporary files
+
+
+def test_existing_output_refused_before_any_work(tmp_path: Path, weights: Path, capsys) -> None:
+    for name in ("a.png", "b.png"):
+        Image.fromarray(_rgb()).save(tmp_path / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b_x2.png").write_bytes(b"keep me")
+    code = main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out),
+                 "--weights", str(weights)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "b_x2.png: exists (use --overwrite" in err
+    assert _files(out) == ["b_x2.png"] and (out / "b_x2.png").read_bytes() == b"keep me"
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(out),
+                 "--weights", str(weights), "--overwrite", "-q"]) == 0
+    assert (out / "b_x2.png").read_bytes() != b"keep me"
+
+
+def test_never_overwrites_an_input(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.png"), "--weights", str(weights),
+                 "--overwrite"]) == 2
+    assert "would overwrite an input" in capsys.readouterr().err
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--suffix", "", "--weights", str(weights),
+                 "--overwrite"]) == 2
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                 "--precision", "fp16", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fp16 needs a CUDA device" in err[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_checkpoint_for_the_wrong_scale(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                 "--scale", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "×2 checkpoint, but scale 4 was requested" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_nan_output_is_reported_not_written(tmp_path: Path, net, capsys) -> None:
+    broken = lightsr.create_model("lksmn", scale=SCALE, channels=12, num_blocks=1)
+    broken.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        broken.upsampler[0].bias[0] = float("nan")
+    bad = lightsr.save_model(broken, tmp_path / "nan_x2.safetensors")
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(bad),
+                 "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "a.png" in err and "NaN/Inf" in err and "nothing written" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_pixel_limit(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                 "--max-pixels", "500", "-q"]) == 1
+    assert "768 pixels exceeds the limit of 500" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "--weights", str(weights),
+                 "--max-pixels", "0", "-q"]) == 0
+
+
+def test_missing_inputs_are_reported(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    code = main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "nope.png"), str(tmp_path / "*.bmp"),
+                 "-o", str(tmp_path / "out"), "--weights", str(weights), "-q"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "nope.png: no such file or folder" in err and "*.bmp: no image matches" in err
+    assert _files(tmp_path / "out") == ["a_x2.png"]
+
+
+def test_default_model_without_bundled_weights(tmp_path: Path, capsys) -> None:
+    from lightsr.bundled import DEFAULT_MODEL, bundled_path
+
+    if bundled_path(DEFAULT_MODEL, 4) is not None:
+        pytest.skip("default weights are bundled")
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")]) == 0
+    assert "no bundled weights yet" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_image_with_unusual_modes(tmp_path: Path) -> None:
+    """CMYK JPEG → RGB (its CMYK profile dropped), 1-bit → L, gray+alpha → LA; a corrupt byte stream names
+    the file."""
+    Image.new("CMYK", (8, 6), (10, 20, 30, 0)).save(tmp_path / "c.jpg")
+    assert load_image(tmp_path / "c.jpg").mode == "RGB"
+    Image.new("1", (8, 6), 1).save(tmp_path / "b.png")
+    assert load_image(tmp_path / "b.png").mode == "L"
+    Image.new("LA", (8, 6), (10, 200)).save(tmp_path / "la.png")
+    assert load_image(tmp_path / "la.png").mode == "LA"
+    buf = io.BytesIO()
+    Image.fromarray(_rgb()).save(buf, format="PNG")
+    (tmp_path / "t.png").write_bytes(buf.getvalue()[:-30])
+    with pytest.raises(lightsr.errors.LightSRError, match=r"t\.png"):
+        load_image(tmp_path / "t.png")
+
+
+def test_alpha_is_exact_under_tiling_and_snapped_with_the_model(net) -> None:
+    h, w = 30, 44
+    rgba = np.dstack([_rgb(h, w), np.zeros((h, w), np.uint8)])
+    rgba[5:25, 8:30, 3] = 255
+    rgba[10:20, 12:26, 3] = np.random.default_rng(0).integers(0, 256, (10, 14))
+    ref_a = F.interpolate(torch.from_numpy(rgba[:, :, 3].astype(np.float32) / 255)[None, None],
+                          scale_factor=SCALE, mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy() * 255
+    tiled = Upscaler(net, tile=8)(rgba)
+    assert Upscaler(net).plan(h, w).n_tiles == 1 and Upscaler(net, tile=8).plan(h, w).n_tiles > 4
+    assert np.abs(tiled[:, :, 3] - ref_a).max() <= 0.5 + 1e-3  # bicubic alpha: tiles change nothing
+    by_model = Upscaler(net, tile=0, alpha="model")(rgba)[:, :, 3]
+    a = rgba[:, :, 3]
+    with torch.no_grad():
+        raw = net(torch.from_numpy(np.repeat(a[None, None].astype(np.float32) / 255, 3, 1)))[0]
+    ref_m = raw.clamp(0, 1).mean(0).numpy() * 255
+    # Away from the edges of the opaque/transparent areas the network's alpha is used as is ...
+    inner = np.kron(np.pad(np.ones((6, 10), bool), ((12, 12), (14, 20))), np.ones((SCALE, SCALE), bool))
+    assert np.abs(by_model[inner] - np.clip(ref_m, 0, 255)[inner]).max() <= 1
+    # ... and snapped where the input is uniformly transparent or opaque around a pixel.
+    assert (by_model[:4, :] == 0).all() and (by_model[7 * SCALE:8 * SCALE, 11 * SCALE:27 * SCALE] == 255).all()
+
+
+def test_out_of_memory_retries_with_smaller_tiles(net, caplog) -> None:
+    class Picky(lightsr.SRNet):
+        """The tiny network, but "out of memory" for inputs over 300 pixels (as a small GPU would be)."""
+
+        arch = "lksmn"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = net
+            self._remember(**net.info.config)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[-2] * x.shape[-1] > 300:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.inner(x)
+
+    rgb = _rgb(30, 40)
+    got = Upscaler(Picky(), tile=0, tile_overlap=2)(rgb)
+    assert "out of memory" in caplog.text
+    # Whole image (1200 px) → 20-pixel cores (17×22 windows: still too big) → 10: as if asked for 10.
+    assert np.array_equal(got, Upscaler(net, tile=10, tile_overlap=2)(rgb))
