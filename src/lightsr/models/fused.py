@@ -46,9 +46,11 @@ def _fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tens
     return w * gamma.view(1, -1, 1, 1), b + w[:, :, 0, 0] @ beta
 
 
-def _layer_norm_cl(x: Tensor, eps: float) -> Tensor:
-    """Affine-free LayerNorm over channels of a channels-last tensor (a view in and out, no copy)."""
-    c = x.shape[1]
+def _layer_norm_cl(x: Tensor, c: int, eps: float) -> Tensor:
+    """Affine-free LayerNorm over the ``c`` channels of a channels-last tensor (a view in and out, no copy).
+
+    ``c`` is passed as a plain int, not read from ``x.shape``, so that an ONNX trace keeps it constant.
+    """
     return F.layer_norm(x.permute(0, 2, 3, 1), (c,), eps=eps).permute(0, 3, 1, 2)
 
 
@@ -59,7 +61,7 @@ class FusedHASB(nn.Module):
     def __init__(self, blk) -> None:
         super().__init__()
         self.hidden = blk.f1.out_channels
-        self.eps = blk.ln.eps
+        self.c, self.eps = blk.f1.in_channels, blk.ln.eps
         self.dwconv = copy.deepcopy(blk.dwconv)
         gamma, beta = blk.ln.weight.detach(), blk.ln.bias.detach()
         ws, bs = zip(*(_fold_pre_affine(f, gamma, beta) for f in (blk.f1, blk.f2, blk.f3)), strict=True)
@@ -79,7 +81,7 @@ class FusedHASB(nn.Module):
         self.ca_down, self.ca_up = copy.deepcopy(cab[3].attention[1]), copy.deepcopy(cab[3].attention[3])
 
     def forward(self, x: Tensor) -> Tensor:
-        y = _layer_norm_cl(self.dwconv(x), self.eps)
+        y = _layer_norm_cl(self.dwconv(x), self.c, self.eps)
         x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
         c1_, cf = self.esa_in(x3).split(self.esa_f, dim=1)
         c3 = self.esa_conv3(F.max_pool2d(self.esa_conv2(c1_), kernel_size=7, stride=3))
@@ -280,20 +282,20 @@ class FusedLKSMB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.c
-        a, v = self.av(_layer_norm_cl(x, self.eps)).split(c, dim=1)
+        a, v = self.av(_layer_norm_cl(x, c, self.eps)).split(c, dim=1)
         a = self.dw(F.gelu(a))
         a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
         x = self.proj(self.pw(a).mul_(v)).add_(x)
 
         b, _, h, w = x.shape
-        q, k, vv = self.qkv_dwconv(self.qkv(_layer_norm_cl(x, self.eps))).chunk(3, dim=1)
+        q, k, vv = self.qkv_dwconv(self.qkv(_layer_norm_cl(x, c, self.eps))).chunk(3, dim=1)
         # (b, heads, c/heads, hw): from channels-last this is one copy per tensor.
         q, k, vv = (t.reshape(b, self.heads, c // self.heads, h * w) for t in (q, k, vv))
         attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)).mul_(self.temperature)
         y = (attn.softmax(dim=-1) @ vv).view(b, c, h, w).contiguous(memory_format=CL)
         x = self.mdta_proj(y).add_(x)
 
-        return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, self.eps))))).add_(x)
+        return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, c, self.eps))))).add_(x)
 
 
 class FusedLKSMN(nn.Module):

@@ -1,0 +1,46 @@
+"""``lightsr train``: train a network from a YAML config, in one process or under ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="training config (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, YAML-parsed (repeatable), e.g. --set train.batch_size=16")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from its latest complete checkpoint (an error if there is none)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="warm start: load weights only (any layout lightsr reads; a different scale's "
+                        "upsampler is skipped) with a fresh optimizer and schedule")
+    p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from lightsr.errors import LightSRError
+    from lightsr.train.config import dump_config, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.init_from:
+        cfg.init_from = args.init_from
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    from lightsr.train.trainer import train
+
+    try:
+        result = train(cfg, resume=args.resume)
+    except LightSRError:
+        # Under torchrun every rank hits the same error; let rank 0 alone print it.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 2
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = (f"; best {result.best['set']} {result.best['psnr']:.3f} dB at iteration {result.best['iteration']}"
+                if result.best else "")
+        print(f"lightsr train: finished at iteration {result.iteration}; checkpoint {result.checkpoint}{best}",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,100 @@
+"""Process-group setup for ``torchrun``: gloo on CPU, NCCL on CUDA, one process without ``WORLD_SIZE``.
+
+``torchrun --nproc-per-node N -m lightsr train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address; :func:`setup` reads them (``env://``). Rank 0 is the only one that logs, validates and
+writes files; the others train and wait at barriers.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from lightsr.errors import LightSRError
+
+
+class DistributedError(LightSRError, RuntimeError):
+    """A torchrun environment that cannot be used (e.g. more CUDA processes than GPUs)."""
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None  # None: single process, no process group
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(pref: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → CUDA (the local rank's GPU) when available, else CPU."""
+    if pref == "auto":
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DistributedError(f"train.device: {pref!r} requested but CUDA is not available")
+        if pref == "cuda":
+            if local_rank >= torch.cuda.device_count():
+                raise DistributedError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+            return torch.device("cuda", local_rank)
+    return torch.device(pref)
+
+
+def setup(device_pref: str = "auto", timeout_s: float = 1800.0) -> DistContext:
+    """Initialise the process group when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world <= 1:
+        return DistContext(0, 1, 0, pick_device(device_pref), None)
+    device = pick_device(device_pref, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    return DistContext(rank, world, local_rank, device, backend)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled:
+        if ctx.device.type == "cuda":
+            dist.barrier(device_ids=[ctx.device.index])
+        else:
+            dist.barrier()
+
+
+def all_reduce_mean(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Mean over ranks (in place when distributed); every rank gets the same value."""
+    if ctx.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= ctx.world_size
+    return t
+
+
+def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
+    """Rank 0's boolean on every rank (e.g. 'a checkpoint to resume from exists')."""
+    if not ctx.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=ctx.device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def cleanup(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,85 @@
+"""What a run reports: a JSON-lines file of every logged value, TensorBoard when installed, a tqdm bar.
+
+Only rank 0 creates a :class:`RunLogger`; the other ranks get a :class:`NullLogger`. ``log.jsonl`` is appended to
+(never rewritten): a resumed run adds a ``{"event": "resume"}`` line and then repeats the iterations after its
+checkpoint, so readers should keep the last record of each iteration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("lightsr")
+
+
+class NullLogger:
+    def record(self, values: dict[str, Any]) -> None:
+        pass
+
+    def event(self, name: str, message: str | None = None, **values: Any) -> None:
+        pass
+
+    def progress(self, iteration: int, **postfix: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class RunLogger(NullLogger):
+    def __init__(self, run_dir: Path, total: int, initial: int, progress: bool, tensorboard: bool) -> None:
+        from tqdm import tqdm
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "log.jsonl"
+        self._file = self.path.open("a", buffering=1, encoding="utf-8")  # line-buffered: survives SIGKILL
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
+            except ImportError:
+                log.info("tensorboard is not installed; logging to %s only", self.path)
+        tty = sys.stderr.isatty()
+        self._bar = tqdm(total=total, initial=initial, disable=not progress, file=sys.stderr, unit="it",
+                         dynamic_ncols=True, smoothing=0.05, mininterval=0.5 if tty else 30.0,
+                         desc="train")
+        self._last = initial
+
+    def record(self, values: dict[str, Any]) -> None:
+        self._file.write(json.dumps(values, default=_jsonable) + "\n")
+        if self._tb is not None and "iter" in values:
+            for k, v in values.items():
+                if k not in ("iter", "epoch") and isinstance(v, (int, float)) and not isinstance(v, bool) \
+                        and math.isfinite(v):
+                    self._tb.add_scalar(k, v, values["iter"])
+
+    def event(self, name: str, message: str | None = None, **values: Any) -> None:
+        self.record({"event": name, **values, **({"message": message} if message else {})})
+        if message:
+            self._bar.write(f"lightsr train: {message}", file=sys.stderr)
+
+    def progress(self, iteration: int, **postfix: Any) -> None:
+        self._bar.set_postfix(postfix, refresh=False)
+        self._bar.update(iteration - self._last)
+        self._last = iteration
+
+    def close(self) -> None:
+        self._bar.close()
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "item"):
+        return v.item()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")

@@ -1,0 +1,524 @@
+"""The training loop: one process or ``torchrun`` DDP, exact resume, EMA, AMP, validation, checkpoints.
+
+One iteration = one optimizer step on ``train.batch_size`` patches (the *global* batch; under DDP each of the
+``W`` processes computes ``batch_size / W`` of them and DDP averages the gradients, so a config means the same
+optimisation on any number of processes). The learning-rate schedule is stepped once per iteration.
+
+Exact resume rests on three things: the batches are a pure function of ``(seed, iteration)``
+(:class:`lightsr.data.IterationBatchSampler`); a checkpoint holds everything the next step reads (weights,
+EMA weights, optimizer, scheduler, grad-scaler, RNG states); and the sampler restarts at the checkpoint's
+iteration. On CPU with ``train.deterministic`` a killed-and-resumed run ends bit-identical to an uninterrupted
+one (``tests/test_trainer.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightsr.errors import LightSRError
+from lightsr.train import distributed as D
+from lightsr.train.config import Config, ConfigError, config_to_dict, diff_configs, dump_config
+from lightsr.train.ema import ModelEMA
+from lightsr.train.logger import NullLogger, RunLogger
+from lightsr.train.state import (
+    EMA_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    checkpoint_name,
+    list_checkpoints,
+    load_state,
+    load_weights,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    rng_state,
+    set_rng_state,
+    warm_start,
+    write_atomic_dir,
+)
+
+__all__ = ["NonFiniteLossError", "RunError", "TrainResult", "Trainer", "train"]
+
+# Keys whose change between a run and its resumption does not alter the numbers (only speed or reporting).
+_HARMLESS_ON_RESUME = ("auto_resume", "init_from", "debug", "log", "data.num_workers", "data.prefetch_factor",
+                       "data.cache_max_bytes", "train.threads", "val", "checkpoint")
+
+
+class NonFiniteLossError(LightSRError, FloatingPointError):
+    """The loss became NaN or infinite; the run stopped without writing anything further."""
+
+
+class RunError(LightSRError, RuntimeError):
+    """A run directory that cannot be used as asked (resume without checkpoint, overwrite, …)."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    checkpoint: Path | None
+    best: dict[str, Any] | None
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Config paths are relative to the current directory (not to the config file)."""
+    return Path(p).expanduser().resolve()
+
+
+def _last_line(e: BaseException) -> str:
+    """DataLoader workers re-raise with the whole traceback in the message; users need its last line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    line = lines[-1] if lines else type(e).__name__
+    name = type(e).__name__
+    for prefix in (f"{type(e).__module__}.{name}: ", f"{name}: "):
+        if line.startswith(prefix):
+            line = line[len(prefix):]
+    return line
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: Config) -> torch.optim.lr_scheduler.LRScheduler:
+    """MultiStep / cosine / constant, preceded by a linear warm-up when ``warmup_iters > 0``.
+
+    Milestones are absolute iteration counts; ``SequentialLR`` restarts the main schedule's counter after the
+    warm-up, so the main schedule is built on iterations counted from the end of the warm-up.
+    """
+    from torch.optim import lr_scheduler as S
+
+    s, w = cfg.train.scheduler, cfg.train.scheduler.warmup_iters
+    if s.type == "multistep" or s.type == "constant":
+        main = S.MultiStepLR(opt, milestones=[m - w for m in s.milestones], gamma=s.gamma)
+    else:
+        main = S.CosineAnnealingLR(opt, T_max=cfg.train.max_iters - w, eta_min=s.eta_min)
+    if w == 0:
+        return main
+    warm = S.LinearLR(opt, start_factor=s.warmup_start_factor, end_factor=1.0, total_iters=w)
+    return S.SequentialLR(opt, [warm, main], milestones=[w])
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: Config) -> torch.optim.Optimizer:
+    o = cfg.train.optimizer
+    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+
+
+def _bf16_native() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` (and a checkpoint when resuming); :meth:`run` trains.
+
+    ``resume=True`` (``--resume``) requires a complete checkpoint in the run directory; ``cfg.auto_resume``
+    uses one if present. ``cfg.init_from`` warm-starts the weights of a fresh run.
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False) -> None:
+        self.cfg = cfg
+        self._t0 = time.perf_counter()
+        self.logger: NullLogger = NullLogger()
+        self.ctx = D.setup(cfg.train.device)
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def _setup(self, resume: bool) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.device = ctx.device
+        if cfg.train.amp == "fp16" and self.device.type != "cuda":
+            raise ConfigError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+        if cfg.train.batch_size % ctx.world_size:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} "
+                              "processes (it is the global batch)")
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        # Same seed on every rank: identical initial weights even before DDP's broadcast.
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)  # noqa: NPY002 - seeds what third-party code may draw from
+        random.seed(cfg.seed)
+
+        self.run_dir = resolve_path(cfg.output_dir) / cfg.name
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        found = list_checkpoints(self.ckpt_dir)
+        resume_from = found[-1][1] if found and (resume or cfg.auto_resume) else None
+        if resume and resume_from is None:
+            raise RunError(f"{self.ckpt_dir}: no complete checkpoint to resume from")
+        if found and resume_from is None:
+            raise RunError(f"{self.run_dir}: already holds checkpoints (latest {found[-1][1].name}); continue it "
+                           "with --resume or pick another run name (--set name=...)")
+        self.resume_from = resume_from
+        D.barrier(self.ctx)  # every rank has decided before rank 0 touches the directory
+
+        self.model = self._build_model()
+        init_note = None
+        if cfg.init_from and resume_from is None:
+            loaded, skipped = warm_start(self.model, resolve_path(cfg.init_from))
+            init_note = (f"warm start from {cfg.init_from}: loaded {len(loaded)} tensors"
+                         + (f", kept the fresh init of {len(skipped)} scale-dependent ones "
+                            f"({', '.join(skipped)})" if skipped else ""))
+        self.model.to(self.device)
+        if cfg.train.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train()
+        self.ema = ModelEMA(self.model, cfg.train.ema_decay, cfg.train.ema_warmup) if cfg.train.ema_decay else None
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        amp = cfg.train.amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+
+        self.iteration = 0
+        self.elapsed_before = 0.0
+        self.best: dict[str, Any] | None = None
+        self.last_checkpoint: Path | None = resume_from
+        if resume_from is not None:
+            self._restore(resume_from)
+
+        self.forward = self.model
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # Plain per-rank BatchNorm (ELAN), as the papers trained: batch statistics per process, running
+            # statistics synced from rank 0 at each forward (DDP's default buffer sync, left as it is).
+            self.forward = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # Depthwise kernels (C×1×k×k) have gradients whose stride on the size-1 axis differs from the
+            # bucket's: same memory layout, but the reducer warns at every run.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        if cfg.train.compile:
+            self.forward = torch.compile(self.forward)
+
+        self.dataset, self.sampler, self.loader = self._build_data()
+        if cfg.val.every:  # fail now, not at the first validation an hour into the run
+            from lightsr.evaluate import DatasetError
+
+            for name in cfg.val.sets:
+                if not (resolve_path(cfg.val.root) / name).is_dir():
+                    raise DatasetError(f"{resolve_path(cfg.val.root) / name}: benchmark set not found (val.root, "
+                                       "val.sets)")
+        self.logger = (RunLogger(self.run_dir, cfg.train.max_iters, self.iteration, cfg.log.progress,
+                                 cfg.log.tensorboard) if ctx.is_main else NullLogger())
+        if ctx.is_main:
+            self._write_config()
+            removed = remove_stale_temporaries(self.ckpt_dir)
+            if removed:
+                self.logger.event("cleanup", f"removed incomplete checkpoint(s) {', '.join(p.name for p in removed)}")
+            saved = getattr(self, "_saved_data", None)
+            if resume_from is not None and saved and (saved.get("num_samples"), saved.get("global_batch")) != (
+                    len(self.dataset), cfg.train.batch_size):
+                self.logger.event("warning", f"the data changed since the checkpoint ({saved.get('num_samples')} "
+                                  f"samples, batch {saved.get('global_batch')} then; {len(self.dataset)} samples, "
+                                  f"batch {cfg.train.batch_size} now): the batch order will differ")
+            if resume_from is not None:
+                ignored = f"; init_from {cfg.init_from} ignored" if cfg.init_from else ""
+                self.logger.event("resume", f"resuming from {resume_from} (iteration {self.iteration}){ignored}",
+                                  iter=self.iteration, checkpoint=str(resume_from))
+            elif cfg.init_from:
+                self.logger.event("init_from", init_note, path=str(cfg.init_from))
+            late = [m for m in cfg.train.scheduler.milestones if m >= cfg.train.max_iters]
+            if late:
+                self.logger.event("warning", f"train.scheduler.milestones {late} are not below train.max_iters "
+                                  f"{cfg.train.max_iters} and will never be reached")
+            if amp == "bf16" and self.device.type == "cpu" and not _bf16_native():
+                self.logger.event("warning", "this CPU has no native bf16; bf16 autocast will be slow")
+            self.logger.event("start", None, iter=self.iteration, world_size=ctx.world_size,
+                              device=str(self.device), params=self.model.num_trainable_params(),
+                              samples=len(self.dataset), images=self.dataset.num_images)
+        D.barrier(self.ctx)
+
+    def _build_model(self) -> nn.Module:
+        from lightsr.models.registry import create_model
+
+        m = self.cfg.model
+        try:
+            return create_model(m.arch, scale=m.scale, **m.overrides)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.overrides: {m.arch} does not accept {m.overrides} ({e})") from None
+
+    def _build_data(self) -> tuple[Any, Any, torch.utils.data.DataLoader]:
+        from lightsr.data import IterationBatchSampler, SRPatchDataset
+
+        d, ctx = self.cfg.data, self.ctx
+        dataset = SRPatchDataset(
+            [resolve_path(p) for p in d.hr_dirs], self.cfg.model.scale, d.patch_size,
+            lr_dirs=[resolve_path(p) for p in d.lr_dirs], repeat=d.repeat, hflip=d.hflip, rot=d.rot,
+            seed=self.cfg.seed, cache_max_bytes=d.cache_max_bytes, verbose=ctx.is_main)
+        sampler = IterationBatchSampler(len(dataset), self.cfg.train.batch_size, self.cfg.seed,
+                                        self.cfg.train.max_iters, start_iter=self.iteration,
+                                        rank=ctx.rank, world_size=ctx.world_size)
+        # The generator only seeds worker processes (our samples never use it) and keeps DataLoader from
+        # drawing from the global torch RNG, whose state the checkpoint restores.
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=d.num_workers, generator=gen,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=d.prefetch_factor if d.num_workers > 0 else None)
+        return dataset, sampler, loader
+
+    def _write_config(self) -> None:
+        import yaml
+
+        path = self.run_dir / "config.yaml"
+        current = config_to_dict(self.cfg)
+        if path.is_file() and self.resume_from is not None:
+            try:
+                previous = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                previous = None
+            if isinstance(previous, dict):
+                changed = [k for k in diff_configs(previous, current)
+                           if not any(k == h or k.startswith(h + ".") for h in _HARMLESS_ON_RESUME)]
+                if changed:
+                    self.logger.event("warning", "the config differs from the run's previous one in "
+                                      f"{', '.join(changed)}; the resumed run will not match an uninterrupted one")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(f"# effective config (paths relative to {Path.cwd()})\n" + dump_config(self.cfg))
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------------------------------ state
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+            # The data order is a function of (seed, iteration, global batch, dataset size): recorded to check.
+            "data": {"seed": self.cfg.seed, "global_batch": self.cfg.train.batch_size,
+                     "num_samples": len(self.dataset), "next_iteration": self.iteration},
+            "best": self.best,
+            "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
+            "world_size": self.ctx.world_size,
+        }
+
+    def _restore(self, ckpt: Path) -> None:
+        state = load_state(ckpt / STATE_FILE)
+        load_weights(self.model, ckpt / MODEL_FILE)
+        if self.ema is not None:
+            if not (ckpt / EMA_FILE).is_file():
+                raise RunError(f"{ckpt}: has no {EMA_FILE} but train.ema_decay is set; the checkpoint was written "
+                               "without EMA")
+            load_weights(self.ema.module, ckpt / EMA_FILE)
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("grad_scaler"):
+            self.scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self.elapsed_before = float(state.get("elapsed", 0.0))
+        self.best = state.get("best")
+        self._saved_data = state.get("data")
+
+    def save_checkpoint(self) -> Path:
+        """Rank 0 writes ``iter_<n>/`` atomically and prunes old ones; every rank waits for it."""
+        path = self.ckpt_dir / checkpoint_name(self.iteration)
+        if self.ctx.is_main:
+            files: dict[str, Any] = {MODEL_FILE: self.model}
+            if self.ema is not None:
+                files[EMA_FILE] = self.ema.module
+            files[STATE_FILE] = self._state()
+            write_atomic_dir(path, files)
+            prune_checkpoints(self.ckpt_dir, self.cfg.checkpoint.keep_last)
+            self.logger.record({"event": "checkpoint", "iter": self.iteration, "path": str(path)})
+        D.barrier(self.ctx)
+        self.last_checkpoint = path
+        return path
+
+    # ------------------------------------------------------------------------------------------ steps
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, lr_u8: torch.Tensor, hr_u8: torch.Tensor) -> float:
+        """One optimizer step on uint8 batches; returns the loss averaged over all ranks."""
+        nb = self.device.type == "cuda"
+        lr = lr_u8.to(self.device, non_blocking=nb).float().div_(255.0)
+        hr = hr_u8.to(self.device, non_blocking=nb).float().div_(255.0)
+        if self.cfg.train.channels_last:
+            lr = lr.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            sr = self.forward(lr)
+        loss = F.l1_loss(sr.float(), hr)
+        if self.cfg.debug.nan_at_iter == self.iteration + 1:
+            loss = loss * float("nan")
+        # Checked before backward, on the all-reduced value, so every rank stops at the same step and the
+        # weights never take a non-finite update.
+        value = D.all_reduce_mean(loss.detach().clone(), self.ctx).item()
+        if not math.isfinite(value):
+            self._nonfinite(value)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        self.grad_norm = None
+        if self.cfg.train.grad_clip > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            self.grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        with warnings.catch_warnings():
+            # SequentialLR restarts its next scheduler with step(0), which torch flags as deprecated.
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.iteration += 1
+        return value
+
+    def _nonfinite(self, value: float) -> None:
+        where = (f"the last good checkpoint is {self.last_checkpoint} (continue with --resume, e.g. with a lower "
+                 "train.optimizer.lr or train.grad_clip)" if self.last_checkpoint
+                 else "no checkpoint had been written yet")
+        msg = (f"loss is {value} at iteration {self.iteration + 1} (lr {self.current_lr():.3g}); training stopped "
+               f"without saving — {where}")
+        self.logger.record({"event": "nonfinite_loss", "iter": self.iteration + 1, "loss": str(value)})
+        raise NonFiniteLossError(msg)
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def validate(self) -> dict[str, Any]:
+        """Rank 0: PSNR/SSIM of the EMA (or live) weights on the configured sets; updates ``best/``."""
+        from lightsr.evaluate import evaluate
+
+        v = self.cfg.val
+        use_ema = self.ema is not None and v.use_ema
+        model = self.ema.module if use_ema else self.model
+        was_training = model.training
+        model.eval()
+        t = time.perf_counter()
+        try:
+            results = evaluate(model, resolve_path(v.root), list(v.sets), self.cfg.model.scale, progress=False)
+        finally:
+            model.train(was_training)
+        rec: dict[str, Any] = {"iter": self.iteration, "time": self.elapsed(),
+                               "val_model": "ema" if use_ema else "model"}
+        for r in results:
+            rec[f"val/{r.set}/psnr"] = r.psnr
+            rec[f"val/{r.set}/ssim"] = r.ssim
+        rec["val_seconds"] = time.perf_counter() - t
+        key = results[0]
+        improved = self.best is None or key.psnr > self.best["psnr"]
+        if improved:
+            self.best = {"iteration": self.iteration, "set": key.set, "psnr": key.psnr, "ssim": key.ssim}
+            files: dict[str, Any] = {MODEL_FILE: self.model}
+            if self.ema is not None:
+                files[EMA_FILE] = self.ema.module
+            write_atomic_dir(self.run_dir / "best", files)
+            (self.run_dir / "best" / "best.json").write_text(
+                json.dumps({**self.best, "val_model": rec["val_model"]}, indent=1))
+        rec["best"] = improved
+        self.logger.record(rec)
+        scores = ", ".join(f"{r.set} {r.psnr:.3f} dB / {r.ssim:.4f}" for r in results)
+        self.logger.event("val", f"iter {self.iteration}: ×{self.cfg.model.scale} {scores} ({rec['val_model']})"
+                          + (" — best" if improved else f" — best {self.best['psnr']:.3f} at {self.best['iteration']}"),
+                          iter=self.iteration)
+        return rec
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.perf_counter() - self._t0)
+
+    # ------------------------------------------------------------------------------------------ loop
+
+    def run(self) -> TrainResult:
+        cfg, ctx = self.cfg, self.ctx
+        max_iters = cfg.train.max_iters
+        loss_sum, loss_n, wait, t_int = 0.0, 0, 0.0, time.perf_counter()
+        try:
+            batches = iter(self.loader)
+            while self.iteration < max_iters:
+                t = time.perf_counter()
+                try:
+                    lr_u8, hr_u8 = next(batches)
+                except StopIteration:  # pragma: no cover - the sampler yields exactly max_iters - start
+                    break
+                except LightSRError as e:
+                    raise type(e)(_last_line(e)) from None
+                wait += time.perf_counter() - t
+                loss = self.train_step(lr_u8, hr_u8)
+                loss_sum += loss
+                loss_n += 1
+                it = self.iteration
+                self.logger.progress(it, loss=f"{loss:.4f}", lr=f"{self.current_lr():.2e}")
+                if it % cfg.log.every == 0 or it == max_iters:
+                    dt = time.perf_counter() - t_int
+                    rec = {"iter": it, "epoch": self.sampler.epoch_of(it - 1), "time": self.elapsed(),
+                           "loss": loss_sum / loss_n, "lr": self.current_lr(),
+                           "patches_per_s": cfg.train.batch_size * loss_n / dt, "it_per_s": loss_n / dt,
+                           "data_wait": wait / dt}
+                    if self.grad_norm is not None:
+                        rec["grad_norm"] = self.grad_norm
+                    self.logger.record(rec)
+                    loss_sum, loss_n, wait, t_int = 0.0, 0, 0.0, time.perf_counter()
+                t_side = time.perf_counter()
+                # Validation first: the checkpoint of the same iteration then records the best score it set.
+                if cfg.val.every and (it % cfg.val.every == 0 or it == max_iters):
+                    if ctx.is_main:
+                        self.validate()
+                    D.barrier(ctx)
+                if it % cfg.checkpoint.every == 0 or it == max_iters:
+                    self.save_checkpoint()
+                t_int += time.perf_counter() - t_side  # patches/s and data_wait measure training only
+                if cfg.debug.sleep_per_iter:
+                    time.sleep(cfg.debug.sleep_per_iter)
+            if cfg.debug.dump_rank_weights:
+                self._dump_rank_weights()
+            self.logger.event("end", None, iter=self.iteration, time=self.elapsed())
+            return TrainResult(self.run_dir, self.iteration, self.last_checkpoint, self.best)
+        finally:
+            self.close()
+
+    def _dump_rank_weights(self) -> None:
+        from lightsr.checkpoints import save_model
+
+        out = self.run_dir / "debug"
+        save_model(self.model, out / f"rank{self.ctx.rank}_model.safetensors")
+        if self.ema is not None:
+            save_model(self.ema.module, out / f"rank{self.ctx.rank}_ema.safetensors")
+        D.barrier(self.ctx)
+
+    def close(self) -> None:
+        self.logger.close()
+        D.cleanup(self.ctx)
+
+
+def train(cfg: Config, resume: bool = False) -> TrainResult:
+    """Train as configured (``resume``: continue the run's latest complete checkpoint); returns the result."""
+    trainer = Trainer(cfg, resume=resume)
+    return trainer.run()
+
