@@ -149,6 +149,9 @@ class Trainer:
         if cfg.train.batch_size % ctx.world_size:
             raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} "
                               "processes (it is the global batch)")
+        # Process-wide torch settings, restored by close() so that an in-process run leaves no trace.
+        self._saved_globals = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                               torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         if cfg.train.deterministic:
@@ -193,6 +196,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
         self.iteration = 0
+        self.grad_norm: float | None = None
         self.elapsed_before = 0.0
         self.best: dict[str, Any] | None = None
         self.last_checkpoint: Path | None = resume_from
@@ -515,6 +519,12 @@ class Trainer:
     def close(self) -> None:
         self.logger.close()
         D.cleanup(self.ctx)
+        saved = self.__dict__.pop("_saved_globals", None)
+        if saved is not None:
+            threads, det, warn_only, bench = saved
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(det, warn_only=warn_only)
+            torch.backends.cudnn.benchmark = bench
 
 
 def train(cfg: Config, resume: bool = False) -> TrainResult:

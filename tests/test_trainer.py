@@ -1,0 +1,371 @@
+"""The trainer: exact resume after SIGKILL, learning on real images, checkpoints, warm start, errors, flags."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import lightsr
+from conftest import require_shared
+from lightsr.checkpoints import CheckpointError
+from lightsr.cli import main
+from lightsr.train.config import config_from_dict
+from lightsr.train.ema import ModelEMA
+from lightsr.train.state import latest_checkpoint, list_checkpoints, remove_stale_temporaries, warm_start
+from lightsr.train.trainer import Trainer, build_optimizer, build_scheduler, train
+
+TINY = {"channels": 12, "num_blocks": 1}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def tiny_config(tmp_path: Path, name: str, **over) -> dict:
+    """A network of ~17K parameters on 32×32 HR patches of T91: a few dozen iterations take seconds."""
+    t91 = require_shared("data/train/T91")
+    base = {
+        "name": name, "output_dir": str(tmp_path / "runs"), "seed": 0,
+        "model": {"arch": "hasn", "scale": 4, "overrides": dict(TINY)},
+        "data": {"hr_dirs": [str(t91)], "patch_size": 32, "repeat": 1, "num_workers": 0},
+        "val": {"every": 0},
+        "train": {"max_iters": 8, "batch_size": 4, "threads": 1, "deterministic": True},
+        "checkpoint": {"every": 4, "keep_last": 3},
+        "log": {"every": 1, "progress": False, "tensorboard": False},
+    }
+    return _merge(base, over)
+
+
+def _write(tmp_path: Path, raw: dict, name: str = "cfg.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def _log(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for r in _log(run_dir):
+        if "loss" in r and "event" not in r:
+            out[r["iter"]] = r["loss"]  # a resumed run re-logs iterations: the last record wins
+    return out
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    sa, sb = load_file(str(a)), load_file(str(b))
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), f"{a.name}: {k} differs (max {(sa[k] - sb[k]).abs().max():.3g})"
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+# ------------------------------------------------------------------------------------------ exact resume
+
+
+def test_resume_after_sigkill_is_bit_exact(tmp_path):
+    """2n uninterrupted iterations == n iterations, SIGKILL, --resume for n more: identical weights and EMA.
+
+    The killed run uses a DataLoader worker and the reference none; the schedule has a warm-up and a
+    milestone after the resume point; gradients are clipped; EMA with warm-up; only one checkpoint kept.
+    """
+    n = 5
+    raw = tiny_config(tmp_path, "full", train={
+        "max_iters": 2 * n, "grad_clip": 0.05, "ema_decay": 0.9, "ema_warmup": True,
+        "optimizer": {"type": "adamw", "weight_decay": 1e-4},
+        "scheduler": {"warmup_iters": 2, "milestones": [n + 2], "gamma": 0.5}},
+        checkpoint={"every": n, "keep_last": 1})
+    cfg = _write(tmp_path, raw)
+    cmd = [sys.executable, "-m", "lightsr", "train", "--config", str(cfg)]
+    subprocess.run([*cmd, "--set", "name=full"], check=True, env=_env(), cwd=tmp_path, timeout=300,
+                   capture_output=True)
+
+    killed = tmp_path / "runs" / "killed"
+    proc = subprocess.Popen([*cmd, "--set", "name=killed", "--set", "data.num_workers=1",
+                             "--set", "debug.sleep_per_iter=0.5"], env=_env(), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / "checkpoints" / f"iter_{n:08d}"
+    deadline = time.monotonic() + 240
+    while not target.is_dir():
+        assert proc.poll() is None, "the run ended before its checkpoint appeared"
+        assert time.monotonic() < deadline, "checkpoint never appeared"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert [i for i, _ in list_checkpoints(killed / "checkpoints")] == [n]  # really interrupted
+    assert max(_losses(killed)) < 2 * n
+
+    r = subprocess.run([*cmd, "--set", "name=killed", "--set", "data.num_workers=1", "--resume"],
+                       env=_env(), cwd=tmp_path, timeout=300, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"resuming from {target}" in r.stderr
+    full_ck = tmp_path / "runs" / "full" / "checkpoints" / f"iter_{2 * n:08d}"
+    res_ck = killed / "checkpoints" / f"iter_{2 * n:08d}"
+    _assert_same_weights(full_ck / "model.safetensors", res_ck / "model.safetensors")
+    _assert_same_weights(full_ck / "ema.safetensors", res_ck / "ema.safetensors")
+    assert _losses(killed) == _losses(tmp_path / "runs" / "full")  # the same batches, the same numbers
+    assert [i for i, _ in list_checkpoints(killed / "checkpoints")] == [2 * n]  # keep_last 1
+    state = torch.load(res_ck / "state.pt", weights_only=True)
+    assert state["iteration"] == 2 * n and state["ema"]["num_updates"] == 2 * n
+
+
+def test_auto_resume_continues_a_shorter_run_exactly(tmp_path):
+    raw = tiny_config(tmp_path, "a", train={"max_iters": 6, "ema_decay": 0.8, "scheduler": {"milestones": [5]}},
+                      checkpoint={"every": 3})
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    train(config_from_dict(raw))
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (threads, det)  # restored
+    first = config_from_dict(_merge(raw, {"name": "b", "train": {"max_iters": 3}}))
+    train(first)
+    again = config_from_dict(_merge(raw, {"name": "b", "auto_resume": True}))
+    result = train(again)
+    assert result.iteration == 6
+    a_ck, b_ck = tmp_path / "runs/a/checkpoints/iter_00000006", tmp_path / "runs/b/checkpoints/iter_00000006"
+    _assert_same_weights(a_ck / "model.safetensors", b_ck / "model.safetensors")
+    _assert_same_weights(a_ck / "ema.safetensors", b_ck / "ema.safetensors")
+    events = [r for r in _log(tmp_path / "runs/b") if r.get("event") in ("resume", "warning")]
+    assert events[-1]["event"] == "resume" and events[-1]["iter"] == 3
+    assert any("train.max_iters" in r.get("message", "") for r in events)  # the config change is reported
+
+
+def test_run_directory_protection(tmp_path, capsys):
+    cfg = _write(tmp_path, tiny_config(tmp_path, "p", train={"max_iters": 2}, checkpoint={"every": 2}))
+    assert main(["train", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lightsr: error: ") and "already holds checkpoints" in err and "--resume" in err
+    assert main(["train", "--config", str(cfg), "--set", "name=other", "--resume"]) == 2
+    assert "no complete checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_latest_complete_checkpoint_ignores_partial_ones(tmp_path):
+    ck = tmp_path / "checkpoints"
+    for it, files in ((4, ("model.safetensors", "state.pt")), (8, ("model.safetensors", "state.pt")),
+                      (12, ("model.safetensors",))):  # 12 lacks its state: never committed by lightsr
+        d = ck / f"iter_{it:08d}"
+        d.mkdir(parents=True)
+        for f in files:
+            (d / f).write_bytes(b"x")
+    (ck / ".iter_00000016.tmp").mkdir()
+    assert latest_checkpoint(ck) == ck / "iter_00000008"
+    assert [i for i, _ in list_checkpoints(ck)] == [4, 8]
+    assert remove_stale_temporaries(ck) == [ck / ".iter_00000016.tmp"]
+    assert not (ck / ".iter_00000016.tmp").exists()
+
+
+# ------------------------------------------------------------------------------------------ it learns
+
+
+def test_loss_falls_and_psnr_rises_on_real_images(tmp_path):
+    from lightsr.evaluate import evaluate
+
+    bench = require_shared("data/benchmark")
+    raw = tiny_config(tmp_path, "learn", model={"overrides": {"channels": 16, "num_blocks": 1}},
+                      data={"patch_size": 48, "repeat": 4},
+                      train={"max_iters": 60, "batch_size": 8, "optimizer": {"lr": 2e-3}},
+                      val={"every": 60, "root": str(bench), "sets": ["Set5"], "use_ema": False},
+                      checkpoint={"every": 60})
+    torch.manual_seed(0)  # the trainer seeds the same way: this is the network it starts from
+    start = lightsr.create_model("hasn", scale=4, channels=16, num_blocks=1)
+    psnr0 = evaluate(start, bench, ["Set5"], 4, progress=False)[0].psnr
+    result = train(config_from_dict(raw))
+    losses = [v for _, v in sorted(_losses(tmp_path / "runs/learn").items())]
+    assert len(losses) == 60
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.6 * first, (first, last)
+    assert result.best["psnr"] > psnr0 + 5.0, (psnr0, result.best)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def test_checkpoints_are_readable_by_load_model_and_eval(tmp_path, capsys):
+    bench = require_shared("data/benchmark")
+    raw = tiny_config(tmp_path, "ck", train={"max_iters": 4, "ema_decay": 0.5},
+                      val={"every": 4, "root": str(bench), "sets": ["Set5"]})
+    trainer = Trainer(config_from_dict(raw))
+    ema_module = trainer.ema.module
+    result = trainer.run()
+    ck = result.checkpoint
+    assert ck.name == "iter_00000004"
+    net = lightsr.load_model(ck / "ema.safetensors")
+    assert (net.arch, net.scale, net.info.config["channels"]) == ("hasn", 4, 12)
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), ema_module.eval()(x))
+    state = torch.load(ck / "state.pt", weights_only=True)  # plain containers and tensors only
+    assert state["iteration"] == 4 and set(state["rng"]) >= {"torch", "numpy", "python"}
+    best = json.loads((result.run_dir / "best" / "best.json").read_text())
+    assert best["iteration"] == 4 and best["val_model"] == "ema"
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(result.run_dir / "best" / "ema.safetensors"), "--data", str(bench),
+                 "--sets", "Set5", "--no-progress"]) == 0
+    assert f"{best['psnr']:.4f}" in capsys.readouterr().out  # eval reproduces the validation score
+
+
+def test_warm_start_from_x4_body_to_x2(tmp_path):
+    raw = tiny_config(tmp_path, "x4", train={"max_iters": 2}, checkpoint={"every": 2})
+    src = train(config_from_dict(raw)).checkpoint / "model.safetensors"
+    x4 = load_file(str(src))
+    raw2 = _merge(tiny_config(tmp_path, "x2", model={"scale": 2}), {"init_from": str(src)})
+    trainer = Trainer(config_from_dict(raw2))
+    try:
+        sd = trainer.model.state_dict()
+        assert trainer.iteration == 0 and not trainer.optimizer.state  # fresh optimizer and schedule
+        assert trainer.current_lr() == pytest.approx(2e-4)
+        for k, v in sd.items():
+            if k.startswith("upsampler."):
+                assert v.shape != x4[k].shape
+            else:
+                assert torch.equal(v, x4[k]), k
+        assert torch.equal(trainer.ema.module.state_dict()["head.weight"] if trainer.ema else sd["head.weight"],
+                           x4["head.weight"])
+    finally:
+        trainer.close()
+    event = next(r for r in _log(tmp_path / "runs/x2") if r.get("event") == "init_from")
+    assert "upsampler.0.weight" in event["message"] and "upsampler.0.bias" in event["message"]
+
+
+def test_warm_start_from_the_official_hasn_layout():
+    path = require_shared("weights/HASN_x4_official.pth")
+    net = lightsr.create_model("hasn", scale=3)
+    _, skipped = warm_start(net, path)
+    assert skipped == ["upsampler.0.weight", "upsampler.0.bias"]
+    ref = lightsr.load_model(path)  # ×4, params_ema (load_model's default choice)
+    assert torch.equal(net.state_dict()["blocks.2.esa.conv1.weight"], ref.state_dict()["blocks.2.esa.conv1.weight"])
+    with pytest.raises(CheckpointError, match="holds hasn weights; the configured network is lksmn"):
+        warm_start(lightsr.create_model("lksmn", scale=4), path)
+    with pytest.raises(CheckpointError, match="does not fit hasn ×4"):
+        warm_start(lightsr.create_model("hasn", scale=4, channels=16), path)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    cfg = _write(tmp_path, tiny_config(tmp_path, "nan", debug={"nan_at_iter": 7}, train={"max_iters": 12}))
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    ck = tmp_path / "runs/nan/checkpoints/iter_00000004"
+    assert err.startswith("lightsr: error: loss is nan at iteration 7")
+    assert f"last good checkpoint is {ck}" in err
+    assert [i for i, _ in list_checkpoints(ck.parent)] == [4]
+    assert all(math.isfinite(t.float().sum()) for t in load_file(str(ck / "model.safetensors")).values())
+    assert max(_losses(tmp_path / "runs/nan")) == 6
+    # Resuming from the kept checkpoint works (the debug hook switched off).
+    assert main(["train", "--config", str(cfg), "--resume", "--set", "debug.nan_at_iter=0"]) == 0
+
+
+def test_data_errors_through_the_cli(tmp_path, capsys):
+    cfg = _write(tmp_path, tiny_config(tmp_path, "e"))
+    missing = tmp_path / "no_such_folder"
+    assert main(["train", "--config", str(cfg), "--set", f"data.hr_dirs=[{missing}]"]) == 2
+    assert capsys.readouterr().err.strip() == f"lightsr: error: {missing}: training data folder not found"
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    t91 = require_shared("data/train/T91")
+    (bad_dir / "a.png").write_bytes((t91 / "t1.png").read_bytes())
+    data = (t91 / "t10.png").read_bytes()
+    (bad_dir / "b.png").write_bytes(data[: len(data) // 3])
+    for extra in ([], ["--set", "data.cache_max_bytes=0", "--set", "data.num_workers=1"]):  # preload / worker
+        assert main(["train", "--config", str(cfg), "--set", f"data.hr_dirs=[{bad_dir}]", "--set", "data.repeat=4",
+                     "--set", "name=bad", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"lightsr: error: {bad_dir / 'b.png'}: cannot read image")
+    assert main(["train", "--config", str(cfg), "--set", "val.every=5", "--set", f"val.root={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"lightsr: error: {tmp_path / 'Set5'}: benchmark set not found "
+                                               "(val.root, val.sets)")
+
+
+# ------------------------------------------------------------------------------------------ components
+
+
+def test_schedules_follow_their_closed_forms():
+    def lrs(sched: dict, max_iters: int = 40) -> list[float]:
+        cfg = config_from_dict({"data": {"hr_dirs": ["x"]},
+                                "train": {"max_iters": max_iters, "scheduler": sched, "optimizer": {"lr": 1.0}}})
+        opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
+        s = build_scheduler(opt, cfg)
+        out = []
+        for _ in range(max_iters):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            s.step()
+        return out
+
+    got = lrs({"type": "multistep", "milestones": [10, 25, 30], "gamma": 0.5})
+    assert got == pytest.approx([0.5 ** sum(i >= m for m in (10, 25, 30)) for i in range(40)])
+    got = lrs({"type": "multistep", "milestones": [10, 25], "warmup_iters": 5, "warmup_start_factor": 0.1})
+    expect = [0.1 + 0.9 * i / 5 if i < 5 else 0.5 ** sum(i >= m for m in (10, 25)) for i in range(40)]
+    assert got == pytest.approx(expect)
+    got = lrs({"type": "cosine", "eta_min": 0.01, "warmup_iters": 4, "warmup_start_factor": 0.2})
+    expect = [0.2 + 0.8 * i / 4 if i < 4 else 0.01 + 0.99 * (1 + math.cos(math.pi * (i - 4) / 36)) / 2
+              for i in range(40)]
+    assert got == pytest.approx(expect)
+    assert lrs({"type": "constant"}) == [1.0] * 40
+
+
+def test_ema_averages_parameters_and_buffers():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(net, decay=0.75)
+    e0 = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    net.train()(torch.randn(2, 3, 8, 8))  # BN running stats move
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    ema.update(net)
+    cur = net.state_dict()
+    for k, v in ema.module.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * e0[k] + 0.25 * cur[k], rtol=0, atol=1e-6)
+        else:  # num_batches_tracked follows the model
+            assert torch.equal(v, cur[k])
+    assert not torch.equal(ema.module[1].running_mean, e0["1.running_mean"])
+    warm = ModelEMA(net, 0.999, warmup=True)
+    assert [round(warm.current_decay(), 4) for _ in range(1)] == [0.1]  # (1+0)/(10+0)
+
+
+def test_amp_channels_last_and_compile_flags_take_effect(tmp_path):
+    raw = tiny_config(tmp_path, "flags", train={"amp": "bf16", "channels_last": True, "max_iters": 2})
+    trainer = Trainer(config_from_dict(raw))
+    try:
+        seen = {}
+        trainer.model.head.register_forward_hook(
+            lambda m, i, o: seen.update(dtype=o.dtype, cl=i[0].is_contiguous(memory_format=torch.channels_last)))
+        lr, hr = next(iter(trainer.loader))
+        loss = trainer.train_step(lr, hr)
+        assert math.isfinite(loss)
+        assert seen == {"dtype": torch.bfloat16, "cl": True}
+        w = trainer.model.head.weight
+        assert w.dtype == torch.float32 and w.is_contiguous(memory_format=torch.channels_last)
+    finally:
+        trainer.close()
+    trainer = Trainer(config_from_dict(_merge(raw, {"name": "flags2", "train": {"compile": True, "amp": "none"}})))
+    try:
+        assert isinstance(trainer.forward, torch._dynamo.eval_frame.OptimizedModule)
+        assert trainer.forward._orig_mod is trainer.model
+    finally:
+        trainer.close()
