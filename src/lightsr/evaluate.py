@@ -231,7 +231,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from lightsr.upscaler import resolve_model
+    from lightsr.bundled import resolve_model
 
     if args.bicubic:
         if not args.scale:

@@ -233,7 +233,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from lightsr.upscaler import resolve_model
+    from lightsr.bundled import resolve_model
 
     if not args.model and not args.weights:
         raise UsageError("export needs --model NAME (bundled weights) or --weights PATH")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_path
+from lightsr.bundled import DEFAULT_MODEL, bundled_path, resolve_model
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
@@ -67,24 +67,6 @@ class OutputExistsError(LightSRError, FileExistsError):
 
 
 # ------------------------------------------------------------------------------------------- model, device
-
-
-def resolve_model(name: str | None, weights: str | None, scale: int | None) -> SRNet | None:
-    """The network a command asks for: a checkpoint, or the bundled weights of ``name`` at ``scale``.
-
-    Returns None only when nothing was asked for and nothing is bundled (the fresh-install case).
-    """
-    from lightsr.checkpoints import CheckpointError, load_model
-
-    if weights:
-        return load_model(weights, name=name, scale=scale)
-    scale = scale or 4
-    path = bundled_path(name or DEFAULT_MODEL, scale)
-    if path is None:
-        if name is None:
-            return None
-        raise CheckpointError(f"--model {name}: no bundled weights for ×{scale}; pass --weights PATH")
-    return load_model(path)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
