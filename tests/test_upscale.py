@@ -443,17 +443,6 @@ def test_missing_inputs_are_reported(tmp_path: Path, weights: Path, capsys) -> N
     assert _files(tmp_path / "out") == ["a_x2.png"]
 
 
-def test_default_model_without_bundled_weights(tmp_path: Path, capsys) -> None:
-    from lightsr.bundled import DEFAULT_MODEL, bundled_path
-
-    if bundled_path(DEFAULT_MODEL, 4) is not None:
-        pytest.skip("default weights are bundled")
-    Image.fromarray(_rgb()).save(tmp_path / "a.png")
-    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png")]) == 0
-    assert "no bundled weights yet" in capsys.readouterr().err
-    assert not (tmp_path / "o.png").exists()
-
-
 def test_image_with_unusual_modes(tmp_path: Path) -> None:
     """CMYK JPEG → RGB (its CMYK profile dropped), 1-bit → L, gray+alpha → LA; a corrupt byte stream names
     the file."""

@@ -209,10 +209,12 @@ def write_reports(results: list[SetScore], out: str | Path, meta: dict) -> tuple
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="network name (bundled weights for --scale)")
-    src.add_argument("--weights", help="checkpoint file (any supported layout)")
-    src.add_argument("--bicubic", action="store_true", help="evaluate the MATLAB bicubic baseline")
+    src = p.add_argument_group("what to evaluate (any mix; each option may be repeated)")
+    src.add_argument("--model", action="append", default=[], metavar="NAME",
+                     help="a network's bundled weights at --scale")
+    src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
+                     help="a checkpoint file (any supported layout)")
+    src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
     p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's)")
     p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
@@ -222,41 +224,86 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flip/rotate variants")
     p.add_argument("--param-key", help="checkpoint entry to use (e.g. params or params_ema)")
-    p.add_argument("--save-images", metavar="DIR", help="write the SR outputs here")
-    p.add_argument("--output", metavar="PATH", help="write PATH.json and PATH.csv with per-image scores")
+    p.add_argument("--save-images", metavar="DIR", help="write the SR outputs here (DIR/<label>/ for several)")
+    p.add_argument("--output", metavar="PATH", help="write PATH.json and PATH.csv with per-image scores "
+                                                    "(PATH-<label>.* for several models)")
+    p.add_argument("--plot", metavar="FIG",
+                   help="draw PSNR against parameters and multiply-adds of the evaluated models (needs matplotlib)")
     p.add_argument("--no-fuse", action="store_true",
                    help="run the training form instead of the (equivalent, faster) inference form")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    from lightsr.bundled import resolve_model
+def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None, str | None]]:
+    """``(label, model, weights path)`` for everything asked for, bicubic first; labels made unique."""
+    from lightsr.bundled import load_spec, resolve_model, split_spec
 
+    if not (args.model or args.weights or args.bicubic):
+        raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
+    if args.param_key and not args.weights:
+        raise UsageError("--param-key applies to --weights only")
+    out: list[tuple[str, torch.nn.Module | None, str | None]] = []
     if args.bicubic:
         if not args.scale:
             raise UsageError("--bicubic needs --scale")
-        model, label, scale = None, "bicubic", args.scale
-    else:
-        if args.param_key and not args.weights:
-            raise UsageError("--param-key applies to --weights only")
-        if args.weights:
-            from lightsr.checkpoints import load_model
+        out.append(("bicubic", None, None))
+    for name in args.model:
+        model = resolve_model(name, None, args.scale)
+        out.append((name, model, None))
+    for spec in args.weights:
+        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False)
+        out.append((label, model, split_spec(spec)[1]))
+    seen: dict[str, int] = {}
+    unique = []
+    for label, model, path in out:
+        seen[label] = seen.get(label, 0) + 1
+        unique.append((label if seen[label] == 1 else f"{label}-{seen[label]}", model, path))
+    return unique
 
-            model = load_model(args.weights, scale=args.scale, param_key=args.param_key)
-        else:
-            model = resolve_model(args.model, None, args.scale)
-        model = model.to(args.device).eval()
-        label, scale = model.arch, model.scale
-        if not args.no_fuse:
-            model = model.fuse()
-    results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
-                       self_ensemble=args.self_ensemble, save_dir=args.save_images,
-                       progress=not args.no_progress)
-    print(markdown_table(results, label))
-    if args.output:
-        meta = {"model": label, "weights": args.weights, "scale": scale, "gray_mode": args.gray_mode,
-                "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble}
-        for p in write_reports(results, args.output, meta):
-            print(f"wrote {p}", file=sys.stderr)
+
+def run_cli(args: argparse.Namespace) -> int:
+    entries = _entries(args)
+    scales = {m.scale for _, m, _ in entries if m is not None} | ({args.scale} if args.scale else set())
+    if len(scales) > 1:
+        raise UsageError("the models have different scales (" + ", ".join(
+            f"{label} ×{m.scale}" for label, m, _ in entries if m is not None) + "); pass models of one scale")
+    scale = scales.pop()
+    if args.plot:
+        from lightsr.figures import _matplotlib
+
+        _matplotlib()  # fail before hours of evaluation, not after
+    several = len(entries) > 1
+    points = []
+    for label, model, weights in entries:
+        complexity = None
+        if model is not None:
+            if args.plot:
+                from lightsr.profile import profile
+
+                prof = profile(model)
+                complexity = (prof.params, prof.macs)
+            model = model.to(args.device).eval()
+            if not args.no_fuse:
+                model = model.fuse()
+        save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
+        results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
+                           self_ensemble=args.self_ensemble, save_dir=save_dir,
+                           progress=not args.no_progress)
+        print(markdown_table(results, label))
+        if args.output:
+            meta = {"model": label, "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
+                    "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble}
+            out = f"{args.output}-{label}" if several else args.output
+            for p in write_reports(results, out, meta):
+                print(f"wrote {p}", file=sys.stderr)
+        if args.plot:
+            from lightsr.figures import ComplexityPoint
+
+            points.append(ComplexityPoint(label, *(complexity or (None, None)), {r.set: r.psnr for r in results}))
+    if args.plot:
+        from lightsr.figures import complexity_plot
+
+        res = complexity_plot(points, args.plot, scale)
+        print(f"wrote {res.path}", file=sys.stderr)
     return 0

@@ -240,7 +240,6 @@ def run_cli(args: argparse.Namespace) -> int:
     if Path(args.onnx).suffix.lower() != ".onnx":
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
     model = resolve_model(args.model, args.weights, args.scale)
-    assert model is not None  # resolve_model returns None only when neither --model nor --weights is given
     # ELAN's inference form gathers windows through indices cached per image size, which a traced graph would
     # freeze; its export keeps the training form (onnxruntime's graph optimiser folds the BatchNorm anyway).
     if not args.no_fuse and model.arch not in ("elan", "elan_light"):

@@ -664,10 +664,6 @@ def run_cli(args: argparse.Namespace) -> int:
         model: Any = args.onnx
     else:
         model = resolve_model(args.model, args.weights, args.scale)
-        if model is None:
-            print(f"lightsr: no bundled weights yet for the default model ({DEFAULT_MODEL} ×{args.scale or 4}); "
-                  "pass --weights PATH to a checkpoint (see README)", file=sys.stderr)
-            return 0
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
                   threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse)

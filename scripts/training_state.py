@@ -1,0 +1,67 @@
+"""Carry a long training run across machines through git: ``save`` copies the small state of ``runs/NAME`` into
+``training/NAME`` (tracked), ``restore`` puts it back so that ``lightsr train --config ... --resume`` continues.
+
+The state is the run's config, its log (the learning curve) and its newest complete checkpoint (weights, EMA,
+optimizer, RNG: a few MB for these networks). Older checkpoints and ``best/`` stay behind.
+
+    python scripts/training_state.py save lksmn_x4_bundled
+    python scripts/training_state.py restore lksmn_x4_bundled
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from lightsr.train.state import latest_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def save(name: str, runs: Path, store: Path) -> Path:
+    run, dst = runs / name, store / name
+    ckpt = latest_checkpoint(run / "checkpoints")
+    if ckpt is None:
+        sys.exit(f"{run}/checkpoints: no complete checkpoint to save")
+    tmp = store / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "checkpoints").mkdir(parents=True)
+    for f in ("config.yaml", "log.jsonl"):
+        shutil.copy2(run / f, tmp / f)
+    shutil.copytree(ckpt, tmp / "checkpoints" / ckpt.name)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return dst / "checkpoints" / ckpt.name
+
+
+def restore(name: str, runs: Path, store: Path) -> Path:
+    src, run = store / name, runs / name
+    ckpt = latest_checkpoint(src / "checkpoints")
+    if ckpt is None:
+        sys.exit(f"{src}/checkpoints: no saved checkpoint")
+    have = latest_checkpoint(run / "checkpoints")
+    if have is not None and int(have.name[5:]) >= int(ckpt.name[5:]):
+        sys.exit(f"{run} already holds {have.name} (saved state: {ckpt.name}); nothing to restore")
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for f in ("config.yaml", "log.jsonl"):
+        shutil.copy2(src / f, run / f)
+    shutil.copytree(ckpt, run / "checkpoints" / ckpt.name)
+    return run / "checkpoints" / ckpt.name
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("save", "restore"))
+    p.add_argument("names", nargs="+")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs")
+    p.add_argument("--store", type=Path, default=ROOT / "training")
+    args = p.parse_args()
+    for name in args.names:
+        where = (save if args.action == "save" else restore)(name, args.runs, args.store)
+        print(f"{args.action}d {name}: {where}")
+
+
+if __name__ == "__main__":
+    main()

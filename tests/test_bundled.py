@@ -1,0 +1,167 @@
+"""The weights shipped inside the package, and the figures drawn from models.
+
+Each bundled file must load by name, carry its provenance, reproduce the Set5 scores written into it (the
+numbers the model cards and ``lightsr models`` show) under the papers' protocol with the MATLAB-made LR images,
+and beat bicubic there. The figures are checked as images: size, and that the panels show different things.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lightsr
+from conftest import require_shared
+from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_path, bundled_weights
+from lightsr.cli import main
+from lightsr.evaluate import evaluate, load_set
+from lightsr.metrics import calculate_psnr
+from lightsr.resize import imresize
+
+FILES = sorted((name, scale, path) for name in lightsr.list_models() for scale, path in bundled_weights(name).items())
+PROVENANCE = ("iterations", "train_hours", "hardware", "train_data", "run", "psnr_ssim", "bicubic_psnr_ssim")
+
+
+def test_default_model_is_bundled_at_x4() -> None:
+    assert bundled_path(DEFAULT_MODEL, 4) is not None
+
+
+@pytest.mark.parametrize(("name", "scale", "path"), FILES, ids=[f"{n}_x{s}" for n, s, _ in FILES])
+def test_bundled_file_loads_and_beats_bicubic_on_set5(name: str, scale: int, path: Path) -> None:
+    assert path.stat().st_size < 3_000_000
+    meta = bundled_metadata(path)
+    assert all(k in meta for k in PROVENANCE), sorted(meta)
+    model = lightsr.load_model(path)
+    assert (model.arch, model.scale) == (name, scale)
+    root = require_shared("data/benchmark/Set5").parent
+    torch.set_num_threads(2)
+    got = evaluate(model.fuse(), root, ["Set5"], scale, progress=False)[0]
+    recorded_psnr, recorded_ssim = json.loads(meta["psnr_ssim"])["Set5"]
+    assert got.psnr == pytest.approx(recorded_psnr, abs=1e-3) and got.ssim == pytest.approx(recorded_ssim, abs=1e-3)
+    bicubic = evaluate(None, root, ["Set5"], scale, progress=False)[0]
+    assert got.psnr > bicubic.psnr + 0.5
+    # Image by image too: no Set5 image may get worse than bicubic.
+    for m, b in zip(got.images, bicubic.images, strict=True):
+        assert m.psnr > b.psnr, m.name
+
+
+def test_upscale_without_flags_uses_the_default_model(tmp_path: Path) -> None:
+    hr = load_set(require_shared("data/benchmark/Set5").parent, "Set5", 4)[0]
+    Image.fromarray(hr.lr).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    ref = lightsr.Upscaler(lightsr.load_model(bundled_path(DEFAULT_MODEL, 4))).upscale(hr.lr)
+    assert out.shape == (hr.lr.shape[0] * 4, hr.lr.shape[1] * 4, 3)
+    assert np.array_equal(out, ref)
+    assert calculate_psnr(out, hr.hr, crop_border=4) > calculate_psnr(imresize(hr.lr, 4), hr.hr, crop_border=4)
+
+
+def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    name, scale = next((n, s) for n in lightsr.list_models() for s in (2, 3, 4) if bundled_path(n, s) is None)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", name,
+                 "--scale", str(scale)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--model {name}: no bundled weights for ×{scale}" in err[0]
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name, _scale, path in FILES:
+        meta = bundled_metadata(path)
+        psnr = json.loads(meta["psnr_ssim"])["Set5"][0]
+        row = next(line for line in out.splitlines() if line.startswith(f"| {path.name} |"))
+        assert f"{psnr:.2f}" in row and meta["iterations"] in row, row
+        assert name in out
+
+
+# ------------------------------------------------------------------------------------------------- figures
+
+
+def _panels(png: Path, boxes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    img = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
+    return [img[t:b, left:r] for left, t, r, b in boxes]
+
+
+def test_compare_figure(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    bench = require_shared("data/benchmark/Set5").parent
+    hr_path = bench / "Set5" / "HR" / "butterfly.png"
+    torch.manual_seed(0)
+    other = lightsr.save_model(lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval(),
+                               tmp_path / "tiny_hasn_x4.safetensors")
+    out = tmp_path / "fig.png"
+    assert main(["compare", str(hr_path), "--models", DEFAULT_MODEL, f"tiny={other}", "-o", str(out)]) == 0
+    printed = dict(line.split(": ") for line in capsys.readouterr().out.splitlines() if " dB" in line)
+
+    from lightsr.figures import compare_figure
+
+    hr = np.asarray(Image.open(hr_path).convert("RGB"))
+    res = compare_figure(hr, [(DEFAULT_MODEL, DEFAULT_MODEL), ("tiny", str(other))], out, scale=4)
+    with Image.open(out) as im:
+        assert im.size == res.size and im.size[0] > 600 and im.size[1] > 300
+    assert [p.title for p in res.panels] == ["HR", "bicubic", DEFAULT_MODEL, "tiny"]
+    crops = _panels(out, [p.box for p in res.panels])
+    assert len({c.shape for c in crops}) == 1  # equal panels
+    for i in range(len(crops)):
+        for j in range(i + 1, len(crops)):
+            assert np.abs(crops[i] - crops[j]).mean() > 1.0, (res.panels[i].title, res.panels[j].title)
+    # The PSNR under the bicubic panel is the benchmark protocol's: same as evaluating Set5's MATLAB LR image.
+    per_image = {s.name: s.psnr for s in evaluate(None, bench, ["Set5"], 4, progress=False)[0].images}
+    assert res.panels[1].psnr == pytest.approx(per_image["butterfly"], abs=1e-6)
+    assert printed["bicubic"] == f"{per_image['butterfly']:.2f} dB"
+    assert res.panels[2].psnr > res.panels[1].psnr  # the trained default model beats bicubic here too
+
+
+def test_compare_refuses_to_overwrite_its_input(tmp_path: Path, capsys) -> None:
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, "-o", str(tmp_path / "a.png")]) == 2
+    assert "would overwrite the input image" in capsys.readouterr().err
+
+
+def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    bench = require_shared("data/benchmark/Set5").parent
+    torch.manual_seed(0)
+    tiny = lightsr.save_model(lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval(),
+                              tmp_path / "tiny_x4.safetensors")
+    out = tmp_path / "plot.png"
+    assert main(["eval", "--bicubic", "--scale", "4", "--model", DEFAULT_MODEL, "--weights", str(tiny),
+                 "--data", str(bench), "--sets", "Set5", "--plot", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "| bicubic | Set5 | ×4 | 28.4290" in table and f"| {DEFAULT_MODEL} | Set5 |" in table
+    assert "| tiny_x4 | Set5 |" in table
+    with Image.open(out) as im:
+        assert im.size == (900, 320)
+    # Re-draw through the API to learn the panel boxes; the two panels (vs params, vs MACs) differ.
+    from lightsr.figures import ComplexityPoint, complexity_plot
+
+    pts = [ComplexityPoint("a", 250_000, 15_000_000_000, {"Set5": 30.0}),
+           ComplexityPoint("b", 400_000, 5_000_000_000, {"Set5": 29.0}),
+           ComplexityPoint("bicubic", None, None, {"Set5": 28.4})]
+    res = complexity_plot(pts, tmp_path / "p2.png", 4)
+    left, right = _panels(tmp_path / "p2.png", [p.box for p in res.panels])
+    assert left.shape == right.shape and np.abs(left - right).mean() > 1.0
+    # Both markers are drawn in each panel (matplotlib's C0 blue and C1 orange).
+    for panel in (left, right):
+        for rgb in ((31, 119, 180), (255, 127, 14)):
+            assert (np.abs(panel - np.array(rgb)).sum(axis=2) < 10).sum() > 20
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    assert main(["eval", "--bicubic", "--scale", "4", "--sets", "Set5", "--plot", str(tmp_path / "p.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'lightsr: error: drawing figures needs matplotlib: pip install "lightsr[plot]"'
+    assert not (tmp_path / "p.png").exists()
