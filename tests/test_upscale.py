@@ -502,3 +502,19 @@ def test_out_of_memory_retries_with_smaller_tiles(net, caplog) -> None:
     assert "out of memory" in caplog.text
     # Whole image (1200 px) → 20-pixel cores (17×22 windows: still too big) → 10: as if asked for 10.
     assert np.array_equal(got, Upscaler(net, tile=10, tile_overlap=2)(rgb))
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path, net: lightsr.SRNet) -> None:
+    """Atomic writes go through private temporaries; the finished files must still follow the umask."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        Image.fromarray(_rgb()).save(tmp_path / "a.png")
+        Upscaler(net).upscale_file(tmp_path / "a.png", tmp_path / "b.png")
+        w = lightsr.save_model(net, tmp_path / "w.safetensors")
+        for f in (tmp_path / "b.png", w):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+    finally:
+        os.umask(old)

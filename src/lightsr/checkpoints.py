@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lightsr._files import default_permissions
 from lightsr.errors import LightSRError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, list_models, model_spec
@@ -388,5 +389,6 @@ def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(sd, str(tmp), metadata=meta)
+    default_permissions(tmp)
     tmp.replace(path)
     return path

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightsr._files import default_permissions
 from lightsr.errors import LightSRError
 
 # Input pixels above which an image is refused unless the caller raises the limit: a decompression-bomb
@@ -308,6 +309,7 @@ def save_image(path: str | Path, data: ImageData | np.ndarray, quality: int = 95
             _write_tiff16(tmp, data)
         else:
             _save_pillow(tmp, data, fmt, quality)
+        default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
