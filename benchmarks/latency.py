@@ -28,6 +28,7 @@ import time
 import torch
 
 import lightsr
+from lightsr.models.base import calibrate_batchnorm
 from lightsr.profile import count_macs
 
 
@@ -97,15 +98,8 @@ def main() -> int:
             # float32 evaluations of the same function differ wildly, which would hide real errors.
             coarse = torch.rand(1, 3, 720 // s // 4, 1280 // s // 4)
             x = torch.nn.functional.interpolate(coarse, size=(720 // s, 1280 // s), mode="bicubic").clamp(0, 1)
-            # Random-init ELAN keeps BatchNorm's default statistics (mean 0, var 1): its q·qᵀ logits explode and
-            # float32 evaluations disagree; calibrate them on the input, as training would have.
-            bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-            if bns:
-                for m in bns:
-                    m.momentum = None
-                with torch.no_grad():
-                    model.train()(x[..., :64, :64])
-                model.eval()
+            # Random-init ELAN's default BatchNorm statistics make its attention ill-conditioned (see the helper).
+            calibrate_batchnorm(model, x[..., :64, :64])
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
             ref, t_train = None, None
             for variant in args.variants:

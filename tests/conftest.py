@@ -34,3 +34,14 @@ def require_shared(rel: str) -> Path:
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return shared_root()
+
+
+def calibrated(model):
+    """An untrained network in eval mode with BatchNorm statistics from image-like data (bicubic-upsampled noise,
+    drawn from torch's global generator), as after training: see :func:`lightsr.models.base.calibrate_batchnorm`."""
+    import torch
+    import torch.nn.functional as F
+
+    from lightsr.models.base import calibrate_batchnorm
+
+    return calibrate_batchnorm(model, F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))

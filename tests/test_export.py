@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import lightsr
+from conftest import calibrated
 from lightsr.cli import main
 from lightsr.errors import LightSRError
 
@@ -19,18 +19,6 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from lightsr.export import CHECK_SHAPES, DUMMY_SIZE, OnnxModel, export_onnx  # noqa: E402
-
-
-def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
-    """ELAN with data-calibrated BatchNorm (see tests/test_models.py): trained-like, well-conditioned attention."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))
-    return model.eval()
-
 
 # (name, scale, config overrides): the full networks except ELAN, exported with 4 of its 36 blocks (same block
 # structure: 180 channels, attention computed in every block) to keep the test fast.
@@ -43,7 +31,7 @@ SIZES = [(1, 3, 23, 41), (3, 3, 9, 6)]
 @pytest.mark.parametrize(("name", "scale", "overrides"), NETWORKS, ids=[n for n, _, _ in NETWORKS])
 def test_onnx_matches_pytorch_at_unseen_sizes(tmp_path: Path, name: str, scale: int, overrides: dict) -> None:
     torch.manual_seed(0)
-    model = _calibrated(lightsr.create_model(name, scale=scale, **overrides))
+    model = calibrated(lightsr.create_model(name, scale=scale, **overrides))
     path = export_onnx(model, tmp_path / f"{name}.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map

@@ -10,6 +10,7 @@ import torch
 
 import lightsr
 from conftest import require_shared, shared_root
+from lightsr.models.base import calibrate_batchnorm
 
 
 def _golden_cases() -> list[str]:
@@ -45,21 +46,12 @@ def _smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def _calibrate(model: torch.nn.Module) -> torch.nn.Module:
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(_smooth_images(2, 32, 32, seed=1))
-    return model.eval()
-
 
 @pytest.mark.parametrize("name", ["elan_light", "elan", "hasn", "lksmn"])
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_fused_matches_training_form_on_random_images(name: str, scale: int) -> None:
     torch.manual_seed(scale)
-    model = _calibrate(lightsr.create_model(name, scale=scale))
+    model = calibrate_batchnorm(lightsr.create_model(name, scale=scale), _smooth_images(2, 32, 32, seed=1))
     fused = model.fuse()
     assert fused.info == model.info
     for h, w in ((37, 45), (7, 5)):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lightsr
-from conftest import require_shared
+from conftest import calibrated, require_shared
 
 # The papers' trainable parameter counts (ELAN Table 1/3, HASN Table 2), and LKSMN's target (253K ± 2%).
 PAPER_COUNTS = {
@@ -68,27 +68,13 @@ def test_registry_lists_all_and_rejects_unknown() -> None:
         lightsr.create_model("edsr")
 
 
-def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
-    """Eval-mode model whose BatchNorm statistics come from data, as after training.
-
-    With the default running statistics (mean 0, var 1) ELAN's un-normalised q·qᵀ logits are huge and the
-    softmax amplifies float32 rounding far beyond 1e-5; real (trained or calibrated) models are well-conditioned.
-    """
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average over the calibration batch
-    model.train()
-    with torch.no_grad():
-        model(torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))
-    return model.eval()
-
 
 @pytest.mark.parametrize("name", ["elan_light", "elan", "hasn", "lksmn"])
 @pytest.mark.parametrize("scale", SCALES)
 def test_any_size_and_batch_consistency(name: str, scale: int) -> None:
     """Odd and tiny sizes work; a batch of 3 gives the same outputs as three single calls."""
     torch.manual_seed(0)
-    model = _calibrated(lightsr.create_model(name, scale=scale))
+    model = calibrated(lightsr.create_model(name, scale=scale))
     with torch.no_grad():
         for h, w in ((1, 1), (7, 5), (37, 45)):
             x = torch.rand(1, 3, h, w)
@@ -153,3 +139,25 @@ def test_mirror_pad_matches_reflect_where_defined_and_extends_it() -> None:
     # Mirror rows 0..6 → 6,5,...,0 → 1,2,... : period 12 along the padded column.
     assert torch.equal(col[:12], torch.tensor([0, 5, 10, 15, 20, 25, 30, 25, 20, 15, 10, 5.0]))
     assert torch.equal(mirror_pad(torch.ones(1, 1, 1, 1) * 3, 15, 15), torch.full((1, 1, 16, 16), 3.0))
+
+
+def test_calibrate_batchnorm_sets_the_batch_statistics() -> None:
+    """After calibration each BatchNorm's running mean/variance are its input's batch statistics (unbiased
+    variance, as PyTorch keeps), the momentum is restored and the model is in eval mode."""
+    from lightsr.models.base import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = lightsr.create_model("elan_light", scale=2)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][:3]
+    seen: dict[torch.nn.Module, torch.Tensor] = {}
+    hooks = [bn.register_forward_pre_hook(lambda mod, args: seen.__setitem__(mod, args[0].detach().double()))
+             for bn in bns]
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic")
+    assert calibrate_batchnorm(model, x) is model and not model.training
+    for h in hooks:
+        h.remove()
+    for bn in bns:
+        inp = seen[bn]
+        assert torch.allclose(bn.running_mean.double(), inp.mean(dim=(0, 2, 3)), atol=1e-5)
+        assert torch.allclose(bn.running_var.double(), inp.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-6)
+        assert bn.momentum == 0.1

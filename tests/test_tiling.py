@@ -8,11 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 import lightsr
-from conftest import require_shared
+from conftest import calibrated, require_shared
 from lightsr.tiling import (
     ARCH_TILING,
     MIN_AUTO_TILE,
@@ -181,16 +180,6 @@ def test_seam_hooks_make_convolutions_see_zero_padding_at_the_seam() -> None:
 # --------------------------------------------------------------------------------- whole-image agreement
 
 
-def _calibrated(model: torch.nn.Module) -> torch.nn.Module:
-    """ELAN with BatchNorm statistics from data (see tests/test_models.py): well-conditioned attention."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))
-    return model.eval()
-
 
 def _network(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -201,7 +190,7 @@ def _network(name: str) -> torch.nn.Module:
     if name == "elan":
         # ELAN's own structure (180-wide attention-computing blocks, no sharing) with 2 blocks instead of 36:
         # the full 8M network takes ~2 min on 2 CPU cores here (measured: 137 dB).
-        return _calibrated(lightsr.create_model("elan", scale=4, num_blocks=2))
+        return calibrated(lightsr.create_model("elan", scale=4, num_blocks=2))
     return lightsr.create_model(name, scale=4).eval()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -56,3 +57,24 @@ class SRNet(nn.Module):
         from lightsr.models.fused import fuse
 
         return fuse(self)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, images: torch.Tensor) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of ``images`` (one train-mode pass); returns it in eval.
+
+    A randomly initialised ELAN keeps BatchNorm's default statistics (mean 0, variance 1), with which its
+    un-normalised q·qᵀ attention logits are huge and float32 evaluations of the same function disagree wildly;
+    after training — or this calibration on image-like data — the network is well-conditioned. Benchmarks and
+    equivalence checks of untrained networks need it; trained weights never do.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = None  # cumulative average: exactly the batch's statistics after one pass from reset
+        m.reset_running_stats()
+    model.train()
+    model(images)
+    for m, momentum in zip(bns, momenta, strict=True):
+        m.momentum = momentum
+    return model.eval()
