@@ -53,7 +53,7 @@ def main() -> None:
         "weights": "EMA" if weights.name == EMA_FILE else "model", "iterations": int(state["iteration"]),
         "train_hours": round(float(state["elapsed"]) / 3600, 3), "hardware": args.hardware,
         "train_data": ", ".join(Path(d).name for d in cfg["data"]["hr_dirs"]), "patch_size": cfg["data"]["patch_size"],
-        "batch_size": cfg["train"]["batch_size"], "init_from": cfg.get("init_from"),
+        "batch_size": cfg["train"]["batch_size"], "init_from": cfg.get("init_from") or "",
         "psnr_ssim": scores, "bicubic_psnr_ssim": bicubic,
         "torch": torch.__version__, "python": platform.python_version(),
     }

@@ -1,6 +1,7 @@
 """Write ``docs/model_cards.md`` from the bundled files' own metadata and their runs' logs (no number typed by hand).
 
     python scripts/model_cards.py            # after scripts/bundle_weights.py and scripts/training_state.py save
+    python scripts/model_cards.py --comparison hasn_x4_1h elan_light_x4_1h lksmn_x4_1h   # the README's table
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def card(name: str, scale: int, path: Path) -> str:
     run = meta["run"]
     title = f"`{path.name}`" + (" — the default model" if name == DEFAULT_MODEL else "")
     lines = [f"## {title}", ""]
-    init = json.loads(meta.get("init_from", "null"))
+    init = meta.get("init_from", "")
+    init = "" if init in ("", "null") else init
     rows = [
         ("network", f"{name} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
         ("data", f"{meta['train_data']} (the 291 classic images; images smaller than the patch are skipped)"),
@@ -85,7 +87,29 @@ def card(name: str, scale: int, path: Path) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(runs: list[str]) -> str:
+    """The README's table of runs trained under one budget, from each run's ``training/<run>/scores.json``."""
+    from lightsr.profile import profile
+
+    lines = ["| network | params | MACs (720p) | iterations | hours | Set5 | Set14 | B100 | Set5 gain |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        rec = json.loads((ROOT / "training" / run / "scores.json").read_text())
+        prof = profile(create_model(rec["arch"], scale=rec["scale"]))
+        sc, bi = rec["psnr_ssim"], rec["bicubic_psnr_ssim"]
+        lines.append(f"| {rec['arch']} | {prof.params / 1e3:.0f}K | {prof.macs / 1e9:.1f}G | {rec['iterations']:,} | "
+                     f"{rec['train_hours']:.2f} | " + " | ".join(f"{sc[s][0]:.2f} / {sc[s][1]:.4f}" for s in SETS)
+                     + f" | {sc['Set5'][0] - bi['Set5'][0]:+.2f} dB |")
+    rec = json.loads((ROOT / "training" / runs[0] / "scores.json").read_text())
+    lines.append("| bicubic | — | — | — | — | " + " | ".join(
+        f"{rec['bicubic_psnr_ssim'][s][0]:.2f} / {rec['bicubic_psnr_ssim'][s][1]:.4f}" for s in SETS) + " | — |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--comparison"]:
+        print(comparison_table(sys.argv[2:]))
+        return
     files = [(n, s, p) for n in list_models() for s, p in sorted(bundled_weights(n).items())]
     files.sort(key=lambda t: (t[0] != DEFAULT_MODEL, t[0], -t[1]))
     out = ["# Model cards", "",

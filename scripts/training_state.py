@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lightsr.train.state import latest_checkpoint
+from lightsr.train.state import latest_checkpoint, list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,17 +38,20 @@ def save(name: str, runs: Path, store: Path) -> Path:
 
 def restore(name: str, runs: Path, store: Path) -> Path:
     src, run = store / name, runs / name
-    ckpt = latest_checkpoint(src / "checkpoints")
-    if ckpt is None:
+    saved = list_checkpoints(src / "checkpoints")
+    if not saved:
         sys.exit(f"{src}/checkpoints: no saved checkpoint")
-    have = latest_checkpoint(run / "checkpoints")
-    if have is not None and int(have.name[5:]) >= int(ckpt.name[5:]):
-        sys.exit(f"{run} already holds {have.name} (saved state: {ckpt.name}); nothing to restore")
+    it, ckpt = saved[-1]
+    have = list_checkpoints(run / "checkpoints")
+    if have and have[-1][0] >= it:
+        sys.exit(f"{run} already holds {have[-1][1].name} (saved state: {ckpt.name}); nothing to restore")
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     for f in ("config.yaml", "log.jsonl"):
         shutil.copy2(src / f, run / f)
-    shutil.copytree(ckpt, run / "checkpoints" / ckpt.name)
-    return run / "checkpoints" / ckpt.name
+    dst = run / "checkpoints" / ckpt.name
+    shutil.rmtree(dst, ignore_errors=True)  # an incomplete copy of the same iteration
+    shutil.copytree(ckpt, dst)
+    return dst
 
 
 def main() -> None:

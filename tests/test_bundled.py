@@ -39,7 +39,6 @@ def test_bundled_file_loads_and_beats_bicubic_on_set5(name: str, scale: int, pat
     model = lightsr.load_model(path)
     assert (model.arch, model.scale) == (name, scale)
     root = require_shared("data/benchmark/Set5").parent
-    torch.set_num_threads(2)
     got = evaluate(model.fuse(), root, ["Set5"], scale, progress=False)[0]
     recorded_psnr, recorded_ssim = json.loads(meta["psnr_ssim"])["Set5"]
     assert got.psnr == pytest.approx(recorded_psnr, abs=1e-3) and got.ssim == pytest.approx(recorded_ssim, abs=1e-3)
@@ -62,7 +61,10 @@ def test_upscale_without_flags_uses_the_default_model(tmp_path: Path) -> None:
 
 
 def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
-    name, scale = next((n, s) for n in lightsr.list_models() for s in (2, 3, 4) if bundled_path(n, s) is None)
+    missing = [(n, s) for n in lightsr.list_models() for s in (2, 3, 4) if bundled_path(n, s) is None]
+    if not missing:
+        pytest.skip("every network is bundled at every scale")
+    name, scale = missing[0]
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", name,
                  "--scale", str(scale)]) == 2
@@ -74,12 +76,12 @@ def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
 def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name, _scale, path in FILES:
+    for _name, _scale, path in FILES:
         meta = bundled_metadata(path)
         psnr = json.loads(meta["psnr_ssim"])["Set5"][0]
         row = next(line for line in out.splitlines() if line.startswith(f"| {path.name} |"))
         assert f"{psnr:.2f}" in row and meta["iterations"] in row, row
-        assert name in out
+    assert f"| {DEFAULT_MODEL} (default) |" in out
 
 
 # ------------------------------------------------------------------------------------------------- figures
@@ -97,18 +99,20 @@ def test_compare_figure(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
     other = lightsr.save_model(lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval(),
                                tmp_path / "tiny_hasn_x4.safetensors")
-    out = tmp_path / "fig.png"
-    assert main(["compare", str(hr_path), "--models", DEFAULT_MODEL, f"tiny={other}", "-o", str(out)]) == 0
+    cli_png = tmp_path / "cli.png"
+    assert main(["compare", str(hr_path), "--models", DEFAULT_MODEL, f"tiny={other}", "-o", str(cli_png)]) == 0
     printed = dict(line.split(": ") for line in capsys.readouterr().out.splitlines() if " dB" in line)
 
     from lightsr.figures import compare_figure
 
     hr = np.asarray(Image.open(hr_path).convert("RGB"))
-    res = compare_figure(hr, [(DEFAULT_MODEL, DEFAULT_MODEL), ("tiny", str(other))], out, scale=4)
-    with Image.open(out) as im:
-        assert im.size == res.size and im.size[0] > 600 and im.size[1] > 300
+    api_png = tmp_path / "api.png"
+    res = compare_figure(hr, [(DEFAULT_MODEL, DEFAULT_MODEL), ("tiny", str(other))], api_png, scale=4)
+    with Image.open(cli_png) as a, Image.open(api_png) as b:
+        assert a.size == b.size == res.size and res.size[0] > 600 and res.size[1] > 300
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # the CLI draws what the API draws
     assert [p.title for p in res.panels] == ["HR", "bicubic", DEFAULT_MODEL, "tiny"]
-    crops = _panels(out, [p.box for p in res.panels])
+    crops = _panels(cli_png, [p.box for p in res.panels])
     assert len({c.shape for c in crops}) == 1  # equal panels
     for i in range(len(crops)):
         for j in range(i + 1, len(crops)):
@@ -120,39 +124,93 @@ def test_compare_figure(tmp_path: Path, capsys) -> None:
     assert res.panels[2].psnr > res.panels[1].psnr  # the trained default model beats bicubic here too
 
 
-def test_compare_refuses_to_overwrite_its_input(tmp_path: Path, capsys) -> None:
+def test_compare_errors_come_before_any_work(tmp_path: Path, capsys) -> None:
     Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
-    assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, "-o", str(tmp_path / "a.png")]) == 2
-    assert "would overwrite the input image" in capsys.readouterr().err
+    Image.new("RGB", (3, 3)).save(tmp_path / "tiny.png")
+    cases = [
+        (["-o", str(tmp_path / "a.png")], "would overwrite the input image"),
+        (["-o", str(tmp_path / "fig")], "-o " + str(tmp_path / "fig") + ": the file name must end with one of"),
+        (["-o", str(tmp_path / "f.png"), "--crop", "60,60,10,10"], "--crop 60,60,10,10 lies outside the 64×64"),
+        (["-o", str(tmp_path / "f.png"), "--models", "lksnm"], "--models lksnm: neither a file nor a network"),
+    ]
+    for extra, message in cases:
+        assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert main(["compare", str(tmp_path / "tiny.png"), "--models", DEFAULT_MODEL, "-o", str(tmp_path / "f.png")]) == 2
+    assert "is too small to compare at ×4" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "tiny.png"]  # nothing written
 
 
-def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys) -> None:
+def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("matplotlib")
+    import lightsr.figures as figures
+    from lightsr.profile import profile
+
     bench = require_shared("data/benchmark/Set5").parent
     torch.manual_seed(0)
-    tiny = lightsr.save_model(lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval(),
-                              tmp_path / "tiny_x4.safetensors")
+    tiny_net = lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval()
+    tiny = lightsr.save_model(tiny_net, tmp_path / "tiny_x4.safetensors")
+    drawn = []
+    real = figures.complexity_plot
+    monkeypatch.setattr(figures, "complexity_plot", lambda pts, out, scale: drawn.append(pts) or real(pts, out, scale))
     out = tmp_path / "plot.png"
     assert main(["eval", "--bicubic", "--scale", "4", "--model", DEFAULT_MODEL, "--weights", str(tiny),
                  "--data", str(bench), "--sets", "Set5", "--plot", str(out), "--no-progress"]) == 0
     table = capsys.readouterr().out
-    assert "| bicubic | Set5 | ×4 | 28.4290" in table and f"| {DEFAULT_MODEL} | Set5 |" in table
-    assert "| tiny_x4 | Set5 |" in table
+    # What was drawn is what was evaluated: the table's PSNRs and each network's own parameters and MACs.
+    (points,) = drawn
+    assert [p.label for p in points] == ["bicubic", DEFAULT_MODEL, "tiny_x4"]
+    for p in points:
+        assert f"| {p.label} | Set5 | ×4 | {p.psnr['Set5']:.4f} |" in table
+    assert points[0].params is None and points[0].psnr["Set5"] == pytest.approx(28.4290, abs=1e-4)
+    for p, net in zip(points[1:], (lightsr.load_model(bundled_path(DEFAULT_MODEL, 4)), tiny_net), strict=True):
+        prof = profile(net)
+        assert (p.params, p.macs) == (prof.params, prof.macs)
     with Image.open(out) as im:
         assert im.size == (900, 320)
     # Re-draw through the API to learn the panel boxes; the two panels (vs params, vs MACs) differ.
-    from lightsr.figures import ComplexityPoint, complexity_plot
+    from lightsr.figures import complexity_plot
 
-    pts = [ComplexityPoint("a", 250_000, 15_000_000_000, {"Set5": 30.0}),
-           ComplexityPoint("b", 400_000, 5_000_000_000, {"Set5": 29.0}),
-           ComplexityPoint("bicubic", None, None, {"Set5": 28.4})]
-    res = complexity_plot(pts, tmp_path / "p2.png", 4)
-    left, right = _panels(tmp_path / "p2.png", [p.box for p in res.panels])
+    res = complexity_plot(points, tmp_path / "p2.png", 4)
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "p2.png")))
+    left, right = _panels(out, [p.box for p in res.panels])
     assert left.shape == right.shape and np.abs(left - right).mean() > 1.0
-    # Both markers are drawn in each panel (matplotlib's C0 blue and C1 orange).
+    # Both models' markers are drawn in each panel (matplotlib's C0 blue and C1 orange).
     for panel in (left, right):
         for rgb in ((31, 119, 180), (255, 127, 14)):
             assert (np.abs(panel - np.array(rgb)).sum(axis=2) < 10).sum() > 20
+
+
+def test_plot_path_is_checked_before_evaluating(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    assert main(["eval", "--bicubic", "--scale", "4", "--sets", "Set5", "--data", str(tmp_path / "missing"),
+                 "--plot", str(tmp_path / "p.bmpx")]) == 2
+    assert "--plot " + str(tmp_path / "p.bmpx") + ": the file name must end with one of" in capsys.readouterr().err
+
+
+def test_model_specs_and_labels(tmp_path: Path) -> None:
+    from lightsr.bundled import checkpoint_label, split_spec, unique_labels
+    from lightsr.checkpoints import CheckpointError
+
+    odd = tmp_path / "lr=1e-3"
+    odd.mkdir()
+    assert split_spec(f"{odd}/ema.safetensors") == ("", f"{odd}/ema.safetensors")  # '=' inside a path
+    assert split_spec("mine=runs/x.pth") == ("mine", "runs/x.pth")
+    assert split_spec("x=") == ("", "x=") and split_spec("../a=b") == ("", "../a=b")
+    assert checkpoint_label("runs/hasn_x4_1h/best/ema.safetensors") == "hasn_x4_1h"
+    assert checkpoint_label("runs/r/checkpoints/iter_00000500/model.safetensors") == "r"
+    assert checkpoint_label("/home/me/Downloads/model.pth") == "model"
+    assert checkpoint_label("HASN_x4.pth") == "HASN_x4"
+    assert unique_labels(["a", "a", "a-2", "b"]) == ["a", "a-3", "a-2", "b"]
+    from lightsr.bundled import load_spec
+
+    with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file$"):
+        load_spec("hasn", allow_names=False, option="--weights")
+    from lightsr.bundled import resolve_model
+
+    with pytest.raises(CheckpointError, match=r"^--model lksnm: unknown network; choose from elan, elan_light"):
+        resolve_model("lksnm", None, 4)
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -505,16 +505,22 @@ def test_out_of_memory_retries_with_smaller_tiles(net, caplog) -> None:
 
 
 def test_outputs_get_the_usual_file_mode(tmp_path: Path, net: lightsr.SRNet) -> None:
-    """Atomic writes go through private temporaries; the finished files must still follow the umask."""
+    """Atomic writes go through private (0600) temporaries; a new file must follow the umask, and a replaced
+    file keep its mode."""
     import os
     import stat
+
+    from lightsr.export import export_onnx
 
     old = os.umask(0o022)
     try:
         Image.fromarray(_rgb()).save(tmp_path / "a.png")
         Upscaler(net).upscale_file(tmp_path / "a.png", tmp_path / "b.png")
-        w = lightsr.save_model(net, tmp_path / "w.safetensors")
-        for f in (tmp_path / "b.png", w):
+        onnx = export_onnx(net, tmp_path / "m.onnx", check=False)
+        for f in (tmp_path / "b.png", onnx):
             assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
+        os.chmod(tmp_path / "b.png", 0o600)
+        Upscaler(net).upscale_file(tmp_path / "a.png", tmp_path / "b.png", overwrite=True)
+        assert stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == 0o600
     finally:
         os.umask(old)

@@ -389,6 +389,6 @@ def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(sd, str(tmp), metadata=meta)
-    default_permissions(tmp)
+    default_permissions(tmp, path)
     tmp.replace(path)
     return path

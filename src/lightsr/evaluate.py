@@ -194,9 +194,11 @@ def markdown_table(results: list[SetScore], label: str) -> str:
 
 def write_reports(results: list[SetScore], out: str | Path, meta: dict) -> tuple[Path, Path]:
     """``<out>.json`` (summary + per-image) and ``<out>.csv`` (one row per image)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    jpath, cpath = out.with_suffix(".json"), out.with_suffix(".csv")
+    base = str(out)
+    if base.endswith((".json", ".csv")):
+        base = base.rsplit(".", 1)[0]
+    jpath, cpath = Path(base + ".json"), Path(base + ".csv")
+    jpath.parent.mkdir(parents=True, exist_ok=True)
     payload = {**meta, "sets": [{**asdict(r), "count": r.count} for r in results]}
     jpath.write_text(json.dumps(payload, indent=1))
     with cpath.open("w", newline="") as f:
@@ -237,29 +239,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None, str | None]]:
     """``(label, model, weights path)`` for everything asked for, bicubic first; labels made unique."""
-    from lightsr.bundled import load_spec, resolve_model, split_spec
+    from lightsr.bundled import bundled_model, load_spec, split_spec, unique_labels
 
     if not (args.model or args.weights or args.bicubic):
         raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
     if args.param_key and not args.weights:
         raise UsageError("--param-key applies to --weights only")
     out: list[tuple[str, torch.nn.Module | None, str | None]] = []
-    if args.bicubic:
-        if not args.scale:
-            raise UsageError("--bicubic needs --scale")
-        out.append(("bicubic", None, None))
     for name in args.model:
-        model = resolve_model(name, None, args.scale)
-        out.append((name, model, None))
+        out.append((name, bundled_model(name, args.scale), None))
     for spec in args.weights:
-        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False)
+        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False, option="--weights")
         out.append((label, model, split_spec(spec)[1]))
-    seen: dict[str, int] = {}
-    unique = []
-    for label, model, path in out:
-        seen[label] = seen.get(label, 0) + 1
-        unique.append((label if seen[label] == 1 else f"{label}-{seen[label]}", model, path))
-    return unique
+    if args.bicubic:
+        if not args.scale and not out:
+            raise UsageError("--bicubic needs --scale")
+        out.insert(0, ("bicubic", None, None))
+    labels = unique_labels([label for label, _, _ in out])
+    return [(label, m, w) for label, (_, m, w) in zip(labels, out, strict=True)]
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -270,12 +267,13 @@ def run_cli(args: argparse.Namespace) -> int:
             f"{label} ×{m.scale}" for label, m, _ in entries if m is not None) + "); pass models of one scale")
     scale = scales.pop()
     if args.plot:
-        from lightsr.figures import _matplotlib
+        from lightsr.figures import check_figure_path
 
-        _matplotlib()  # fail before hours of evaluation, not after
+        check_figure_path(args.plot, "--plot")  # fail before hours of evaluation, not after
     several = len(entries) > 1
     points = []
     for label, model, weights in entries:
+        arch = None if model is None else model.arch
         complexity = None
         if model is not None:
             if args.plot:
@@ -292,9 +290,11 @@ def run_cli(args: argparse.Namespace) -> int:
                            progress=not args.no_progress)
         print(markdown_table(results, label))
         if args.output:
-            meta = {"model": label, "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
+            meta = {"model": label, "arch": arch,
+                    "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
                     "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble}
-            out = f"{args.output}-{label}" if several else args.output
+            base = args.output[:-5] if args.output.endswith(".json") else args.output.removesuffix(".csv")
+            out = f"{base}-{label}" if several else args.output
             for p in write_reports(results, out, meta):
                 print(f"wrote {p}", file=sys.stderr)
         if args.plot:

@@ -148,7 +148,7 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
             if not worst <= atol:
                 raise ExportError(f"{path}: onnxruntime differs from PyTorch by {worst:.3g} (> {atol:g}) at "
                                   + ", ".join(f"{'×'.join(map(str, s))}: {e:.3g}" for s, e in errors.items()))
-        default_permissions(tmp)
+        default_permissions(tmp, path)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

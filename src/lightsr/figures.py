@@ -47,8 +47,26 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
+def check_figure_path(path: str | Path, option: str) -> str:
+    """The figure format ``path``'s extension asks for; a one-line error naming ``option`` if none is usable.
+
+    Called before any work, so that a typo costs nothing; also checks that matplotlib is installed.
+    """
+    Figure, FigureCanvasAgg = _matplotlib()
+    supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in supported:
+        raise UsageError(f"{option} {path}: the file name must end with one of "
+                         f"{', '.join('.' + k for k in sorted(supported))}")
+    return fmt
+
+
 def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | None]], dpi: int) -> FigureResult:
-    """Save ``fig`` and report each axis' pixel box in the saved image (no ``bbox_inches``: boxes stay exact)."""
+    """Save ``fig`` atomically and report each axis' pixel box in the saved image (no ``bbox_inches``: boxes
+    stay exact)."""
+    from lightsr._files import default_permissions
+
+    fmt = check_figure_path(path, "output")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.set_dpi(dpi)
     canvas.draw()
@@ -57,9 +75,14 @@ def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | 
     for ax, title, psnr in axes:
         x0, y0, x1, y1 = ax.get_window_extent().extents
         panels.append(Panel(title, (int(np.ceil(x0)), int(np.ceil(height - y1)), int(x1), int(height - y0)), psnr))
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format=fmt)
+        default_permissions(tmp, path)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return FigureResult(path, (width, height), panels)
 
 
@@ -102,25 +125,29 @@ def compare_figure(
     if hr.dtype != np.uint8 or hr.ndim not in (2, 3):
         raise UsageError(f"HR image must be uint8 H×W or H×W×3, got {hr.dtype} {hr.shape}")
     hr = modcrop(np.repeat(hr[..., None], 3, axis=2) if hr.ndim == 2 else hr[..., :3], scale)
+    if min(hr.shape[:2]) < 4 * scale:
+        raise UsageError(f"HR image {hr.shape[1]}×{hr.shape[0]} is too small to compare at ×{scale} "
+                         f"(at least {4 * scale}×{4 * scale})")
     if lr is None:
         lr = imresize(hr, 1 / scale)
     lr = np.repeat(lr[..., None], 3, axis=2) if lr.ndim == 2 else lr[..., :3]
     if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-        raise UsageError(f"LR image {lr.shape[1]}×{lr.shape[0]} ×{scale} does not match the HR image "
+        raise UsageError(f"--lr: LR image {lr.shape[1]}×{lr.shape[0]} ×{scale} does not match the HR image "
                          f"{hr.shape[1]}×{hr.shape[0]} (after cropping to a multiple of {scale})")
-    if min(hr.shape[:2]) < 4 * scale:
-        raise UsageError(f"HR image {hr.shape[1]}×{hr.shape[0]} is too small to compare at ×{scale}")
-    results = [("HR", hr, None), ("bicubic", imresize(lr, scale), None)]
-    for label, model in models:
-        sr = Upscaler(model, scale=scale).upscale(lr)
-        results.append((label, sr, None))
-    results = [(label, img, None if label == "HR" else calculate_psnr(img, hr, crop_border=scale, test_y=True))
-               for label, img, _ in results]
+    if crop is not None:
+        x, y, w, h = crop
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > hr.shape[1] or y + h > hr.shape[0]:
+            raise UsageError(f"--crop {x},{y},{w},{h} lies outside the {hr.shape[1]}×{hr.shape[0]} HR image")
+    from lightsr.bundled import unique_labels
+
+    labels = unique_labels(["HR", "bicubic", *(label for label, _ in models)])
+    images = [hr, imresize(lr, scale)] + [Upscaler(model, scale=scale).upscale(lr) for _, model in models]
+    # Index 0 is the reference: every other panel gets its PSNR against it.
+    results = [(label, img, None if i == 0 else calculate_psnr(img, hr, crop_border=scale, test_y=True))
+               for i, (label, img) in enumerate(zip(labels, images, strict=True))]
     if crop is None:
-        crop = pick_crop(hr, results[1][1], max(16, min(hr.shape[:2]) // 4))
+        crop = pick_crop(hr, images[1], max(16, min(hr.shape[:2]) // 4))
     x, y, w, h = crop
-    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > hr.shape[1] or y + h > hr.shape[0]:
-        raise UsageError(f"--crop {x},{y},{w},{h} lies outside the {hr.shape[1]}×{hr.shape[0]} HR image")
 
     n = len(results)
     cols = (n + 1) // 2
@@ -144,7 +171,7 @@ def compare_figure(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("PSNR (Y)" if psnr is None else f"{psnr:.2f} dB", fontsize=9)
+        ax.set_xlabel("reference" if psnr is None else f"{psnr:.2f} dB (Y)", fontsize=9)
         axes.append((ax, label, psnr))
     return _save(fig, canvas, Path(out), axes, dpi)
 
@@ -170,14 +197,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dpi", type=int, default=100)
 
 
+def _read_rgb(path: str) -> np.ndarray:
+    """uint8 pixels of an image file (EXIF orientation applied, 16-bit rounded, alpha dropped)."""
+    from lightsr.imageio import load_image, to_uint8
+
+    px = to_uint8(load_image(path).pixels)
+    if px.ndim == 3 and px.shape[2] in (2, 4):  # gray+alpha / RGBA: the colour channels only
+        px = px[..., :-1]
+    return px[..., 0] if px.ndim == 3 and px.shape[2] == 1 else px
+
+
 def run_cli(args: argparse.Namespace) -> int:
     from lightsr.bundled import bundled_weights, load_spec
-    from lightsr.evaluate import _read
 
-    if Path(args.output).resolve() == Path(args.image).resolve():
-        raise UsageError(f"-o {args.output}: would overwrite the input image")
+    out = Path(args.output).resolve()
+    for option, src in (("IMAGE", args.image), ("--lr", args.lr)):
+        if src and out == Path(src).resolve():
+            raise UsageError(f"-o {args.output}: would overwrite the input image ({option})")
     if args.scale not in (2, 3, 4):
         raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
+    check_figure_path(args.output, "-o")  # before any model runs
     specs = args.models
     if not specs:
         from lightsr.models.registry import list_models
@@ -185,9 +224,8 @@ def run_cli(args: argparse.Namespace) -> int:
         specs = [n for n in list_models() if args.scale in bundled_weights(n)]
         if not specs:
             raise UsageError(f"no bundled weights at ×{args.scale}: name models with --models")
-    _matplotlib()  # fail before any model runs
-    hr = _read(Path(args.image))
-    lr = _read(Path(args.lr)) if args.lr else None
+    hr = _read_rgb(args.image)
+    lr = _read_rgb(args.lr) if args.lr else None
     models = [load_spec(s, args.scale) for s in specs]
     res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi)
     for p in res.panels:

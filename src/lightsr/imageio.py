@@ -309,7 +309,7 @@ def save_image(path: str | Path, data: ImageData | np.ndarray, quality: int = 95
             _write_tiff16(tmp, data)
         else:
             _save_pillow(tmp, data, fmt, quality)
-        default_permissions(tmp)
+        default_permissions(tmp, path)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_path, resolve_model
+from lightsr.bundled import DEFAULT_MODEL, bundled_model, resolve_model
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
@@ -202,17 +202,13 @@ class Upscaler:
             if scale is not None and scale != onnx.scale:
                 raise UsageError(f"{path}: is a ×{onnx.scale} model, but scale {scale} was requested")
             return _Net(onnx, onnx.scale, onnx.arch)
-        from lightsr.checkpoints import CheckpointError, load_model
+        from lightsr.checkpoints import load_model
         from lightsr.models.registry import list_models
 
         if path.is_file() or path.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt", ".bin"):
             return self._wrap_torch(load_model(path, scale=scale), copy_first=False)
         if text in list_models():
-            bundled = bundled_path(text, scale or 4)
-            if bundled is None:
-                raise CheckpointError(f"model {text}: no bundled weights for ×{scale or 4}; pass a checkpoint "
-                                      "path (--weights) instead")
-            return self._wrap_torch(load_model(bundled), copy_first=False)
+            return self._wrap_torch(bundled_model(text, scale), copy_first=False)
         raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(list_models())})")
 
     def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
