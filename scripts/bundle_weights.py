@@ -32,6 +32,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "benchmark")
     p.add_argument("--out", type=Path, default=ROOT / "src" / "lightsr" / "weights")
     p.add_argument("--scores", type=Path, help="where to write scores.json (default: training/NAME/)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the evaluation")
     args = p.parse_args()
 
     ckpt = latest_checkpoint(args.run / "checkpoints")
@@ -43,7 +44,7 @@ def main() -> None:
     model = load_model(weights).eval()
     scale = model.scale
     sets = ["Set5", "Set14", "B100"]
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     scores = {r.set: [round(r.psnr, 4), round(r.ssim, 4)]
               for r in evaluate(model.fuse(), args.data, sets, scale, progress=False)}
     bicubic = {r.set: [round(r.psnr, 4), round(r.ssim, 4)]
