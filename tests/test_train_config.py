@@ -154,10 +154,19 @@ def test_shipped_configs_load(path):
     assert cfg.name == path.stem
     # Paper recipes use the papers' 2e-4; the CPU recipes (15-minute, 1-hour comparison, bundled)
     # use 1e-3 with cosine decay to the end of their budget.
-    cpu = path.stem.endswith(("_cpu", "_1h", "_bundled"))
+    cpu = path.stem.endswith(("_cpu", "_1h", "_bundled")) or "_study_" in path.stem
     assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(1e-3 if cpu else 2e-4)
     if cpu:
         assert cfg.train.scheduler.type == "cosine"
+    # A warm start that a fresh clone cannot find would only fail hours later, at the start of the run.
+    if cfg.init_from:
+        assert (REPO / cfg.init_from).is_file(), cfg.init_from
+
+
+def test_warm_start_study_twins_differ_only_in_init():
+    a, b = (config_to_dict(load_config(REPO / f"configs/lksmn_x2_study_{v}.yaml")) for v in ("scratch", "warm"))
+    assert a.pop("init_from") is None and b.pop("init_from")
+    assert dict(a, name=None) == dict(b, name=None)
 
 
 def test_comparison_configs_share_one_budget():
