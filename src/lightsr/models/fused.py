@@ -7,12 +7,21 @@
   tail convolution (the input shift stays explicit: folding it into a zero-padded 3×3 conv would change the
   borders);
 * sibling 1×1 convolutions reading the same tensor become one convolution (HASN's f1/f2/f3, LKSMN's A/V);
-  chained linear maps become one (HASN's ESA ``conv_f ∘ conv1``), and same-input depthwise convs of different
-  sizes become one with zero-padded kernels (LKSMN's first stage);
-* ELAN's shift-convolution is channel slicing + a 1×1 convolution instead of a depthwise 3×3 convolution;
-  window partition and cyclic shift are one gather through a cached index; windows without shared
-  attention use ``F.scaled_dot_product_attention`` (q = k, scale 1);
+  chained linear maps become one (HASN's ESA ``conv1 ∘ f3`` and ``conv_f ∘ conv1 ∘ f3``), and same-input
+  depthwise convs of different sizes become one with zero-padded kernels (LKSMN's first stage);
+* HASN's per-pixel middle (expand ×3, gate, reduce) runs on cache-sized chunks of pixels as matrix products
+  into reused buffers, so its 468-channel expansion never exists for the whole image;
+* LKSMN's dilated depthwise convs run undilated on the pixel phases, and MDTA is one Gram matrix plus one
+  C×C matrix per image (``proj ∘ attention`` folded) instead of normalised, reshaped copies of q, k, v;
+* ELAN's shift is a depthwise conv with the fixed one-hot kernel on channels-last data (faster there than
+  slicing; see ``FusedShiftConv``); window partition and cyclic shift are one gather through a cached
+  index, q and v gathered separately so that the batched matmuls get contiguous operands; large windows
+  recompute shared attention with ``F.scaled_dot_product_attention`` (q = k, scale 1) from the kept q
+  instead of storing the maps;
 * everything runs channels-last, so 1×1 convolutions are plain matrix products and layout changes are views.
+
+Tracing for ONNX and ``torch.compile`` get the whole-image graph (``_whole_graph``): those compilers fuse the
+per-pixel stages themselves, and a Python loop over chunks would freeze the traced size.
 
 The training forms (what the golden tests check against the official code) are left untouched.
 """
@@ -37,6 +46,16 @@ def _conv(weight: Tensor, bias: Tensor | None, **kw) -> nn.Conv2d:
         conv.weight.copy_(weight)
         conv.bias.copy_(bias if bias is not None else torch.zeros(out_c))
     return conv
+
+
+# Pixels per chunk of the per-pixel stages done in cache-sized pieces (640–2,048 measured alike).
+_CHUNK = 1024
+
+
+def _whole_graph() -> bool:
+    """True while tracing for ONNX or compiling: a Python loop over chunks would be unrolled at the traced size,
+    and those compilers fuse the per-pixel stages themselves."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def _fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,7 +86,11 @@ class FusedHASB(nn.Module):
         ws, bs = zip(*(_fold_pre_affine(f, gamma, beta) for f in (blk.f1, blk.f2, blk.f3)), strict=True)
         self.f123 = _conv(torch.cat(ws), torch.cat(bs))
         esa = blk.esa
+        # ESA's conv1 reads f3's output with nothing in between, and conv_f reads conv1's: both are linear maps
+        # of the normalised input, so they read it directly (52 channels instead of a strided 156-channel slice).
+        w3, b3 = ws[2][:, :, 0, 0], bs[2]
         w1, b1 = esa.conv1.weight.detach()[:, :, 0, 0], esa.conv1.bias.detach()
+        w1, b1 = w1 @ w3, w1 @ b3 + b1
         wf, bf = esa.conv_f.weight.detach()[:, :, 0, 0], esa.conv_f.bias.detach()
         self.esa_f = w1.shape[0]
         self.esa_in = _conv(torch.cat([w1, wf @ w1])[:, :, None, None], torch.cat([b1, wf @ b1 + bf]))
@@ -82,16 +105,48 @@ class FusedHASB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = _layer_norm_cl(self.dwconv(x), self.c, self.eps)
-        x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
-        c1_, cf = self.esa_in(x3).split(self.esa_f, dim=1)
+        c1_, cf = self.esa_in(y).split(self.esa_f, dim=1)
         c3 = self.esa_conv3(F.max_pool2d(self.esa_conv2(c1_), kernel_size=7, stride=3))
-        c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        gate = torch.sigmoid(self.esa_conv4(c3.add_(cf)))
-        t = F.hardtanh(x1, 0.0, 6.0).mul_(x2).addcmul_(x3, gate)
-        out = self.dwconv2(self.g(t)).add_(x)
+        c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False).add_(cf)
+        if _whole_graph():
+            x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
+            gate = self.esa_conv4(c3).sigmoid_()
+            t = self.g(F.hardtanh(x1, 0.0, 6.0).mul_(x2).addcmul_(x3, gate))
+        else:
+            t = self._expand_gate_reduce(y, c3)
+        out = self.dwconv2(t).add_(x)
         out = self.cab_conv2(F.gelu(self.cab_conv1(out)))
         s = torch.sigmoid(self.ca_up(F.relu(self.ca_down(out.mean(dim=(2, 3), keepdim=True)))))
         return out.mul_(s)
+
+
+    def _expand_gate_reduce(self, y: Tensor, c3: Tensor) -> Tensor:
+        """``g(ReLU6(f1 y)·f2 y + f3 y·σ(conv4 c3))`` in chunks of pixels that stay in cache.
+
+        Everything here is per pixel, so the channels-last maps are plain (pixels × channels) matrices and
+        the 3×156-channel expansion never exists for the whole image: it is made, gated and reduced
+        ``_CHUNK`` pixels at a time into reused buffers. Measured on the 2-core development machine (320×180):
+        51 ms per block for the whole-image ops, 24 ms in chunks.
+        """
+        b, c, h, w = y.shape
+        n, hid = b * h * w, self.hidden
+        y2 = y.permute(0, 2, 3, 1).reshape(n, c)
+        g2 = c3.permute(0, 2, 3, 1).reshape(n, -1)
+        out = torch.empty(b, h, w, c, dtype=y.dtype, device=y.device)
+        o2 = out.view(n, c)
+        step = min(_CHUNK, n)
+        z = y.new_empty(step, 3 * hid)
+        gate = y.new_empty(step, hid)
+        t = y.new_empty(step, hid)
+        w123, w4, wg = (m.weight[:, :, 0, 0].t() for m in (self.f123, self.esa_conv4, self.g))
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            k = e - s
+            zz = torch.addmm(self.f123.bias, y2[s:e], w123, out=z[:k])
+            gg = torch.addmm(self.esa_conv4.bias, g2[s:e], w4, out=gate[:k]).sigmoid_()
+            tt = torch.clamp(zz[:, :hid], 0.0, 6.0, out=t[:k]).mul_(zz[:, hid : 2 * hid]).addcmul_(zz[:, 2 * hid :], gg)
+            torch.addmm(self.g.bias, tt, wg, out=o2[s:e])
+        return out.permute(0, 3, 1, 2)
 
 
 class FusedHASN(nn.Module):
@@ -120,22 +175,21 @@ class FusedHASN(nn.Module):
 
 
 class FusedShiftConv(nn.Module):
-    """Shift by channel slicing (zero fill at the borders), then the 1×1 convolution."""
+    """The shift as a depthwise 3×3 convolution with the fixed one-hot kernel, then the 1×1 convolution.
+
+    On channels-last tensors oneDNN's depthwise kernel moves the channel groups in one pass; it measured
+    3.5× faster than zero-filling a buffer and copying five channel slices into it (0.76 vs 2.63 ms for a
+    60-channel 192×320 map on the 2-core development machine), because slices of the channel axis are short
+    strided runs in that layout. Both are exact: the kernel holds a single 1 per channel.
+    """
 
     def __init__(self, sc) -> None:
         super().__init__()
+        self.register_buffer("shift", sc.shift.detach().clone(), persistent=False)
         self.conv = _conv(sc.weight.detach(), sc.bias.detach())
-        self.g = sc.weight.shape[1] // 5
 
     def forward(self, x: Tensor) -> Tensor:
-        g = self.g
-        y = torch.zeros_like(x, memory_format=CL)
-        y[:, 0 * g : 1 * g, :, :-1] = x[:, 0 * g : 1 * g, :, 1:]
-        y[:, 1 * g : 2 * g, :, 1:] = x[:, 1 * g : 2 * g, :, :-1]
-        y[:, 2 * g : 3 * g, :-1, :] = x[:, 2 * g : 3 * g, 1:, :]
-        y[:, 3 * g : 4 * g, 1:, :] = x[:, 3 * g : 4 * g, :-1, :]
-        y[:, 4 * g :] = x[:, 4 * g :]
-        return self.conv(y)
+        return self.conv(F.conv2d(x, self.shift, padding=1, groups=x.shape[1]))
 
 
 @lru_cache(maxsize=64)
@@ -149,6 +203,15 @@ def _window_index(h: int, w: int, ws: int, shift: bool, device: str) -> Tensor:
     grid = rows.view(h, 1) * w + cols.view(1, w)
     idx = grid.view(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3).reshape(-1)
     return idx.to(device)
+
+
+# Windows of at least this many tokens are attended with SDPA (see FusedGMSA.forward).
+_RECOMPUTE_TOKENS = 256
+
+
+def _attend(q: Tensor, v: Tensor) -> Tensor:
+    """``softmax(q qᵀ) v`` per window (ELAN: q = k, no scaling); 4-D because torch's 3-D path was 4× slower."""
+    return F.scaled_dot_product_attention(q[None], q[None], v[None], scale=1.0)[0]
 
 
 class FusedGMSA(nn.Module):
@@ -171,18 +234,32 @@ class FusedGMSA(nn.Module):
         atns, off_in, off_out = [], 0, 0
         for i, (ws, cg) in enumerate(zip(self.window_sizes, self.split, strict=True)):
             idx = _window_index(h, w, ws, self.shift, str(x.device))
-            tokens = t[:, idx, off_in : off_in + cg].reshape(-1, ws * ws, cg)
+
+            # Gathering q and v separately makes each contiguous: the batched matmuls on a strided half of
+            # the projection ran at half speed.
+            def windows(lo: int, hi: int, ws: int = ws, idx: Tensor = idx) -> Tensor:
+                return t[:, :, lo:hi].index_select(1, idx).view(-1, ws * ws, hi - lo)
+
+            # Large windows: the next block recomputes the attention from the kept q with the fused SDPA kernel
+            # instead of reading back a materialised (windows × ws² × ws²) map — 63 MB for 16×16 windows of a
+            # 192×320 map, which is slower to write and read than to recompute. Small windows keep the map.
+            recompute = ws * ws >= _RECOMPUTE_TOKENS
             if self.calc_attn:
-                q, v = tokens.chunk(2, dim=-1)
-                if self.keep_attn:
+                half = cg // 2
+                q, v = windows(off_in, off_in + half), windows(off_in + half, off_in + cg)
+                if self.keep_attn and not recompute:
                     atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
                     y, _ = atn @ v, atns.append(atn)
                 else:
-                    y = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+                    y = _attend(q, v)
+                    if self.keep_attn:
+                        atns.append(q)
+            elif recompute:
+                y = _attend(prev[i], windows(off_in, off_in + cg))
             else:
-                y = prev[i] @ tokens
+                y = prev[i] @ windows(off_in, off_in + cg)
             co = y.shape[-1]
-            out[:, :, off_out : off_out + co].index_copy_(1, idx, y.reshape(b, h * w, co))
+            out[:, :, off_out : off_out + co].index_copy_(1, idx, y.view(b, h * w, co))
             off_in, off_out = off_in + cg, off_out + co
         y = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last NCHW view
         return self.project_out(y), (atns if self.keep_attn else None)
@@ -265,7 +342,7 @@ class FusedLKSMB(nn.Module):
         lka = msma.a[2]
         self.splits = lka.splits
         self.dw = _merge_depthwise([br[0] for br in lka.branches])
-        self.dilated = nn.ModuleList(copy.deepcopy(br[1]) for br in lka.branches)
+        self.dilated = nn.ModuleList(_dilated_depthwise(br[1]) for br in lka.branches)
         pw = torch.block_diag(*(br[2].weight.detach()[:, :, 0, 0] for br in lka.branches))
         self.pw = _conv(pw[:, :, None, None], torch.cat([br[2].bias.detach() for br in lka.branches]))
         self.proj = copy.deepcopy(msma.proj)
@@ -274,7 +351,7 @@ class FusedLKSMB(nn.Module):
         self.temperature = nn.Parameter(mdta.temperature.detach().clone(), requires_grad=False)
         self.qkv = _conv(*_fold_pre_affine(mdta.qkv, blk.norm2.weight.detach(), blk.norm2.bias.detach()))
         self.qkv_dwconv = copy.deepcopy(mdta.qkv_dwconv)
-        self.mdta_proj = copy.deepcopy(mdta.proj)
+        self.register_buffer("mdta_proj", mdta.proj.weight.detach()[:, :, 0, 0].clone(), persistent=False)
         mlp = blk.mlp
         self.fc1 = _conv(*_fold_pre_affine(mlp.fc1, blk.norm3.weight.detach(), blk.norm3.bias.detach()))
         self.mlp_dw = copy.deepcopy(mlp.dwconv)
@@ -287,15 +364,65 @@ class FusedLKSMB(nn.Module):
         a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
         x = self.proj(self.pw(a).mul_(v)).add_(x)
 
-        b, _, h, w = x.shape
-        q, k, vv = self.qkv_dwconv(self.qkv(_layer_norm_cl(x, c, self.eps))).chunk(3, dim=1)
-        # (b, heads, c/heads, hw): from channels-last this is one copy per tensor.
-        q, k, vv = (t.reshape(b, self.heads, c // self.heads, h * w) for t in (q, k, vv))
-        attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)).mul_(self.temperature)
-        y = (attn.softmax(dim=-1) @ vv).view(b, c, h, w).contiguous(memory_format=CL)
-        x = self.mdta_proj(y).add_(x)
+        x = self._mdta(self.qkv_dwconv(self.qkv(_layer_norm_cl(x, c, self.eps)))).add_(x)
 
         return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, c, self.eps))))).add_(x)
+
+
+    def _mdta(self, qkv: Tensor) -> Tensor:
+        """MDTA from its (channels-last) q, k, v, without normalising or reshaping them.
+
+        Restormer's ``proj((softmax(τ·q̂ k̂ᵀ)) v)`` with q̂, k̂ unit-norm over pixels: one Gram matrix of
+        [q, k] gives every q·k product and every squared norm at once, and since the attention mixes channels
+        at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
+        """
+        b, c3, h, w = qkv.shape
+        c, heads = c3 // 3, self.heads
+        d = c // heads
+        t = qkv.permute(0, 2, 3, 1).reshape(b, h * w, c3)  # channels-last: a view
+        qk = t[..., : 2 * c]
+        g = qk.transpose(1, 2) @ qk  # (b, 2c, 2c)
+        n = g.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
+        logits = g[:, :c, c:] / (n[:, :c, None] * n[:, None, c:])
+        # The per-head diagonal blocks of the c×c products: (b, heads, d, d).
+        logits = logits.reshape(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+        attn = (logits * self.temperature).softmax(dim=-1)
+        m = torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
+        y = t[..., 2 * c :] @ m.transpose(1, 2)  # (b, hw, c)
+        return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _PhaseDilatedDepthwise(nn.Module):
+    """A depthwise conv with dilation r as an undilated one on the r×r pixel phases (exact, zero padding).
+
+    Pixels ``r`` apart form ``r²`` sub-images (``pixel_unshuffle``); a dilated kernel only ever combines
+    pixels of one phase, so it is the plain kernel on each sub-image. oneDNN's dilated depthwise kernel was
+    slow here: a 9×9 dilation-4 conv of 16 channels at 320×180 took 9.6 ms, the phase form 2.2 ms.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        r, ch, k = conv.dilation[0], conv.out_channels, conv.kernel_size[0]
+        self.r, self.k = r, k
+        self.register_buffer("weight", conv.weight.detach().repeat_interleave(r * r, 0), persistent=False)
+        self.register_buffer("bias", conv.bias.detach().repeat_interleave(r * r), persistent=False)
+        self.groups = ch * r * r
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.r
+        h, w = x.shape[-2:]
+        ph, pw = -h % r, -w % r
+        if ph or pw:  # zeros beyond the border are what the dilated conv's zero padding reads anyway
+            x = F.pad(x, (0, pw, 0, ph))
+        y = F.conv2d(F.pixel_unshuffle(x, r), self.weight, self.bias, padding=self.k // 2, groups=self.groups)
+        return F.pixel_shuffle(y, r)[..., :h, :w]
+
+
+def _dilated_depthwise(conv: nn.Conv2d) -> nn.Module:
+    # Dilation 2 was as fast directly (0.5 ms for 5×5 at 320×180) as the phase form (1.4 ms) was slow.
+    if conv.dilation[0] >= 3 and conv.groups == conv.in_channels == conv.out_channels:
+        return _PhaseDilatedDepthwise(conv)
+    return copy.deepcopy(conv)
 
 
 class FusedLKSMN(nn.Module):
