@@ -349,8 +349,14 @@ class FusedLKSMB(nn.Module):
         mdta = blk.mdta
         self.heads = mdta.heads
         self.temperature = nn.Parameter(mdta.temperature.detach().clone(), requires_grad=False)
-        self.qkv = _conv(*_fold_pre_affine(mdta.qkv, blk.norm2.weight.detach(), blk.norm2.bias.detach()))
-        self.qkv_dwconv = copy.deepcopy(mdta.qkv_dwconv)
+        # q|k and v as two convolutions: a 144-channel map of a 320×180 image is 33 MB, above glibc's largest
+        # heap-served block (32 MB), so every one of them was a fresh mmap and page faults.
+        wqkv, bqkv = _fold_pre_affine(mdta.qkv, blk.norm2.weight.detach(), blk.norm2.bias.detach())
+        wdw = mdta.qkv_dwconv.weight.detach()
+        self.qk = _conv(wqkv[: 2 * c], bqkv[: 2 * c])
+        self.v = _conv(wqkv[2 * c :], bqkv[2 * c :])
+        self.qk_dw = _conv(wdw[: 2 * c], None, padding=1, groups=2 * c)
+        self.v_dw = _conv(wdw[2 * c :], None, padding=1, groups=c)
         self.register_buffer("mdta_proj", mdta.proj.weight.detach()[:, :, 0, 0].clone(), persistent=False)
         mlp = blk.mlp
         self.fc1 = _conv(*_fold_pre_affine(mlp.fc1, blk.norm3.weight.detach(), blk.norm3.bias.detach()))
@@ -364,23 +370,24 @@ class FusedLKSMB(nn.Module):
         a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
         x = self.proj(self.pw(a).mul_(v)).add_(x)
 
-        x = self._mdta(self.qkv_dwconv(self.qkv(_layer_norm_cl(x, c, self.eps)))).add_(x)
+        y = _layer_norm_cl(x, c, self.eps)
+        x = self._mdta(self.qk_dw(self.qk(y)), self.v_dw(self.v(y))).add_(x)
 
         return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, c, self.eps))))).add_(x)
 
 
-    def _mdta(self, qkv: Tensor) -> Tensor:
-        """MDTA from its (channels-last) q, k, v, without normalising or reshaping them.
+    def _mdta(self, qk: Tensor, v: Tensor) -> Tensor:
+        """MDTA from its (channels-last) q|k and v, without normalising or reshaping them.
 
         Restormer's ``proj((softmax(τ·q̂ k̂ᵀ)) v)`` with q̂, k̂ unit-norm over pixels: one Gram matrix of
         [q, k] gives every q·k product and every squared norm at once, and since the attention mixes channels
         at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
         """
-        b, c3, h, w = qkv.shape
-        c, heads = c3 // 3, self.heads
+        b, c, h, w = v.shape
+        heads = self.heads
         d = c // heads
-        t = qkv.permute(0, 2, 3, 1).reshape(b, h * w, c3)  # channels-last: a view
-        qk = t[..., : 2 * c]
+        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, 2 * c)  # channels-last: views
+        v = v.permute(0, 2, 3, 1).reshape(b, h * w, c)
         g = qk.transpose(1, 2) @ qk  # (b, 2c, 2c)
         n = g.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
         logits = g[:, :c, c:] / (n[:, :c, None] * n[:, None, c:])
@@ -388,7 +395,7 @@ class FusedLKSMB(nn.Module):
         logits = logits.reshape(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
         attn = (logits * self.temperature).softmax(dim=-1)
         m = torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
-        y = t[..., 2 * c :] @ m.transpose(1, 2)  # (b, hw, c)
+        y = v @ m.transpose(1, 2)  # (b, hw, c)
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -436,11 +443,31 @@ class FusedLKSMN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         shallow = self.shallow(x.contiguous(memory_format=CL))
-        feats, h = [], shallow
-        for blk in self.blocks:
+        if _whole_graph():
+            feats, h = [], shallow
+            for blk in self.blocks:
+                h = blk(h)
+                feats.append(h)
+            fused = self.mlfa_fuse(torch.cat(feats, dim=1))
+        else:
+            fused = self._aggregate(shallow)
+        return self.upsampler(self.mlfa_conv(fused).add_(shallow))
+
+    def _aggregate(self, h: Tensor) -> Tensor:
+        """MLFA's 1×1 fusion of the concatenated block outputs, accumulated block by block.
+
+        ``W·[f₁; …; fₙ] = Σ Wᵢ·fᵢ``: no (n·C)-channel concatenation (66 MB at 320×180), and each block's
+        output can be freed as soon as the next block has read it.
+        """
+        b, c, hh, ww = h.shape
+        w = self.mlfa_fuse.weight[:, :, 0, 0]
+        acc = torch.empty(b, hh, ww, c, dtype=h.dtype, device=h.device)
+        a2 = acc.view(-1, c)
+        a2.copy_(self.mlfa_fuse.bias.expand_as(a2))
+        for i, blk in enumerate(self.blocks):
             h = blk(h)
-            feats.append(h)
-        return self.upsampler(self.mlfa_conv(self.mlfa_fuse(torch.cat(feats, dim=1))).add_(shallow))
+            a2.addmm_(h.permute(0, 2, 3, 1).reshape(-1, c), w[:, i * c : (i + 1) * c].t())
+        return acc.permute(0, 3, 1, 2)
 
 
 _FUSERS = {"ELAN": FusedELAN, "HASN": FusedHASN, "LKSMN": FusedLKSMN}
