@@ -119,7 +119,6 @@ class FusedHASB(nn.Module):
         s = torch.sigmoid(self.ca_up(F.relu(self.ca_down(out.mean(dim=(2, 3), keepdim=True)))))
         return out.mul_(s)
 
-
     def _expand_gate_reduce(self, y: Tensor, c3: Tensor) -> Tensor:
         """``g(ReLU6(f1 y)·f2 y + f3 y·σ(conv4 c3))`` in chunks of pixels that stay in cache.
 
@@ -374,7 +373,6 @@ class FusedLKSMB(nn.Module):
         x = self._mdta(self.qk_dw(self.qk(y)), self.v_dw(self.v(y))).add_(x)
 
         return self.fc2(F.gelu(self.mlp_dw(self.fc1(_layer_norm_cl(x, c, self.eps))))).add_(x)
-
 
     def _mdta(self, qk: Tensor, v: Tensor) -> Tensor:
         """MDTA from its (channels-last) q|k and v, without normalising or reshaping them.
