@@ -134,6 +134,18 @@ def test_profile_counts(capsys) -> None:
         assert json.loads(capsys.readouterr().out)["params"] == params
 
 
+def test_profile_times_the_form_it_names(capsys, monkeypatch) -> None:
+    """Latency is timed on the inference form unless --no-fuse; the report names the form that ran."""
+    import lightsr.profile as prof_mod
+
+    timed = []
+    monkeypatch.setattr(prof_mod, "measure_latency", lambda m, hw, runs: timed.append(type(m).__name__) or 1.0)
+    for flags, form, cls in (([], "fused", "FusedLKSMN"), (["--no-fuse"], "training form", "LKSMN")):
+        assert main(["profile", "--model", "lksmn", "--latency", "16x16", "--runs", "1", "--json", *flags]) == 0
+        assert json.loads(capsys.readouterr().out)["form"] == form
+        assert timed.pop() == cls
+
+
 def test_profile_macs_match_an_independent_conv_count() -> None:
     """HASN is all convolutions: the flop counter must agree with MACs summed from the layer shapes."""
     from lightsr.profile import count_macs
