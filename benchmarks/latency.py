@@ -32,6 +32,21 @@ from lightsr.models.base import calibrate_batchnorm
 from lightsr.profile import count_macs
 
 
+def bench_model(name: str, scale: int, h: int, w: int) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A random-init network (seed 0) in eval mode and an image-like ``h×w`` input it is calibrated on.
+
+    Image-like (coarse noise, bicubic-upsampled): on i.i.d. noise ELAN's attention is chaotic and float32
+    evaluations of the same function differ wildly, which would hide real errors; and random-init ELAN's default
+    BatchNorm statistics make its attention ill-conditioned (see ``calibrate_batchnorm``).
+    """
+    torch.manual_seed(0)
+    model = lightsr.create_model(name, scale=scale).eval()
+    coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
+    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+    calibrate_batchnorm(model, x[..., :64, :64])
+    return model, x
+
+
 def matmul_peak(seconds: float = 2.0) -> float:
     """GFLOP/s of a large float32 matmul on this machine (the compute floor's reference)."""
     a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
@@ -92,14 +107,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for s in args.scales:
-            torch.manual_seed(0)
-            model = lightsr.create_model(name, scale=s).eval()
-            # Image-like input (coarse noise, bicubic-upsampled): on i.i.d. noise ELAN's attention is chaotic and
-            # float32 evaluations of the same function differ wildly, which would hide real errors.
-            coarse = torch.rand(1, 3, 720 // s // 4, 1280 // s // 4)
-            x = torch.nn.functional.interpolate(coarse, size=(720 // s, 1280 // s), mode="bicubic").clamp(0, 1)
-            # Random-init ELAN's default BatchNorm statistics make its attention ill-conditioned (see the helper).
-            calibrate_batchnorm(model, x[..., :64, :64])
+            model, x = bench_model(name, s, 720 // s, 1280 // s)
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
             ref, t_train = None, None
             for variant in args.variants:

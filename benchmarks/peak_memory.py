@@ -23,24 +23,16 @@ def _rss_mb() -> float:
 
 def _child(model: str, scale: int, w: int, h: int, form: str, threads: int) -> dict:
     import torch
-
-    import lightsr
-    from lightsr.models.base import calibrate_batchnorm
+    from latency import bench_model  # this folder is on sys.path when the script runs
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    net = lightsr.create_model(model, scale=scale).eval()
-    coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
-    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
-    calibrate_batchnorm(net, x[..., :64, :64])
+    net, x = bench_model(model, scale, h, w)
     fn = net.fuse() if form == "fused" else net
     baseline = _rss_mb()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.inference_mode():
         fn(x)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"form": form, "baseline_mb": baseline, "peak_mb": peak, "above_baseline_mb": peak - baseline,
-            "peak_before_forward_mb": before}
+    return {"form": form, "baseline_mb": baseline, "peak_mb": peak, "above_baseline_mb": peak - baseline}
 
 
 def main() -> int:
