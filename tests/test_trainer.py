@@ -23,7 +23,13 @@ from lightsr.checkpoints import CheckpointError
 from lightsr.cli import main
 from lightsr.train.config import config_from_dict
 from lightsr.train.ema import ModelEMA
-from lightsr.train.state import latest_checkpoint, list_checkpoints, remove_stale_temporaries, warm_start
+from lightsr.train.state import (
+    latest_checkpoint,
+    list_checkpoints,
+    recover_atomic_dir,
+    remove_stale_temporaries,
+    warm_start,
+)
 from lightsr.train.trainer import Trainer, build_optimizer, build_scheduler, train
 
 TINY = {"channels": 12, "num_blocks": 1}
@@ -147,6 +153,71 @@ def test_auto_resume_continues_a_shorter_run_exactly(tmp_path):
     events = [r for r in _log(tmp_path / "runs/b") if r.get("event") in ("resume", "warning")]
     assert events[-1]["event"] == "resume" and events[-1]["iter"] == 3
     assert any("train.max_iters" in r.get("message", "") for r in events)  # the config change is reported
+
+
+def test_resume_applies_a_changed_schedule_and_optimizer(tmp_path):
+    """The config given on resume is the one trained with: a longer cosine run continues on the new schedule
+    (its closed form, as if it had been set from the start) and new optimizer hyper-parameters apply."""
+    base, eta, w = 1e-3, 1e-5, 2
+    raw = tiny_config(tmp_path, "c", train={"max_iters": 4, "optimizer": {"lr": base}, "scheduler": {
+        "type": "cosine", "warmup_iters": w, "eta_min": eta}}, checkpoint={"every": 4})
+    train(config_from_dict(raw))
+    longer = _merge(raw, {"auto_resume": True, "train": {
+        "max_iters": 8, "optimizer": {"weight_decay": 0.01, "betas": [0.8, 0.9]}}})
+    assert train(config_from_dict(longer)).iteration == 8
+    log = _log(tmp_path / "runs/c")
+    lrs = {r["iter"]: r["lr"] for r in log if "lr" in r and "event" not in r}
+    assert lrs[4] == pytest.approx(eta)  # the 4-iteration schedule had ended
+    cosine = [eta + (base - eta) * (1 + math.cos(math.pi * (i - w) / (8 - w))) / 2 for i in range(5, 9)]
+    assert [lrs[i] for i in range(5, 9)] == pytest.approx(cosine, rel=1e-9)
+    warnings_ = " ".join(r["message"] for r in log if r.get("event") == "warning")
+    assert "learning-rate schedule changed (train.max_iters)" in warnings_
+    assert "train.optimizer.betas" in warnings_ and "train.optimizer.weight_decay" in warnings_
+    group = torch.load(tmp_path / "runs/c/checkpoints/iter_00000008/state.pt", weights_only=True)[
+        "optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.01 and tuple(group["betas"]) == (0.8, 0.9)
+
+    # Resuming a run that is already past max_iters trains nothing and says so.
+    shorter = _merge(longer, {"train": {"max_iters": 6}})
+    assert train(config_from_dict(shorter)).iteration == 8
+    assert "nothing to train" in _log(tmp_path / "runs/c")[-2]["message"]
+
+
+def test_best_is_replaced_atomically_and_only_by_comparable_scores(tmp_path, monkeypatch):
+    import types
+
+    import lightsr.evaluate
+
+    scores = iter([("Set5", 30.0), ("Set5", 29.0), ("Set14", 27.0), ("Set14", 27.5)])
+    monkeypatch.setattr(lightsr.evaluate, "evaluate", lambda *a, **k: [types.SimpleNamespace(
+        set=(s := next(scores))[0], psnr=s[1], ssim=0.5)])
+    trainer = Trainer(config_from_dict(tiny_config(tmp_path, "b", train={"max_iters": 1})))
+    try:
+        best = trainer.run_dir / "best"
+        assert [trainer.validate()["best"] for _ in range(4)] == [True, False, True, True]
+        assert json.loads((best / "best.json").read_text())["psnr"] == 27.5  # Set14 27.0 did not lose to 30.0
+        # Killed between moving the old best/ aside and renaming the new one in: the old copy comes back.
+        best.rename(tmp_path / "runs/b/.best.old.tmp")
+        (tmp_path / "runs/b/.best.tmp").mkdir()
+        assert recover_atomic_dir(best) and (best / "best.json").is_file()
+        assert sorted(p.name for p in best.parent.glob(".best*")) == []
+    finally:
+        trainer.close()
+
+
+def test_torchrun_config_errors_print_once_and_pinned_gpus_are_refused(tmp_path, capsys, monkeypatch):
+    from lightsr.train import distributed as D
+
+    cfg = _write(tmp_path, tiny_config(tmp_path, "r", train={"max_iters": "many"}))
+    monkeypatch.setenv("RANK", "1")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert capsys.readouterr().err == ""  # rank 0 alone reports it
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--config", str(cfg)]) == 2
+    assert "train.max_iters" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(D.DistributedError, match=r"train.device: 'cuda:1' .* one GPU"):
+        D.setup("cuda:1")
 
 
 def test_run_directory_protection(tmp_path, capsys):

@@ -23,15 +23,15 @@ def run_cli(args: argparse.Namespace) -> int:
     from lightsr.errors import LightSRError
     from lightsr.train.config import dump_config, load_config
 
-    cfg = load_config(args.config, args.overrides)
-    if args.init_from:
-        cfg.init_from = args.init_from
-    if args.print_config:
-        print(dump_config(cfg), end="")
-        return 0
-    from lightsr.train.trainer import train
-
     try:
+        cfg = load_config(args.config, args.overrides)
+        if args.init_from:
+            cfg.init_from = args.init_from
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return 0
+        from lightsr.train.trainer import train
+
         result = train(cfg, resume=args.resume)
     except LightSRError:
         # Under torchrun every rank hits the same error; let rank 0 alone print it.

@@ -59,6 +59,9 @@ def setup(device_pref: str = "auto", timeout_s: float = 1800.0) -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
         return DistContext(0, 1, 0, pick_device(device_pref), None)
+    if device_pref.startswith("cuda:"):
+        raise DistributedError(f"train.device: {device_pref!r} would put all {world} torchrun processes on one GPU; "
+                               "use 'cuda' or 'auto' (each process takes its local rank's GPU)")
     device = pick_device(device_pref, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

@@ -76,8 +76,11 @@ def _fsync(path: Path) -> None:
 
 
 def write_atomic_dir(final: Path, files: Mapping[str, Any]) -> Path:
-    """Create directory ``final`` with ``files`` (name → SRNet for safetensors, or a picklable-safe dict for
-    ``torch.save``), atomically replacing an existing one."""
+    """Create directory ``final`` with ``files`` (name → SRNet for safetensors, ``str`` for a text file, or a
+    picklable-safe dict for ``torch.save``), atomically replacing an existing one.
+
+    An existing ``final`` is first renamed to ``.<name>.old.tmp``; :func:`recover_atomic_dir` puts it back if the
+    process died between the two renames."""
     tmp = final.with_name(f".{final.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -87,6 +90,8 @@ def write_atomic_dir(final: Path, files: Mapping[str, Any]) -> Path:
         dst = tmp / name
         if isinstance(obj, SRNet):
             save_model(obj, dst, extra=extra)
+        elif isinstance(obj, str):
+            dst.write_text(obj)
         else:
             torch.save(obj, dst)
         _fsync(dst)
@@ -102,6 +107,23 @@ def write_atomic_dir(final: Path, files: Mapping[str, Any]) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def recover_atomic_dir(final: Path) -> bool:
+    """Finish or roll back an interrupted :func:`write_atomic_dir` of ``final``; True if the old copy came back.
+
+    Killed between moving the old directory aside and renaming the new one in, a writer leaves no ``final``
+    but a complete ``.<name>.old.tmp``: that is restored. Leftover temporaries are removed.
+    """
+    tmp, old = final.with_name(f".{final.name}.tmp"), final.with_name(f".{final.name}.old.tmp")
+    restored = False
+    if old.is_dir() and not final.exists():
+        old.rename(final)
+        restored = True
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p, ignore_errors=True)
+    return restored
 
 
 def prune_checkpoints(ckpt_dir: Path, keep_last: int) -> list[Path]:

@@ -43,6 +43,7 @@ from lightsr.train.state import (
     load_state,
     load_weights,
     prune_checkpoints,
+    recover_atomic_dir,
     remove_stale_temporaries,
     rng_state,
     set_rng_state,
@@ -55,6 +56,17 @@ __all__ = ["NonFiniteLossError", "RunError", "TrainResult", "Trainer", "train"]
 # Keys whose change between a run and its resumption does not alter the numbers (only speed or reporting).
 _HARMLESS_ON_RESUME = ("auto_resume", "init_from", "debug", "log", "data.num_workers", "data.prefetch_factor",
                        "data.cache_max_bytes", "train.threads", "val", "checkpoint")
+
+
+def _schedule_keys(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config values the learning-rate schedule depends on (``max_iters`` only for cosine decay)."""
+    t = cfg.get("train", {})
+    s = dict(t.get("scheduler", {}))
+    keys = {"train.optimizer.lr": t.get("optimizer", {}).get("lr")}
+    keys.update({f"train.scheduler.{k}": v for k, v in s.items()})
+    if s.get("type") == "cosine":
+        keys["train.max_iters"] = t.get("max_iters")
+    return keys
 
 
 class NonFiniteLossError(LightSRError, FloatingPointError):
@@ -228,6 +240,8 @@ class Trainer:
                                  cfg.log.tensorboard) if ctx.is_main else NullLogger())
         if ctx.is_main:
             self._write_config()
+            if recover_atomic_dir(self.run_dir / "best"):
+                self.logger.event("cleanup", "restored best/ from an interrupted replacement")
             removed = remove_stale_temporaries(self.ckpt_dir)
             if removed:
                 self.logger.event("cleanup", f"removed incomplete checkpoint(s) {', '.join(p.name for p in removed)}")
@@ -283,22 +297,30 @@ class Trainer:
             prefetch_factor=d.prefetch_factor if d.num_workers > 0 else None)
         return dataset, sampler, loader
 
-    def _write_config(self) -> None:
+    def _config_yaml(self) -> dict[str, Any] | None:
+        """The run's ``config.yaml`` (what checkpoints written before lightsr stored their config compare with)."""
         import yaml
 
+        try:
+            previous = yaml.safe_load((self.run_dir / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return previous if isinstance(previous, dict) else None
+
+    def _write_config(self) -> None:
         path = self.run_dir / "config.yaml"
-        current = config_to_dict(self.cfg)
-        if path.is_file() and self.resume_from is not None:
-            try:
-                previous = yaml.safe_load(path.read_text())
-            except (OSError, yaml.YAMLError):
-                previous = None
-            if isinstance(previous, dict):
-                changed = [k for k in diff_configs(previous, current)
-                           if not any(k == h or k.startswith(h + ".") for h in _HARMLESS_ON_RESUME)]
-                if changed:
-                    self.logger.event("warning", "the config differs from the run's previous one in "
-                                      f"{', '.join(changed)}; the resumed run will not match an uninterrupted one")
+        previous = getattr(self, "_previous_config", None)
+        if previous is not None and self.resume_from is not None:
+            changed = [k for k in diff_configs(previous, config_to_dict(self.cfg))
+                       if not any(k == h or k.startswith(h + ".") for h in _HARMLESS_ON_RESUME)]
+            if changed:
+                self.logger.event("warning", f"the config differs from the checkpoint's in {', '.join(changed)}: "
+                                  f"the new values apply from iteration {self.iteration}, so the run will not "
+                                  "match an uninterrupted one")
+            if self._schedule_changed:
+                self.logger.event("warning", f"the learning-rate schedule changed ({', '.join(self._schedule_changed)}"
+                                  f"): it continues as the new schedule stands at iteration {self.iteration} "
+                                  f"(lr {self.current_lr():.3g})")
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(f"# effective config (paths relative to {Path.cwd()})\n" + dump_config(self.cfg))
         tmp.replace(path)
@@ -319,6 +341,8 @@ class Trainer:
             "best": self.best,
             "elapsed": self.elapsed_before + (time.perf_counter() - self._t0),
             "world_size": self.ctx.world_size,
+            # What the next resume compares its config with (config.yaml is rewritten by every start).
+            "config": config_to_dict(self.cfg),
         }
 
     def _restore(self, ckpt: Path) -> None:
@@ -331,8 +355,25 @@ class Trainer:
             load_weights(self.ema.module, ckpt / EMA_FILE)
             if state.get("ema"):
                 self.ema.load_state_dict(state["ema"])
+        # The config given now is what the run continues with: the checkpoint brings the optimizer's moments
+        # and, when the schedule is unchanged, its exact position; changed hyper-parameters and schedules apply.
+        self._previous_config = state.get("config") or self._config_yaml()
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        now = _schedule_keys(config_to_dict(self.cfg))
+        before = _schedule_keys(self._previous_config) if self._previous_config else now
+        self._schedule_changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+        rebuild = bool(self._schedule_changed)
+        for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
+            group.update({k: v for k, v in new.items() if rebuild or k not in ("lr", "initial_lr")})
+        if rebuild:
+            # Where the new schedule stands at this iteration: stepped like an uninterrupted run of it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                for _ in range(int(state["iteration"])):
+                    self.scheduler.step()
+        else:
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("grad_scaler"):
             self.scaler.load_state_dict(state["grad_scaler"])
         set_rng_state(state["rng"])
@@ -437,15 +478,18 @@ class Trainer:
             rec[f"val/{r.set}/ssim"] = r.ssim
         rec["val_seconds"] = time.perf_counter() - t
         key = results[0]
-        improved = self.best is None or key.psnr > self.best["psnr"]
+        b = self.best
+        # A best score from another set or of the other weights (val.* changed on resume) is not comparable.
+        comparable = b is not None and b["set"] == key.set and b.get("val_model", rec["val_model"]) == rec["val_model"]
+        improved = not comparable or key.psnr > b["psnr"]
         if improved:
-            self.best = {"iteration": self.iteration, "set": key.set, "psnr": key.psnr, "ssim": key.ssim}
+            self.best = {"iteration": self.iteration, "set": key.set, "psnr": key.psnr, "ssim": key.ssim,
+                         "val_model": rec["val_model"]}
             files: dict[str, Any] = {MODEL_FILE: self.model}
             if self.ema is not None:
                 files[EMA_FILE] = self.ema.module
+            files["best.json"] = json.dumps(self.best, indent=1)
             write_atomic_dir(self.run_dir / "best", files)
-            (self.run_dir / "best" / "best.json").write_text(
-                json.dumps({**self.best, "val_model": rec["val_model"]}, indent=1))
         rec["best"] = improved
         self.logger.record(rec)
         scores = ", ".join(f"{r.set} {r.psnr:.3f} dB / {r.ssim:.4f}" for r in results)
@@ -463,6 +507,9 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         max_iters = cfg.train.max_iters
         loss_sum, loss_n, wait, t_int = 0.0, 0, 0.0, time.perf_counter()
+        if self.iteration >= max_iters:
+            self.logger.event("warning", f"the run is already at iteration {self.iteration} and train.max_iters is "
+                              f"{max_iters}: nothing to train (raise train.max_iters to continue it)")
         try:
             batches = iter(self.loader)
             while self.iteration < max_iters:
