@@ -157,3 +157,23 @@ def test_unknown_layout(tmp_path) -> None:
     torch.save({"foo.weight": torch.zeros(2)}, tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="cannot recognise the architecture"):
         lightsr.load_model(tmp_path / "x.pth")
+
+
+def test_files_are_recognised_by_content_not_name(tmp_path) -> None:
+    net = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
+    odd = lightsr.save_model(net, tmp_path / "net.safetensors").rename(tmp_path / "NET.ST")
+    assert lightsr.load_model(odd).scale == 2  # a safetensors file under any name
+    with pytest.raises(CheckpointError, match="param_key 'params' does not apply to a safetensors file"):
+        lightsr.load_model(odd, param_key="params")
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(CheckpointError, match=r"m\.onnx: an ONNX model, not a weights file"):
+        lightsr.load_model(tmp_path / "m.onnx")
+    (tmp_path / "img.pth").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        lightsr.load_model(tmp_path / "img.pth")
+    # Bytes that look like a legacy pickle but are not one: refused in one line, not a KeyError traceback.
+    (tmp_path / "junk.pth").write_bytes(b"\x80\x02e" + bytes(32))
+    with pytest.raises(CheckpointError, match=r"junk\.pth: truncated or not a PyTorch checkpoint"):
+        lightsr.load_model(tmp_path / "junk.pth")
+    with pytest.raises(CheckpointError, match="is a folder"):
+        lightsr.load_model(tmp_path)

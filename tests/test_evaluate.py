@@ -128,6 +128,34 @@ def test_clear_errors(bench, tmp_path, capsys) -> None:
     assert len(err) == 1 and "broken.png: cannot read image" in err[0]
 
 
+def test_sixteen_bit_gray_is_read_at_its_values(tmp_path) -> None:
+    from PIL import Image
+
+    from lightsr.evaluate import _read
+
+    values = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, … = 8-bit 0 … 255
+    Image.fromarray(values).save(tmp_path / "g.png")
+    assert np.array_equal(_read(tmp_path / "g.png"), np.arange(256, dtype=np.uint8).reshape(16, 16))
+
+
+def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
+    import lightsr.evaluate as E
+
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the options"))
+    (tmp_path / "f").write_text("")
+    for extra, message in ((["--sets", "Set5", "Nope"], "Nope: benchmark set not found"),
+                           (["--sets", "Set5", "--output", str(tmp_path / "f" / "r")], "f is a file, not a folder"),
+                           (["--sets", "Set5", "--device", "cuda:0" if not torch.cuda.is_available() else "bogus"],
+                            "--device")):
+        assert main(["eval", "--model", "lksmn", "--data", str(bench), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    with pytest.raises(SystemExit):
+        main(["profile", "--model", "lksmn", "--scale", "-2"])
+    assert main(["profile", "--model", "foo"]) == 2
+    assert "unknown model 'foo'" in capsys.readouterr().err
+
+
 def test_profile_counts(capsys) -> None:
     for name, params in (("elan_light", 601_488), ("hasn", 435_272)):
         assert main(["profile", "--model", name, "--scale", "4", "--json"]) == 0

@@ -68,6 +68,15 @@ def test_export_refuses_low_opset_and_existing_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]  # nothing partial left behind
 
 
+def test_failed_export_is_one_line_not_a_graph_dump(tmp_path: Path, capfd) -> None:
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
+    with pytest.raises(LightSRError, match="export failed"):
+        export_onnx(model, tmp_path / "a.onnx", opset=99, check=False)
+    out, _ = capfd.readouterr()
+    assert out == ""  # torch prints the traced graph to file descriptor 1 on failure
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_command_and_upscale_with_onnx(tmp_path: Path, capsys) -> None:
     torch.manual_seed(0)
     model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1).eval()

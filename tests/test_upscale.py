@@ -6,6 +6,7 @@ directly on the pixels Pillow decodes — an independent reference for the whole
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
 
@@ -389,6 +390,43 @@ def test_never_overwrites_an_input(tmp_path: Path, weights: Path, capsys) -> Non
     assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--suffix", "", "--weights", str(weights),
                  "--overwrite"]) == 2
     assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_rerun_into_its_own_folder_skips_its_outputs(tmp_path: Path, weights: Path, caplog) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights), "-q"]) == 0
+    first = (tmp_path / "a_x2.png").read_bytes()
+    # The earlier output is this batch's output, not an input: skipped, not upscaled again (a_x2_x2.png).
+    assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights), "-q",
+                 "--skip-existing"]) == 0
+    assert "a_x2.png: is this batch's output of" in caplog.text
+    assert _files(tmp_path) == ["a.png", "a_x2.png"] and (tmp_path / "a_x2.png").read_bytes() == first
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--scale", "0"], "argument --scale: 0: must be ≥ 1"),
+    (["--quality", "500"], "argument --quality: 500: must be between 1 and 100"),
+    (["--threads", "-1"], "argument --threads: -1: must be ≥ 1"),
+    (["--max-pixels", "-5"], "argument --max-pixels: '-5': must be a pixel count"),
+    (["--overwrite", "--skip-existing"], "argument --skip-existing: not allowed with argument --overwrite"),
+    (["--onnx", "{a}"], "expected an .onnx file"),
+    (["-o", "{a}/out.png"], "a.png is a file, not a folder"),
+    (["--weights", "{a}"], "a.png: not a checkpoint (neither a safetensors nor a PyTorch file)"),
+    (["--weights", "{txt}"], "notes.txt: not a checkpoint"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_work(tmp_path: Path, extra: list[str], message: str,
+                                                             capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("hello")
+    extra = [e.format(a=tmp_path / "a.png", txt=tmp_path / "notes.txt") for e in extra]
+    args = ["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), *extra]
+    if not {"--onnx", "--weights"} & set(extra):
+        args += ["--model", "lksmn"]
+    with pytest.raises(SystemExit) if message.startswith("argument") else contextlib.nullcontext():
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("error:") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "notes.txt"]
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path: Path, weights: Path, capsys) -> None:

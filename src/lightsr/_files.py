@@ -7,6 +7,8 @@ import stat
 from functools import lru_cache
 from pathlib import Path
 
+from lightsr.errors import UsageError
+
 
 @lru_cache(maxsize=1)
 def _umask() -> int:
@@ -32,3 +34,12 @@ def default_permissions(tmp: str | Path, dest: str | Path | None = None) -> None
         os.chmod(tmp, stat.S_IMODE(Path(dest).stat().st_mode))
     else:
         os.chmod(tmp, 0o666 & ~_umask())
+
+
+def check_creatable(path: str | Path, option: str) -> None:
+    """Fail now, in one line, if ``path`` could never be written because a file stands where a folder must be."""
+    for parent in Path(path).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+            return

@@ -53,7 +53,7 @@ def bundled_model(name: str, scale: int | None = None) -> SRNet:
 
     if name not in list_models():
         raise CheckpointError(f"--model {name}: unknown network; choose from {', '.join(list_models())}")
-    scale = scale or 4
+    scale = 4 if scale is None else scale
     path = bundled_path(name, scale)
     if path is None:
         have = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "none"

@@ -50,13 +50,40 @@ class CheckpointError(LightSRError, ValueError):
 # --------------------------------------------------------------------------------------------- reading
 
 
+def _file_kind(path: Path) -> str:
+    """What a weights file is, from its first bytes (a name's suffix can lie): safetensors, torch or unknown."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive / its legacy pickle
+        return "torch"
+    # safetensors: an 8-byte little-endian header length, then the JSON header (a truncated file is still one,
+    # and safetensors says what is wrong with it).
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "unknown"
+
+
 def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[StateDict, dict[str, str]]:
-    """Return ``(state_dict, metadata)`` of a ``.safetensors`` or ``.pth`` file, containers unwrapped."""
+    """Return ``(state_dict, metadata)`` of a safetensors or PyTorch (``.pth``) file, containers unwrapped."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.suffix == ".safetensors":
+    try:
+        kind = _file_kind(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if kind == "unknown":
+        if path.suffix.lower() == ".onnx":
+            raise CheckpointError(f"{path}: an ONNX model, not a weights file (run it with --onnx)")
+        raise CheckpointError(f"{path}: not a checkpoint (neither a safetensors nor a PyTorch file)")
+    if kind == "safetensors":
         from safetensors import SafetensorError, safe_open
+
+        if param_key is not None:
+            raise CheckpointError(f"{path}: param_key {param_key!r} does not apply to a safetensors file (it holds "
+                                  "one flat set of weights)")
 
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -77,7 +104,8 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             f"{path}: refused — the file needs arbitrary pickle code to load, which lightsr never runs{why}. "
             "Re-save its state_dict with torch.save or convert it to safetensors."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as e:  # what torch's restricted unpickler raises on bytes that are not a checkpoint
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({msg[:160]})") from None
     return unwrap(obj, param_key=param_key, source=str(path)), {}

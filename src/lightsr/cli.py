@@ -66,14 +66,19 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the networks, their sizes and bundled weights")
     m.set_defaults(func=_cmd_models)
+    subparsers = [m]
 
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, module, help_text in _SUBCOMMANDS:
         sp = sub.add_parser(name, help=help_text, description=help_text)
+        subparsers.append(sp)
         if name == wanted:
             mod = importlib.import_module(module)
             mod.add_arguments(sp)
             sp.set_defaults(func=mod.run_cli)
+    for sp in subparsers:  # -v is accepted after the subcommand too (SUPPRESS keeps a -v given before it)
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log details (checkpoint layout, timings)")
     return p
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lightsr import _argtypes
 from lightsr.errors import LightSRError, UsageError
 from lightsr.metrics import GrayMode, calculate_psnr, calculate_ssim
 from lightsr.resize import imresize, modcrop
@@ -62,7 +63,11 @@ def _read(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            gray = im.mode in ("L", "I;16", "I", "1") or (im.mode == "P" and _palette_is_gray(im))
+            if im.mode.startswith("I"):  # 16-bit grayscale: Pillow's convert("L") would clip it at 255
+                from lightsr.imageio import to_uint8
+
+                return to_uint8(np.asarray(im).clip(0, 65535).astype(np.uint16))
+            gray = im.mode in ("L", "1") or (im.mode == "P" and _palette_is_gray(im))
             return np.asarray(im.convert("L" if gray else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DatasetError(f"{path}: cannot read image ({e})") from None
@@ -217,7 +222,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
                      help="a checkpoint file (any supported layout)")
     src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
-    p.add_argument("--scale", type=int, help="scale factor (default: the checkpoint's)")
+    p.add_argument("--scale", type=_argtypes.scale, help="scale factor (default: the checkpoint's)")
     p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     p.add_argument("--gray-mode", choices=["rgb", "raw"], default="rgb",
@@ -260,16 +265,29 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from lightsr._files import check_creatable
+    from lightsr.upscaler import resolve_device
+
+    # Everything that can be wrong is checked before the first model runs: a typo in the last set name or
+    # the output path must not cost a whole evaluation.
+    if args.plot:
+        from lightsr.figures import check_figure_path
+
+        check_figure_path(args.plot, "--plot")
+    device = resolve_device(args.device)
+    for name in args.sets:
+        if not (Path(args.data) / name).is_dir():
+            raise DatasetError(f"{Path(args.data) / name}: benchmark set not found (--data, --sets)")
+    if args.output:
+        check_creatable(args.output, "--output")
+    if args.save_images:
+        check_creatable(Path(args.save_images) / "x", "--save-images")
     entries = _entries(args)
     scales = {m.scale for _, m, _ in entries if m is not None} | ({args.scale} if args.scale else set())
     if len(scales) > 1:
         raise UsageError("the models have different scales (" + ", ".join(
             f"{label} ×{m.scale}" for label, m, _ in entries if m is not None) + "); pass models of one scale")
     scale = scales.pop()
-    if args.plot:
-        from lightsr.figures import check_figure_path
-
-        check_figure_path(args.plot, "--plot")  # fail before hours of evaluation, not after
     several = len(entries) > 1
     points = []
     for label, model, weights in entries:
@@ -281,7 +299,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
                 prof = profile(model)
                 complexity = (prof.params, prof.macs)
-            model = model.to(args.device).eval()
+            model = model.to(device).eval()
             if not args.no_fuse:
                 model = model.fuse()
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)

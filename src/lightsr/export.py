@@ -13,18 +13,22 @@ output is cropped with shape-derived bounds. The network's own code is unchanged
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from lightsr._files import default_permissions
+from lightsr import _argtypes
+from lightsr._files import check_creatable, default_permissions
 from lightsr.errors import LightSRError, UsageError
 from lightsr.models.base import SRNet
 
@@ -96,6 +100,21 @@ def _cpu_eval_copy(model: SRNet) -> SRNet:
     return model.to("cpu", torch.float32).eval()
 
 
+@contextlib.contextmanager
+def _stdout_to_devnull() -> Iterator[None]:
+    """Silence file descriptor 1: on a failure torch's C++ exporter prints the whole traced graph there
+    (hundreds of KB) before raising; the one-line error is what users need."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: bool = True,
                 atol: float = 1e-4, overwrite: bool = True) -> Path:
     """Export ``model`` to ONNX at ``path`` with dynamic batch/height/width; returns the path.
@@ -116,12 +135,13 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
     model = _cpu_eval_copy(model)
     wrapper = ShapeGenericWrapper(model).eval()
     dummy = torch.rand(1, 3, *DUMMY_SIZE, generator=torch.Generator().manual_seed(0))
+    check_creatable(path, "--onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _stdout_to_devnull():
             # Tracer warnings about Python booleans come from branches the wrapper makes constant by design
             # (the padded input always has the size the network wants).
             warnings.simplefilter("ignore")
@@ -225,7 +245,7 @@ class OnnxModel:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="network name (its bundled weights at --scale)")
     p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    p.add_argument("--scale", type=int, help="upscaling factor (default: the checkpoint's, or 4)")
+    p.add_argument("--scale", type=_argtypes.scale, help="upscaling factor (default: the checkpoint's, or 4)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
     p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (≥ {MIN_OPSET}; default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
@@ -241,6 +261,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UsageError("export needs --model NAME (bundled weights) or --weights PATH")
     if Path(args.onnx).suffix.lower() != ".onnx":
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
+    check_creatable(args.onnx, "--onnx")
     model = resolve_model(args.model, args.weights, args.scale)
     # ELAN's inference form gathers windows through indices cached per image size, which a traced graph would
     # freeze; its export keeps the training form (onnxruntime's graph optimiser folds the BatchNorm anyway).

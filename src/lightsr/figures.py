@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from lightsr import _argtypes
+from lightsr._files import check_creatable
 from lightsr.errors import UsageError
 
 
@@ -52,6 +54,7 @@ def check_figure_path(path: str | Path, option: str) -> str:
 
     Called before any work, so that a typo costs nothing; also checks that matplotlib is installed.
     """
+    check_creatable(path, option)
     Figure, FigureCanvasAgg = _matplotlib()
     supported = FigureCanvasAgg(Figure()).get_supported_filetypes()
     fmt = Path(path).suffix.lower().lstrip(".")
@@ -190,11 +193,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bundled network names or checkpoint files, LABEL=MODEL to name one "
                         "(default: every bundled network at --scale)")
     p.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
-    p.add_argument("--scale", type=int, default=4, help="scale factor (default 4)")
+    p.add_argument("--scale", type=_argtypes.scale, default=4, help="scale factor (default 4)")
     p.add_argument("--crop", type=_crop_arg, metavar="X,Y,W,H",
                    help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
     p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
-    p.add_argument("--dpi", type=int, default=100)
+    p.add_argument("--dpi", type=_argtypes.int_range(10, 1200), default=100)
 
 
 def _read_rgb(path: str) -> np.ndarray:

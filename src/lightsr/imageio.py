@@ -269,8 +269,11 @@ def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
 
 
 def _atomic(path: Path) -> tuple[Path, Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
+    except OSError as e:
+        raise ImageWriteError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     return path, Path(tmp)
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from lightsr import _argtypes
 from lightsr.errors import UsageError
 
 # The papers report MACs for a 1280×720 output.
@@ -105,14 +106,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="network name (random init: enough for counting and timing)")
     src.add_argument("--weights", help="checkpoint file")
-    p.add_argument("--scale", type=int, default=None, help="scale (default 4, or the checkpoint's)")
+    p.add_argument("--scale", type=_argtypes.scale, default=None, help="scale (default 4, or the checkpoint's)")
     p.add_argument("--input-size", type=_hw, metavar="WxH",
                    help="input size for MACs (default: the input giving a 1280×720 output)")
     p.add_argument("--latency", type=_hw, metavar="WxH", nargs="?", const=(180, 320),
                    help="also time the forward pass on a WxH input (default 320x180)")
-    p.add_argument("--runs", type=int, default=5, help="timed runs (median reported)")
+    p.add_argument("--runs", type=_argtypes.positive, default=5, help="timed runs (median reported)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=_argtypes.positive, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
 
 
@@ -128,7 +129,7 @@ def run_cli(args: argparse.Namespace) -> int:
     else:
         from lightsr.models.registry import create_model
 
-        model = create_model(args.model, scale=args.scale or 4).eval()
+        model = create_model(args.model, scale=4 if args.scale is None else args.scale).eval()
     prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse)
     if args.json:
         print(json.dumps(asdict(prof), indent=1))

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightsr import _argtypes
+from lightsr._files import check_creatable
 from lightsr.bundled import DEFAULT_MODEL, bundled_model, resolve_model
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
@@ -75,8 +77,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UsageError(f"--device {device!r}: {e}") from None
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: CUDA is not available in this PyTorch build/machine; use --device cpu")
     return dev
@@ -522,6 +524,8 @@ def _parse_pixels(text: str) -> int | None:
         value = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a pixel count such as 40M, 1e8 or 0 (no limit)") from None
+    if value < 0 or 0 < value < 1 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a pixel count ≥ 1, or 0 for no limit")
     return None if value == 0 else int(value)
 
 
@@ -541,16 +545,17 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="network name (picks the bundled weights for --scale)")
     src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
     src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
-    src.add_argument("--scale", type=int, help="upscaling factor (default: the checkpoint's, or 4)")
+    src.add_argument("--scale", type=_argtypes.scale, help="upscaling factor (default: the checkpoint's, or 4)")
     out = u.add_argument_group("files")
     out.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
                      help="output format (default: the input's)")
     out.add_argument("--suffix", default="_x{scale}",
                      help="added to file names written into a folder (default: _x{scale}; '' for none)")
-    out.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    out.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
-    out.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default: 95)")
+    exists = out.add_mutually_exclusive_group()
+    exists.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    exists.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    out.add_argument("--quality", type=_argtypes.int_range(1, 100), default=95, help="JPEG/WebP quality (default: 95)")
     out.add_argument("--alpha", choices=("bicubic", "model"), default="bicubic",
                      help="how the alpha channel is upscaled (default: bicubic)")
     out.add_argument("--max-pixels", type=_parse_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
@@ -558,7 +563,7 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run = u.add_argument_group("execution")
     run.add_argument("--tile", type=_parse_tile, default=None, metavar="SIZE",
                      help="tile core size in input pixels; auto (default: from --max-memory) or 0 (never tile)")
-    run.add_argument("--tile-overlap", type=int, metavar="PX",
+    run.add_argument("--tile-overlap", type=_argtypes.int_range(0), metavar="PX",
                      help="context pixels around each tile (default: per network, 32–48)")
     run.add_argument("--max-memory", metavar="SIZE",
                      help="memory budget that picks the tile size, e.g. 2GB: CPU: one tile plus the image "
@@ -566,7 +571,7 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
                      help="fp32 (default), bf16, or fp16 (CUDA only)")
-    run.add_argument("--threads", type=int, help="CPU threads for PyTorch / onnxruntime")
+    run.add_argument("--threads", type=_argtypes.positive, help="CPU threads for PyTorch / onnxruntime")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
@@ -630,6 +635,15 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
         for src, rel in found:
             ext = "." + args.ext if args.ext else src.suffix.lower()
             jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{ext}"))
+    # A file this batch writes is not one of its inputs: rerunning a batch into its own folder must not upscale
+    # its earlier outputs (a_x4.png → a_x4_x4.png) nor read a file it is about to replace.
+    writes = {j.dst.resolve(): j.src for j in jobs}
+    ours = [j for j in jobs if writes.get(j.src.resolve(), j.src).resolve() != j.src.resolve()]
+    for j in ours:
+        log.warning("%s: is this batch's output of %s, not taken as an input", j.src, writes[j.src.resolve()])
+    jobs = [j for j in jobs if j not in ours]
+    for j in jobs:
+        check_creatable(j.dst, "-o")
     inputs = {j.src.resolve() for j in jobs}
     seen: dict[Path, Path] = {}
     kept = []
@@ -656,6 +670,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if "onnx" in chosen and len(chosen) > 1:
         raise UsageError("--onnx cannot be combined with --model/--weights")
     found, errors = _collect(args.inputs, args.recursive)
+    if args.onnx and Path(args.onnx).suffix.lower() != ".onnx":
+        raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
+    if args.onnx and args.no_fuse:
+        raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
     if args.onnx:
         model: Any = args.onnx
     else:

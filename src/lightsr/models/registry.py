@@ -6,6 +6,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from lightsr.errors import UsageError
 from lightsr.models.base import SRNet
 
 
@@ -48,14 +49,14 @@ def model_spec(name: str) -> ModelSpec:
     try:
         return _SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
+        raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
 def create_model(name: str, scale: int = 4, **overrides: Any) -> SRNet:
     """Build a randomly initialised network by registry name; ``overrides`` replace the paper's defaults."""
     spec = model_spec(name)
     if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        raise UsageError(f"scale must be a positive integer, got {scale!r}")
     cls = getattr(importlib.import_module(spec.module), spec.cls)
     kwargs = {**spec.defaults, **overrides}
     model = cls(scale=scale, **kwargs)
