@@ -403,6 +403,14 @@ def test_rerun_into_its_own_folder_skips_its_outputs(tmp_path: Path, weights: Pa
     assert _files(tmp_path) == ["a.png", "a_x2.png"] and (tmp_path / "a_x2.png").read_bytes() == first
 
 
+def test_an_input_named_twice_runs_once(tmp_path: Path, weights: Path, capsys) -> None:
+    Image.fromarray(_rgb()).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path), str(tmp_path / "*.png"), "-o",
+                 str(tmp_path / "out"), "--weights", str(weights)]) == 0
+    assert "1/1 images upscaled" in capsys.readouterr().err
+    assert _files(tmp_path / "out") == ["a_x2.png"]
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--scale", "0"], "argument --scale: 0: must be ≥ 1"),
     (["--quality", "500"], "argument --quality: 500: must be between 1 and 100"),

@@ -46,18 +46,19 @@ def bundled_metadata(path: str | Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def bundled_model(name: str, scale: int | None = None) -> SRNet:
-    """The bundled weights of network ``name`` at ``scale`` (default 4); one-line errors name what is missing."""
+def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
+    """The bundled weights of network ``name`` at ``scale`` (default 4); one-line errors name ``option`` and
+    what is missing."""
     from lightsr.checkpoints import CheckpointError, load_model
     from lightsr.models.registry import list_models
 
     if name not in list_models():
-        raise CheckpointError(f"--model {name}: unknown network; choose from {', '.join(list_models())}")
+        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(list_models())}")
     scale = 4 if scale is None else scale
     path = bundled_path(name, scale)
     if path is None:
         have = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "none"
-        raise CheckpointError(f"--model {name}: no bundled weights for ×{scale} (bundled: {have}); "
+        raise CheckpointError(f"{option} {name}: no bundled weights for ×{scale} (bundled: {have}); "
                               "pass --weights PATH")
     return load_model(path)
 
@@ -97,7 +98,7 @@ def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
     if path.is_file():
         return label or checkpoint_label(path), load_model(path, scale=scale, param_key=param_key)
     if allow_names and target in list_models():
-        return label or target, bundled_model(target, scale)
+        return label or target, bundled_model(target, scale, option=option)
     what = f"neither a file nor a network name ({', '.join(list_models())})" if allow_names else "no such file"
     raise CheckpointError(f"{option} {spec}: {what}")
 

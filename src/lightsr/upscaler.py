@@ -606,7 +606,10 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
             found += [(f, Path(f.name)) for f in files]
         else:
             errors.append(f"{pat}: no such file or folder")
-    return found, errors
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for f, rel in found:  # the same file named twice (a file and its folder, overlapping globs) runs once
+        unique.setdefault(f.resolve(), (f, rel))
+    return list(unique.values()), errors
 
 
 def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: int) -> tuple[list[_Job], list[str]]:
@@ -670,6 +673,10 @@ def run_cli(args: argparse.Namespace) -> int:
     if "onnx" in chosen and len(chosen) > 1:
         raise UsageError("--onnx cannot be combined with --model/--weights")
     found, errors = _collect(args.inputs, args.recursive)
+    if not found:  # nothing to do: say so without loading a model first
+        for line in errors:
+            print(f"lightsr: error: {line}", file=sys.stderr)
+        return 1 if errors else 0
     if args.onnx and Path(args.onnx).suffix.lower() != ".onnx":
         raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
     if args.onnx and args.no_fuse:
@@ -683,8 +690,6 @@ def run_cli(args: argparse.Namespace) -> int:
                   threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
-    if not found:
-        return 1 if errors else 0
     jobs, conflicts = _plan_jobs(args, found, up.scale)
     if conflicts:  # checked before any work: a batch never stops half-way over a name clash
         for line in conflicts:
