@@ -33,8 +33,9 @@ PAPER: dict[tuple[str, int], tuple[str, dict[str, tuple[float, float]]]] = {
 HOW_PAPER_NUMBERS = (
     "The papers trained for about 500K iterations on DIV2K (800 2K images) with GPUs; these files had hours of a "
     "2-core CPU on the 291 classic images, so they sit well below the published numbers. The published "
-    "checkpoints themselves are reproduced exactly: `lightsr eval --weights HASN_x4.pth` gives the official HASN "
-    "figures and FriedRiceLab's ELAN-light ×4 retrain gives 32.438/28.790/27.689 (`tests/test_evaluate.py`)."
+    "checkpoints themselves are reproduced exactly: `lightsr eval --weights HASN_x4.pth --param-key params` "
+    "gives the official HASN figures and FriedRiceLab's ELAN-light ×4 retrain gives 32.438/28.790/27.689 "
+    "(`tests/test_evaluate.py`)."
 )
 
 
@@ -48,13 +49,22 @@ def card(name: str, scale: int, path: Path) -> str:
     lines = [f"## {title}", ""]
     init = meta.get("init_from", "")
     init = "" if init in ("", "null") else init
+    iters = int(meta["iterations"])
+    schedule = ""
+    run_config = ROOT / "training" / run / "config.yaml"
+    if run_config.is_file():
+        import yaml
+
+        planned = int(yaml.safe_load(run_config.read_text())["train"]["max_iters"])
+        if iters < planned:
+            schedule = f" (a checkpoint part-way through its {planned:,}-iteration schedule)"
     rows = [
         ("network", f"{name} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
         ("data", f"{meta['train_data']} (the 291 classic images; images smaller than the patch are skipped)"),
         ("config", f"[`configs/{run}.yaml`](../configs/{run}.yaml), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
         ("start", f"warm start from `{init}` (new upsampler)" if init else "random initialisation"),
-        ("training", f"{int(meta['iterations']):,} iterations, {float(meta['train_hours']):.2f} h of wall-clock "
+        ("training", f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock "
                      f"on {meta['hardware']}"),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
