@@ -132,10 +132,14 @@ def test_sixteen_bit_gray_is_read_at_its_values(tmp_path) -> None:
     from PIL import Image
 
     from lightsr.evaluate import _read
+    from lightsr.imageio import read_image
 
     values = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, … = 8-bit 0 … 255
     Image.fromarray(values).save(tmp_path / "g.png")
-    assert np.array_equal(_read(tmp_path / "g.png"), np.arange(256, dtype=np.uint8).reshape(16, 16))
+    expect = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert np.array_equal(_read(tmp_path / "g.png"), expect)  # evaluation's reader
+    assert np.array_equal(read_image(tmp_path / "g.png", "L"), expect)  # training data's reader
+    assert np.array_equal(read_image(tmp_path / "g.png", "RGB"), np.repeat(expect[..., None], 3, axis=2))
 
 
 def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
