@@ -205,6 +205,19 @@ def test_best_is_replaced_atomically_and_only_by_comparable_scores(tmp_path, mon
         trainer.close()
 
 
+def test_a_run_directory_in_use_is_refused(tmp_path):
+    from lightsr.train.trainer import RunError
+
+    raw = tiny_config(tmp_path, "l", train={"max_iters": 1})
+    first = Trainer(config_from_dict(raw))
+    try:
+        with pytest.raises(RunError, match=rf"another lightsr train \(pid {os.getpid()}\) is using this run"):
+            Trainer(config_from_dict(_merge(raw, {"auto_resume": True})))
+    finally:
+        first.close()
+    Trainer(config_from_dict(_merge(raw, {"auto_resume": True}))).close()  # released with the first one
+
+
 def test_torchrun_config_errors_print_once_and_pinned_gpus_are_refused(tmp_path, capsys, monkeypatch):
     from lightsr.train import distributed as D
 

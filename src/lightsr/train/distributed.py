@@ -89,13 +89,13 @@ def all_reduce_mean(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return t
 
 
-def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
-    """Rank 0's boolean on every rank (e.g. 'a checkpoint to resume from exists')."""
+def broadcast_int(value: int, ctx: DistContext) -> int:
+    """Rank 0's integer on every rank (e.g. the checkpoint to resume from, as rank 0 sees the directory)."""
     if not ctx.enabled:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=ctx.device)
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
     dist.broadcast(t, src=0)
-    return bool(t.item())
+    return int(t.item())
 
 
 def cleanup(ctx: DistContext) -> None:

@@ -69,6 +69,29 @@ def _schedule_keys(cfg: dict[str, Any]) -> dict[str, Any]:
     return keys
 
 
+def _lock_run_dir(run_dir: Path) -> Any:
+    """Hold an exclusive lock on ``run_dir`` for the run's lifetime: two processes resuming the same run would
+    write and prune the same checkpoints. Returns the open lock file (None where ``fcntl`` does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "?"
+        f.close()
+        raise RunError(f"{run_dir}: another lightsr train (pid {pid}) is using this run directory") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class NonFiniteLossError(LightSRError, FloatingPointError):
     """The loss became NaN or infinite; the run stopped without writing anything further."""
 
@@ -179,13 +202,24 @@ class Trainer:
 
         self.run_dir = resolve_path(cfg.output_dir) / cfg.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        locked: RunError | None = None
+        if ctx.is_main:
+            try:
+                self._lock = _lock_run_dir(self.run_dir)
+            except RunError as e:
+                locked = e
         found = list_checkpoints(self.ckpt_dir)
-        resume_from = found[-1][1] if found and (resume or cfg.auto_resume) else None
+        # Rank 0's view of the directory decides (ranks on a lagging shared filesystem follow it), and its lock
+        # failure stops every rank (-2), not rank 0 alone while the others wait in a collective.
+        latest = D.broadcast_int(-2 if locked else found[-1][0] if found else -1, ctx)
+        if latest == -2:
+            raise locked or RunError(f"{self.run_dir}: another lightsr train is using this run directory")
+        resume_from = self.ckpt_dir / checkpoint_name(latest) if latest >= 0 and (resume or cfg.auto_resume) else None
         if resume and resume_from is None:
             raise RunError(f"{self.ckpt_dir}: no complete checkpoint to resume from")
-        if found and resume_from is None:
-            raise RunError(f"{self.run_dir}: already holds checkpoints (latest {found[-1][1].name}); continue it "
-                           "with --resume or pick another run name (--set name=...)")
+        if latest >= 0 and resume_from is None:
+            raise RunError(f"{self.run_dir}: already holds checkpoints (latest {checkpoint_name(latest)}); continue "
+                           "it with --resume or pick another run name (--set name=...)")
         self.resume_from = resume_from
         D.barrier(self.ctx)  # every rank has decided before rank 0 touches the directory
 
@@ -272,6 +306,8 @@ class Trainer:
         from lightsr.models.registry import create_model
 
         m = self.cfg.model
+        if not m.overrides:
+            return create_model(m.arch, scale=m.scale)
         try:
             return create_model(m.arch, scale=m.scale, **m.overrides)
         except (TypeError, ValueError) as e:
@@ -565,6 +601,9 @@ class Trainer:
 
     def close(self) -> None:
         self.logger.close()
+        lock = self.__dict__.pop("_lock", None)
+        if lock is not None:
+            lock.close()  # releases the flock
         D.cleanup(self.ctx)
         saved = self.__dict__.pop("_saved_globals", None)
         if saved is not None:
