@@ -108,6 +108,17 @@ def test_unknown_keys_name_the_full_path_and_suggest():
      "train.scheduler.milestones: only used by type 'multistep'"),
     (_minimal(train={"amp": "fp16", "device": "cpu"}), "train.amp: fp16 needs a CUDA device"),
     (_minimal(val={"every": 10, "sets": []}), "val.sets: expected at least one benchmark set"),
+    # Keys that nothing would read are refused, not ignored.
+    (_minimal(train={"scheduler": {"type": "multistep", "eta_min": 1e-5}}),
+     "train.scheduler.eta_min: only used by type 'cosine'"),
+    (_minimal(train={"scheduler": {"type": "cosine", "gamma": 0.1}}),
+     "train.scheduler.gamma: only used by type 'multistep'"),
+    (_minimal(train={"scheduler": {"warmup_start_factor": 0.1}}),
+     "train.scheduler.warmup_start_factor: has no effect without train.scheduler.warmup_iters"),
+    (_minimal(train={"ema_warmup": True}), "train.ema_warmup: has no effect without train.ema_decay"),
+    (_minimal(data={"num_workers": 0, "prefetch_factor": 4}), "data.prefetch_factor: has no effect with"),
+    (_minimal(train={"optimizer": {"lr": 1e-4}, "scheduler": {"type": "cosine", "eta_min": 1e-4}}),
+     "train.scheduler.eta_min: 0.0001 is not below train.optimizer.lr 0.0001"),
 ])
 def test_impossible_values_name_the_key(raw, expected):
     assert _error(raw).startswith(expected)

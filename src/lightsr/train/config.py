@@ -386,6 +386,23 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"train.scheduler.milestones: only used by type 'multistep', not {s.type!r}")
     if t.amp == "fp16" and t.device == "cpu":
         raise ConfigError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
+    # A key set to something other than its default where nothing reads it is a mistake to report, not ignore.
+    sd, td, dd = SchedulerConfig(), TrainConfig(), DataConfig(hr_dirs=[])
+    inert = [
+        ("train.scheduler.eta_min", s.type != "cosine" and s.eta_min != sd.eta_min, "only used by type 'cosine'"),
+        ("train.scheduler.gamma", s.type != "multistep" and s.gamma != sd.gamma, "only used by type 'multistep'"),
+        ("train.scheduler.warmup_start_factor", s.warmup_iters == 0 and s.warmup_start_factor != sd.warmup_start_factor,
+         "has no effect without train.scheduler.warmup_iters"),
+        ("train.ema_warmup", t.ema_decay == 0 and t.ema_warmup != td.ema_warmup,
+         "has no effect without train.ema_decay"),
+        ("data.prefetch_factor", d.num_workers == 0 and d.prefetch_factor != dd.prefetch_factor,
+         "has no effect with data.num_workers 0"),
+    ]
+    for key, bad, why in inert:
+        if bad:
+            raise ConfigError(f"{key}: {why}")
+    if s.type == "cosine" and s.eta_min >= t.optimizer.lr:
+        raise ConfigError(f"train.scheduler.eta_min: {s.eta_min:g} is not below train.optimizer.lr {t.optimizer.lr:g}")
     return cfg
 
 
