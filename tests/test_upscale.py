@@ -403,6 +403,27 @@ def test_rerun_into_its_own_folder_skips_its_outputs(tmp_path: Path, weights: Pa
     assert _files(tmp_path) == ["a.png", "a_x2.png"] and (tmp_path / "a_x2.png").read_bytes() == first
 
 
+def test_outscale_resizes_the_network_output_with_matlab_bicubic(tmp_path: Path, net, weights: Path) -> None:
+    from lightsr.resize import imresize
+
+    rgb = _rgb(24, 32)
+    plain = Upscaler(net, tile=0)
+    at_net_scale = plain.upscale(rgb)  # 48×64 uint8
+    up = Upscaler(net, tile=0, outscale=1.5)
+    out = up.upscale(rgb)
+    assert out.shape == (36, 48, 3) and np.array_equal(out, imresize(at_net_scale, size=(36, 48)))
+    assert np.array_equal(Upscaler(net, tile=0, outscale=SCALE).upscale(rgb), at_net_scale)  # a no-op
+    t = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    assert up.upscale(t).shape == (3, 36, 48)
+    deep = (rgb.astype(np.uint16) * 257)[:, :, :2]  # 16-bit gray + alpha keeps its depth and channels
+    assert up.upscale(deep).shape == (36, 48, 2) and up.upscale(deep).dtype == np.uint16
+    # The CLI names the output by the final scale.
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--outscale", "1.5", "-q"]) == 0
+    assert Image.open(tmp_path / "out" / "a_x1.5.png").size == (48, 36)
+
+
 def test_an_input_named_twice_runs_once(tmp_path: Path, weights: Path, capsys) -> None:
     Image.fromarray(_rgb()).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path), str(tmp_path / "*.png"), "-o",

@@ -155,16 +155,22 @@ class Upscaler:
     :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
     ``cuda[:N]``; ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA only). ``progress``: tqdm bar over tiles.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
+    ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
+    the network's output with MATLAB's antialiased bicubic (:func:`lightsr.resize.imresize`), as
+    Real-ESRGAN's ``--outscale`` does with its own resize; None keeps the network's scale.
     """
 
     def __init__(self, model: str | os.PathLike | SRNet = DEFAULT_MODEL, scale: int | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, device: str | torch.device = "auto",
                  precision: str = "fp32", max_memory: int | str | None = None, alpha: str = "bicubic",
-                 threads: int | None = None, progress: bool = False, fuse: bool = True) -> None:
+                 threads: int | None = None, progress: bool = False, fuse: bool = True,
+                 outscale: float | None = None) -> None:
         if alpha not in ("bicubic", "model"):
             raise UsageError(f"--alpha {alpha!r}: choose bicubic or model")
         if tile is not None and tile < 0:
             raise UsageError(f"--tile {tile}: must be 0 (no tiling) or a positive size")
+        if outscale is not None and not (0 < outscale < float("inf")):
+            raise UsageError(f"--outscale {outscale}: must be a positive number")
         if tile_overlap is not None and tile_overlap < 0:
             raise UsageError(f"--tile-overlap {tile_overlap}: must be ≥ 0")
         if threads is not None:
@@ -178,6 +184,7 @@ class Upscaler:
         self.alpha = alpha
         self.progress = progress
         self.fuse = fuse
+        self.outscale = outscale
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
         self.dtype = torch.float32
         self.net = self._load(model, scale, threads)
@@ -232,6 +239,17 @@ class Upscaler:
     @property
     def arch(self) -> str | None:
         return self.net.arch
+
+    @property
+    def output_scale(self) -> float:
+        """Output size over input size: ``outscale`` when set, else the network's scale."""
+        return self.scale if self.outscale is None else self.outscale
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size of the result for an ``height × width`` input."""
+        if self.outscale is None:
+            return height * self.scale, width * self.scale
+        return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
 
     # -- planning
 
@@ -350,9 +368,11 @@ class Upscaler:
 
     def upscale_tensor(self, x: torch.Tensor, sink: Callable[[int, torch.Tensor, int], None] | None = None,
                        plan: TilePlan | None = None) -> torch.Tensor | None:
-        """``C×H×W`` float in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA, on CPU) → ``C×sH×sW``.
+        """``C×H×W`` float in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA, on CPU) → ``C×H'×W'`` at
+        :meth:`output_size`.
 
-        With ``sink(row0, block, channel0)`` the output is streamed in row blocks instead of returned.
+        With ``sink(row0, block, channel0)`` the output is streamed in row blocks at the network's scale (no
+        ``outscale`` resize) instead of returned.
         """
         c, h, w = x.shape
         if c not in (1, 2, 3, 4):
@@ -393,6 +413,10 @@ class Upscaler:
                 sink(y0, b[None], c - 1)
 
             self._run_alpha(alpha, alpha_sink, plan)
+        if out is not None and self.output_size(h, w) != tuple(out.shape[1:]):
+            from lightsr.resize import imresize
+
+            out = imresize(out, size=self.output_size(h, w)).clamp_(0, 1)
         return out
 
     def upscale_data(self, data: ImageData) -> ImageData:
@@ -407,7 +431,10 @@ class Upscaler:
 
         x = array_to_tensor(px)
         self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
-        dpi = (data.dpi[0] * s, data.dpi[1] * s) if data.dpi else None
+        if self.output_size(h, w) != (h * s, w * s):
+            out = _resize_pixels(out, self.output_size(h, w))
+        f = self.output_scale
+        dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format)
 
     def upscale(self, image: Any) -> Any:
@@ -437,6 +464,16 @@ class Upscaler:
             log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", dst, fmt)
         save_image(dst, result, quality=quality)
         return dst
+
+
+def _resize_pixels(px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``H×W×C`` uint8/uint16 pixels to ``size`` with MATLAB's bicubic (uint8 exactly as MATLAB does it)."""
+    from lightsr.resize import imresize
+
+    if px.dtype == np.uint8:
+        return imresize(px, size=size)
+    y = imresize(px.astype(np.float64), size=size)
+    return np.clip(np.floor(y + 0.5), 0, np.iinfo(px.dtype).max).astype(px.dtype)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -529,6 +566,16 @@ def _parse_pixels(text: str) -> int | None:
     return None if value == 0 else int(value)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
+    return value
+
+
 def _parse_tile(text: str) -> int | None:
     if text.strip().lower() == "auto":
         return None
@@ -546,6 +593,9 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
     src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
     src.add_argument("--scale", type=_argtypes.scale, help="upscaling factor (default: the checkpoint's, or 4)")
+    src.add_argument("--outscale", type=_positive_float, metavar="X",
+                     help="final size as a multiple of the input, e.g. 2 with a ×4 model: the model's output is "
+                          "resized (MATLAB bicubic, antialiased); default: the model's scale")
     out = u.add_argument_group("files")
     out.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
@@ -612,7 +662,7 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
     return list(unique.values()), errors
 
 
-def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: int) -> tuple[list[_Job], list[str]]:
+def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
     out = Path(args.output)
     # One input file and an -o that names a file (has an extension): write exactly there. Anything else is
     # a folder (created when missing).
@@ -632,7 +682,7 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
         if out.suffix.lower() in FORMATS and not out.is_dir():
             raise UsageError(f"-o {out}: several inputs need an output folder")
         try:
-            suffix = args.suffix.format(scale=scale)
+            suffix = args.suffix.format(scale=f"{scale:g}")
         except (KeyError, IndexError, ValueError) as e:
             raise UsageError(f"--suffix {args.suffix!r}: only {{scale}} can be substituted ({e})") from None
         for src, rel in found:
@@ -687,10 +737,10 @@ def run_cli(args: argparse.Namespace) -> int:
         model = resolve_model(args.model, args.weights, args.scale)
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
-                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse)
+                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
-    jobs, conflicts = _plan_jobs(args, found, up.scale)
+    jobs, conflicts = _plan_jobs(args, found, up.output_scale)
     if conflicts:  # checked before any work: a batch never stops half-way over a name clash
         for line in conflicts:
             print(f"lightsr: error: {line}", file=sys.stderr)
@@ -730,7 +780,7 @@ def run_cli(args: argparse.Namespace) -> int:
         secs = time.perf_counter() - start
         where = f"{up.arch or 'model'}, {up.device.type}, {args.precision}"
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
-        print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.scale} in {secs:.1f} s "
+        print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
               + (f"; {len(errors)} input error{'s' * (len(errors) > 1)}" if errors else ""), file=sys.stderr)
     return 1 if failed or errors else 0
