@@ -424,6 +424,14 @@ def test_outscale_resizes_the_network_output_with_matlab_bicubic(tmp_path: Path,
     assert Image.open(tmp_path / "out" / "a_x1.5.png").size == (48, 36)
 
 
+def test_a_glob_matching_one_image_can_name_the_output_file(tmp_path: Path, weights: Path) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(_rgb()).save(tmp_path / "in" / "a.png")
+    assert main(["upscale", str(tmp_path / "in" / "*.png"), "-o", str(tmp_path / "b.png"), "--weights",
+                 str(weights), "-q"]) == 0
+    assert Image.open(tmp_path / "b.png").size == (64, 48)
+
+
 def test_an_input_named_twice_runs_once(tmp_path: Path, weights: Path, capsys) -> None:
     Image.fromarray(_rgb()).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path), str(tmp_path / "*.png"), "-o",

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from lightsr import _argtypes
+from lightsr._files import default_permissions
 from lightsr.errors import LightSRError, UsageError
 from lightsr.metrics import GrayMode, calculate_psnr, calculate_ssim
 from lightsr.resize import imresize, modcrop
@@ -205,13 +208,18 @@ def write_reports(results: list[SetScore], out: str | Path, meta: dict) -> tuple
     jpath, cpath = Path(base + ".json"), Path(base + ".csv")
     jpath.parent.mkdir(parents=True, exist_ok=True)
     payload = {**meta, "sets": [{**asdict(r), "count": r.count} for r in results]}
-    jpath.write_text(json.dumps(payload, indent=1))
-    with cpath.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["set", "scale", "image", "psnr", "ssim"])
-        for r in results:
-            for s in r.images:
-                w.writerow([r.set, r.scale, s.name, f"{s.psnr:.6f}", f"{s.ssim:.6f}"])
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["set", "scale", "image", "psnr", "ssim"])
+    for r in results:
+        for s in r.images:
+            w.writerow([r.set, r.scale, s.name, f"{s.psnr:.6f}", f"{s.ssim:.6f}"])
+    for path, text in ((jpath, json.dumps(payload, indent=1)), (cpath, rows.getvalue())):
+        tmp = path.with_name(f".{path.name}.tmp")  # a report is complete or absent, never half-written
+        with tmp.open("w", newline="") as f:
+            f.write(text)
+        default_permissions(tmp, path)
+        os.replace(tmp, path)
     return jpath, cpath
 
 

@@ -664,10 +664,10 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
 
 def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
     out = Path(args.output)
-    # One input file and an -o that names a file (has an extension): write exactly there. Anything else is
-    # a folder (created when missing).
-    single_file = (len(args.inputs) == 1 and Path(args.inputs[0]).is_file() and not out.is_dir()
-                   and not args.output.endswith(("/", os.sep)) and out.suffix != "")
+    # One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
+    # extension): write exactly there. Anything else is a folder (created when missing).
+    single_file = (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
+                   and out.suffix != "")
     jobs: list[_Job] = []
     conflicts: list[str] = []
     if single_file:
