@@ -163,7 +163,7 @@ def test_files_are_recognised_by_content_not_name(tmp_path) -> None:
     net = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
     odd = lightsr.save_model(net, tmp_path / "net.safetensors").rename(tmp_path / "NET.ST")
     assert lightsr.load_model(odd).scale == 2  # a safetensors file under any name
-    with pytest.raises(CheckpointError, match="param_key 'params' does not apply to a safetensors file"):
+    with pytest.raises(CheckpointError, match="--param-key params does not apply: a safetensors file holds"):
         lightsr.load_model(odd, param_key="params")
     (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
     with pytest.raises(CheckpointError, match=r"m\.onnx: an ONNX model, not a weights file"):

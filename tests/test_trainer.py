@@ -177,9 +177,25 @@ def test_resume_applies_a_changed_schedule_and_optimizer(tmp_path):
         "optimizer"]["param_groups"][0]
     assert group["weight_decay"] == 0.01 and tuple(group["betas"]) == (0.8, 0.9)
 
+    # A checkpoint of an older lightsr (no stored config) behind a config.yaml rewritten since: the schedule is
+    # recomputed from the config given, not trusted.
+    ck = tmp_path / "runs/c/checkpoints/iter_00000008"
+    state = torch.load(ck / "state.pt", weights_only=True)
+    del state["config"]
+    torch.save(state, ck / "state.pt")
+    os.utime(ck / "state.pt", (1, 1))
+    longest = _merge(longer, {"train": {"max_iters": 12}})
+    Trainer(config_from_dict(longest)).close()  # a start that stopped before its first checkpoint
+    assert train(config_from_dict(longest)).iteration == 12
+    log = _log(tmp_path / "runs/c")
+    lrs = {r["iter"]: r["lr"] for r in log if "lr" in r and "event" not in r}
+    cosine = [eta + (base - eta) * (1 + math.cos(math.pi * (i - w) / (12 - w))) / 2 for i in range(9, 13)]
+    assert [lrs[i] for i in range(9, 13)] == pytest.approx(cosine, rel=1e-9)
+    assert any("does not record the config" in r.get("message", "") for r in log)
+
     # Resuming a run that is already past max_iters trains nothing and says so.
     shorter = _merge(longer, {"train": {"max_iters": 6}})
-    assert train(config_from_dict(shorter)).iteration == 8
+    assert train(config_from_dict(shorter)).iteration == 12
     assert "nothing to train" in _log(tmp_path / "runs/c")[-2]["message"]
 
 
@@ -188,7 +204,7 @@ def test_best_is_replaced_atomically_and_only_by_comparable_scores(tmp_path, mon
 
     import lightsr.evaluate
 
-    scores = iter([("Set5", 30.0), ("Set5", 29.0), ("Set14", 27.0), ("Set14", 27.5)])
+    scores = iter([("Set5", 30.0), ("Set5", 29.0), ("Set14", 27.0), ("Set14", 27.5), ("Set14", 20.0)])
     monkeypatch.setattr(lightsr.evaluate, "evaluate", lambda *a, **k: [types.SimpleNamespace(
         set=(s := next(scores))[0], psnr=s[1], ssim=0.5)])
     trainer = Trainer(config_from_dict(tiny_config(tmp_path, "b", train={"max_iters": 1})))
@@ -196,6 +212,8 @@ def test_best_is_replaced_atomically_and_only_by_comparable_scores(tmp_path, mon
         best = trainer.run_dir / "best"
         assert [trainer.validate()["best"] for _ in range(4)] == [True, False, True, True]
         assert json.loads((best / "best.json").read_text())["psnr"] == 27.5  # Set14 27.0 did not lose to 30.0
+        trainer.best["val_model"] = "ema"  # a best of the EMA weights: the live weights' 20.0 does not lose to it
+        assert trainer.validate()["best"] and json.loads((best / "best.json").read_text())["psnr"] == 20.0
         # Killed between moving the old best/ aside and renaming the new one in: the old copy comes back.
         best.rename(tmp_path / "runs/b/.best.old.tmp")
         (tmp_path / "runs/b/.best.tmp").mkdir()

@@ -399,7 +399,7 @@ def test_rerun_into_its_own_folder_skips_its_outputs(tmp_path: Path, weights: Pa
     # The earlier output is this batch's output, not an input: skipped, not upscaled again (a_x2_x2.png).
     assert main(["upscale", str(tmp_path), "-o", str(tmp_path), "--weights", str(weights), "-q",
                  "--skip-existing"]) == 0
-    assert "a_x2.png: is this batch's output of" in caplog.text
+    assert "1 input(s) are this batch's own outputs (e.g. " in caplog.text and "a_x2.png, from a.png" in caplog.text
     assert _files(tmp_path) == ["a.png", "a_x2.png"] and (tmp_path / "a_x2.png").read_bytes() == first
 
 
@@ -417,6 +417,14 @@ def test_outscale_resizes_the_network_output_with_matlab_bicubic(tmp_path: Path,
     assert up.upscale(t).shape == (3, 36, 48)
     deep = (rgb.astype(np.uint16) * 257)[:, :, :2]  # 16-bit gray + alpha keeps its depth and channels
     assert up.upscale(deep).shape == (36, 48, 2) and up.upscale(deep).dtype == np.uint16
+    # Tiled, with alpha and DPI: the final image is the resize of what the network's scale gives, channel by
+    # channel (alpha included), and the DPI follows the final scale.
+    rgba = np.concatenate([rgb, (np.arange(24 * 32).reshape(24, 32, 1) % 256).astype(np.uint8)], axis=2)
+    tiled, tiled_plain = Upscaler(net, tile=8, outscale=1.5), Upscaler(net, tile=8)
+    got = tiled.upscale_data(ImageData(rgba, dpi=(72.0, 72.0)))
+    ref = tiled_plain.upscale_data(ImageData(rgba, dpi=(72.0, 72.0))).pixels
+    assert np.array_equal(got.pixels, np.stack([imresize(ref[:, :, c], size=(36, 48)) for c in range(4)], 2))
+    assert got.dpi == (108.0, 108.0)
     # The CLI names the output by the final scale.
     Image.fromarray(rgb).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", str(weights),

@@ -36,10 +36,11 @@ def default_permissions(tmp: str | Path, dest: str | Path | None = None) -> None
         os.chmod(tmp, 0o666 & ~_umask())
 
 
-def check_creatable(path: str | Path, option: str) -> None:
-    """Fail now, in one line, if ``path`` could never be written because a file stands where a folder must be."""
+def check_creatable(path: str | Path, option: str = "") -> None:
+    """Fail now, in one line, if ``path`` could never be written because a file stands where a folder must be
+    (``option``: the command-line option that named it, if any)."""
     for parent in Path(path).absolute().parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+                raise UsageError(f"{option + ' ' if option else ''}{path}: {parent} is a file, not a folder")
             return

@@ -82,8 +82,8 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
         from safetensors import SafetensorError, safe_open
 
         if param_key is not None:
-            raise CheckpointError(f"{path}: param_key {param_key!r} does not apply to a safetensors file (it holds "
-                                  "one flat set of weights)")
+            raise CheckpointError(f"{path}: --param-key {param_key} does not apply: a safetensors file holds one flat "
+                                  "set of weights")
 
         try:
             with safe_open(str(path), framework="pt") as f:

@@ -67,9 +67,9 @@ def _read(path: Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode.startswith("I"):  # 16-bit grayscale: Pillow's convert("L") would clip it at 255
-                from lightsr.imageio import to_uint8
+                from lightsr.imageio import _to_array, to_uint8
 
-                return to_uint8(np.asarray(im).clip(0, 65535).astype(np.uint16))
+                return to_uint8(_to_array(im, path))
             gray = im.mode in ("L", "1") or (im.mode == "P" and _palette_is_gray(im))
             return np.asarray(im.convert("L" if gray else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -85,11 +85,18 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
 
 
+def check_sets(data_root: str | Path, names: list[str] | tuple[str, ...], options: str = "") -> None:
+    """Fail in one line if a benchmark set folder is missing (``options`` names where it was configured)."""
+    for name in names:
+        folder = Path(data_root) / name
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: benchmark set not found" + (f" ({options})" if options else ""))
+
+
 def load_set(data_root: str | Path, name: str, scale: int) -> list[BenchmarkImage]:
     """Read a benchmark set: ``<root>/<name>/HR`` + ``LR_bicubic/X<k>`` (EDSR layout) or a plain HR folder."""
+    check_sets(data_root, [name])
     folder = Path(data_root) / name
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: benchmark set not found")
     hr_dir = folder / "HR" if (folder / "HR").is_dir() else folder
     lr_dir = folder / "LR_bicubic" / f"X{scale}"
     hr_paths = _images_in(hr_dir)
@@ -230,7 +237,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
                      help="a checkpoint file (any supported layout)")
     src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
-    p.add_argument("--scale", type=_argtypes.scale, help="scale factor (default: the checkpoint's)")
+    p.add_argument("--scale", type=_argtypes.positive, help="scale factor (default: the checkpoint's)")
     p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     p.add_argument("--gray-mode", choices=["rgb", "raw"], default="rgb",
@@ -283,9 +290,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
         check_figure_path(args.plot, "--plot")
     device = resolve_device(args.device)
-    for name in args.sets:
-        if not (Path(args.data) / name).is_dir():
-            raise DatasetError(f"{Path(args.data) / name}: benchmark set not found (--data, --sets)")
+    check_sets(args.data, args.sets, "--data, --sets")
     if args.output:
         check_creatable(args.output, "--output")
     if args.save_images:

@@ -104,8 +104,13 @@ def _cpu_eval_copy(model: SRNet) -> SRNet:
 def _stdout_to_devnull() -> Iterator[None]:
     """Silence file descriptor 1: on a failure torch's C++ exporter prints the whole traced graph there
     (hundreds of KB) before raising; the one-line error is what users need."""
-    sys.stdout.flush()
-    saved = os.dup(1)
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no file descriptor 1 (a service, pythonw): nothing to silence
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 1)
@@ -135,7 +140,7 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
     model = _cpu_eval_copy(model)
     wrapper = ShapeGenericWrapper(model).eval()
     dummy = torch.rand(1, 3, *DUMMY_SIZE, generator=torch.Generator().manual_seed(0))
-    check_creatable(path, "--onnx")
+    check_creatable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
@@ -245,7 +250,7 @@ class OnnxModel:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="network name (its bundled weights at --scale)")
     p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    p.add_argument("--scale", type=_argtypes.scale, help="upscaling factor (default: the checkpoint's, or 4)")
+    p.add_argument("--scale", type=_argtypes.positive, help="upscaling factor (default: the checkpoint's, or 4)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
     p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (≥ {MIN_OPSET}; default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")

@@ -193,7 +193,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="bundled network names or checkpoint files, LABEL=MODEL to name one "
                         "(default: every bundled network at --scale)")
     p.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
-    p.add_argument("--scale", type=_argtypes.scale, default=4, help="scale factor (default 4)")
+    p.add_argument("--scale", type=_argtypes.positive, default=4, help="scale factor (default 4)")
     p.add_argument("--crop", type=_crop_arg, metavar="X,Y,W,H",
                    help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
     p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")

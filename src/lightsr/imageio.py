@@ -259,7 +259,7 @@ def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode.startswith("I"):  # 16-bit grayscale: Pillow's convert() would clip it at 255
-                gray = to_uint8(np.asarray(im).clip(0, 65535).astype(np.uint16))
+                gray = to_uint8(_to_array(im, Path(path)))
                 return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(im.convert(mode))
     except FileNotFoundError:

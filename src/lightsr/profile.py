@@ -106,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="network name (random init: enough for counting and timing)")
     src.add_argument("--weights", help="checkpoint file")
-    p.add_argument("--scale", type=_argtypes.scale, default=None, help="scale (default 4, or the checkpoint's)")
+    p.add_argument("--scale", type=_argtypes.positive, default=None, help="scale (default 4, or the checkpoint's)")
     p.add_argument("--input-size", type=_hw, metavar="WxH",
                    help="input size for MACs (default: the input giving a 1280×720 output)")
     p.add_argument("--latency", type=_hw, metavar="WxH", nargs="?", const=(180, 320),

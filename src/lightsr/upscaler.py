@@ -246,7 +246,8 @@ class Upscaler:
         return self.scale if self.outscale is None else self.outscale
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """The size of the result for an ``height × width`` input."""
+        """The size of the result for an ``height × width`` input (``outscale`` × the input, rounded to the
+        nearest pixel, at least 1)."""
         if self.outscale is None:
             return height * self.scale, width * self.scale
         return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
@@ -276,6 +277,9 @@ class Upscaler:
             on_host = self.device.type == "cpu"
             fixed = (16 * channels * height * width + 2 * s * s * height * width * channels * bytes_per_sample
                      if on_host else 0)
+            if on_host and self.outscale is not None:  # the final image and one channel's float64 resize buffers
+                fh, fw = self.output_size(height, width)
+                fixed += fh * fw * channels * bytes_per_sample + 8 * (fh * width * s + fh * fw)
             tile = auto_tile(height, width, spec, self.max_memory - fixed, elem, overlap)
             if tile and on_host:
                 strip = 2 * 4 * channels * (tile + overlap) * s * width * s
@@ -414,9 +418,8 @@ class Upscaler:
 
             self._run_alpha(alpha, alpha_sink, plan)
         if out is not None and self.output_size(h, w) != tuple(out.shape[1:]):
-            from lightsr.resize import imresize
-
-            out = imresize(out, size=self.output_size(h, w)).clamp_(0, 1)
+            resized = _resize_pixels(out.permute(1, 2, 0).numpy(), self.output_size(h, w))
+            out = torch.from_numpy(resized).permute(2, 0, 1)
         return out
 
     def upscale_data(self, data: ImageData) -> ImageData:
@@ -467,13 +470,22 @@ class Upscaler:
 
 
 def _resize_pixels(px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``H×W×C`` uint8/uint16 pixels to ``size`` with MATLAB's bicubic (uint8 exactly as MATLAB does it)."""
+    """``H×W×C`` uint8/uint16/float32 pixels to ``size`` with MATLAB's bicubic (uint8 exactly as MATLAB does it).
+
+    One channel at a time (the channels are independent): the float64 working buffers are one channel's.
+    """
     from lightsr.resize import imresize
 
-    if px.dtype == np.uint8:
-        return imresize(px, size=size)
-    y = imresize(px.astype(np.float64), size=size)
-    return np.clip(np.floor(y + 0.5), 0, np.iinfo(px.dtype).max).astype(px.dtype)
+    out = np.empty((*size, px.shape[2]), dtype=px.dtype)
+    for ch in range(px.shape[2]):
+        if px.dtype == np.uint8:
+            out[:, :, ch] = imresize(px[:, :, ch], size=size)
+        elif px.dtype == np.uint16:
+            y = imresize(px[:, :, ch].astype(np.float64), size=size)
+            out[:, :, ch] = np.clip(np.floor(y + 0.5), 0, 65535)
+        else:
+            out[:, :, ch] = np.clip(imresize(px[:, :, ch], size=size), 0, 1)
+    return out
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -561,19 +573,9 @@ def _parse_pixels(text: str) -> int | None:
         value = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a pixel count such as 40M, 1e8 or 0 (no limit)") from None
-    if value < 0 or 0 < value < 1 or value != value:
+    if not (value == 0 or 1 <= value < float("inf")):
         raise argparse.ArgumentTypeError(f"{text!r}: must be a pixel count ≥ 1, or 0 for no limit")
     return None if value == 0 else int(value)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
-    return value
 
 
 def _parse_tile(text: str) -> int | None:
@@ -592,8 +594,8 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     src.add_argument("--model", help="network name (picks the bundled weights for --scale)")
     src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
     src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
-    src.add_argument("--scale", type=_argtypes.scale, help="upscaling factor (default: the checkpoint's, or 4)")
-    src.add_argument("--outscale", type=_positive_float, metavar="X",
+    src.add_argument("--scale", type=_argtypes.positive, help="upscaling factor (default: the checkpoint's, or 4)")
+    src.add_argument("--outscale", type=_argtypes.positive_float, metavar="X",
                      help="final size as a multiple of the input, e.g. 2 with a ×4 model: the model's output is "
                           "resized (MATLAB bicubic, antialiased); default: the model's scale")
     out = u.add_argument_group("files")
@@ -666,8 +668,9 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
     out = Path(args.output)
     # One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
     # extension): write exactly there. Anything else is a folder (created when missing).
+    named_file = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
     single_file = (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
-                   and out.suffix != "")
+                   and (out.suffix.lower() in FORMATS if not named_file else out.suffix != ""))
     jobs: list[_Job] = []
     conflicts: list[str] = []
     if single_file:
@@ -682,7 +685,7 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
         if out.suffix.lower() in FORMATS and not out.is_dir():
             raise UsageError(f"-o {out}: several inputs need an output folder")
         try:
-            suffix = args.suffix.format(scale=f"{scale:g}")
+            suffix = args.suffix.format(scale=int(scale) if float(scale).is_integer() else scale)
         except (KeyError, IndexError, ValueError) as e:
             raise UsageError(f"--suffix {args.suffix!r}: only {{scale}} can be substituted ({e})") from None
         for src, rel in found:
@@ -690,11 +693,15 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
             jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{ext}"))
     # A file this batch writes is not one of its inputs: rerunning a batch into its own folder must not upscale
     # its earlier outputs (a_x4.png → a_x4_x4.png) nor read a file it is about to replace.
-    writes = {j.dst.resolve(): j.src for j in jobs}
-    ours = [j for j in jobs if writes.get(j.src.resolve(), j.src).resolve() != j.src.resolve()]
-    for j in ours:
-        log.warning("%s: is this batch's output of %s, not taken as an input", j.src, writes[j.src.resolve()])
-    jobs = [j for j in jobs if j not in ours]
+    writes = {j.dst.resolve(): j.src.resolve() for j in jobs}
+    kept_jobs, ours = [], []
+    for j in jobs:
+        src = j.src.resolve()
+        (ours if writes.get(src, src) != src else kept_jobs).append(j)
+    if ours:
+        log.warning("%d input(s) are this batch's own outputs (e.g. %s, from %s) and are not upscaled again",
+                    len(ours), ours[0].src, writes[ours[0].src.resolve()].name)
+    jobs = kept_jobs
     for j in jobs:
         check_creatable(j.dst, "-o")
     inputs = {j.src.resolve() for j in jobs}

@@ -14,7 +14,9 @@ one (``tests/test_trainer.py``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 import random
@@ -51,6 +53,8 @@ from lightsr.train.state import (
     write_atomic_dir,
 )
 
+log = logging.getLogger("lightsr")
+
 __all__ = ["NonFiniteLossError", "RunError", "TrainResult", "Trainer", "train"]
 
 # Keys whose change between a run and its resumption does not alter the numbers (only speed or reporting).
@@ -76,11 +80,20 @@ def _lock_run_dir(run_dir: Path) -> Any:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    f = (run_dir / ".lock").open("a+")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        f = (run_dir / ".lock").open("a+")
+    except OSError as e:
+        raise RunError(f"{run_dir}: cannot create the run directory's lock file ({e.strerror or e})") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as e:
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            # A filesystem without locks (some NFS/FUSE mounts) must not stop every run.
+            f.close()
+            log.warning("%s: cannot lock the run directory (%s); not guarding against a second process",
+                        run_dir, e.strerror or e)
+            return None
         f.seek(0)
         pid = f.read().strip() or "?"
         f.close()
@@ -264,12 +277,9 @@ class Trainer:
 
         self.dataset, self.sampler, self.loader = self._build_data()
         if cfg.val.every:  # fail now, not at the first validation an hour into the run
-            from lightsr.evaluate import DatasetError
+            from lightsr.evaluate import check_sets
 
-            for name in cfg.val.sets:
-                if not (resolve_path(cfg.val.root) / name).is_dir():
-                    raise DatasetError(f"{resolve_path(cfg.val.root) / name}: benchmark set not found (val.root, "
-                                       "val.sets)")
+            check_sets(resolve_path(cfg.val.root), cfg.val.sets, "val.root, val.sets")
         self.logger = (RunLogger(self.run_dir, cfg.train.max_iters, self.iteration, cfg.log.progress,
                                  cfg.log.tensorboard) if ctx.is_main else NullLogger())
         if ctx.is_main:
@@ -333,11 +343,14 @@ class Trainer:
             prefetch_factor=d.prefetch_factor if d.num_workers > 0 else None)
         return dataset, sampler, loader
 
-    def _config_yaml(self) -> dict[str, Any] | None:
-        """The run's ``config.yaml`` (what checkpoints written before lightsr stored their config compare with)."""
+    def _config_yaml(self, not_newer_than: Path) -> dict[str, Any] | None:
+        """The run's ``config.yaml`` — what checkpoints written before lightsr stored their config compare with —
+        if it was written before ``not_newer_than``: a later start may have rewritten it with another config."""
         import yaml
 
         try:
+            if (self.run_dir / "config.yaml").stat().st_mtime > not_newer_than.stat().st_mtime:
+                return None
             previous = yaml.safe_load((self.run_dir / "config.yaml").read_text())
         except (OSError, yaml.YAMLError):
             return None
@@ -346,6 +359,10 @@ class Trainer:
     def _write_config(self) -> None:
         path = self.run_dir / "config.yaml"
         previous = getattr(self, "_previous_config", None)
+        if previous is None and self.resume_from is not None:
+            self.logger.event("warning", f"{self.resume_from.name} does not record the config it was trained with: "
+                              "the run continues with the config given, its learning-rate schedule recomputed "
+                              f"to iteration {self.iteration}")
         if previous is not None and self.resume_from is not None:
             changed = [k for k in diff_configs(previous, config_to_dict(self.cfg))
                        if not any(k == h or k.startswith(h + ".") for h in _HARMLESS_ON_RESUME)]
@@ -393,13 +410,16 @@ class Trainer:
                 self.ema.load_state_dict(state["ema"])
         # The config given now is what the run continues with: the checkpoint brings the optimizer's moments
         # and, when the schedule is unchanged, its exact position; changed hyper-parameters and schedules apply.
-        self._previous_config = state.get("config") or self._config_yaml()
+        self._previous_config = state.get("config") or self._config_yaml(not_newer_than=ckpt / STATE_FILE)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         now = _schedule_keys(config_to_dict(self.cfg))
-        before = _schedule_keys(self._previous_config) if self._previous_config else now
-        self._schedule_changed = sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
-        rebuild = bool(self._schedule_changed)
+        before = _schedule_keys(self._previous_config) if self._previous_config else None
+        self._schedule_changed = (sorted(k for k in now.keys() | before.keys() if now.get(k) != before.get(k))
+                                  if before is not None else [])
+        # Rebuilding is exact for an unchanged schedule too (the same steps from the same start), so a checkpoint
+        # whose config is unknown is stepped to its iteration rather than trusted.
+        rebuild = before is None or bool(self._schedule_changed)
         for group, new in zip(self.optimizer.param_groups, fresh, strict=True):
             group.update({k: v for k, v in new.items() if rebuild or k not in ("lr", "initial_lr")})
         if rebuild:
