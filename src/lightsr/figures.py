@@ -127,10 +127,10 @@ def compare_figure(
     hr = np.asarray(hr)
     if hr.dtype != np.uint8 or hr.ndim not in (2, 3):
         raise UsageError(f"HR image must be uint8 H×W or H×W×3, got {hr.dtype} {hr.shape}")
-    hr = modcrop(np.repeat(hr[..., None], 3, axis=2) if hr.ndim == 2 else hr[..., :3], scale)
     if min(hr.shape[:2]) < 4 * scale:
         raise UsageError(f"HR image {hr.shape[1]}×{hr.shape[0]} is too small to compare at ×{scale} "
                          f"(at least {4 * scale}×{4 * scale})")
+    hr = modcrop(np.repeat(hr[..., None], 3, axis=2) if hr.ndim == 2 else hr[..., :3], scale)
     if lr is None:
         lr = imresize(hr, 1 / scale)
     lr = np.repeat(lr[..., None], 3, axis=2) if lr.ndim == 2 else lr[..., :3]
