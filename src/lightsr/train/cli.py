@@ -12,7 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, YAML-parsed (repeatable), e.g. --set train.batch_size=16")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run from its latest complete checkpoint (an error if there is none)")
+                   help="continue the run from its latest complete checkpoint (an error if there is none), with the "
+                        "config given: changed settings, e.g. a longer train.max_iters, apply from there")
     p.add_argument("--init-from", metavar="CKPT",
                    help="warm start: load weights only (any layout lightsr reads; a different scale's "
                         "upsampler is skipped) with a fresh optimizer and schedule")
