@@ -73,6 +73,21 @@ def _schedule_keys(cfg: dict[str, Any]) -> dict[str, Any]:
     return keys
 
 
+# Lock files held by this process. A forked child (a DataLoader worker) closes its copies at once: an flock
+# belongs to the open file, so a worker outliving a killed trainer would otherwise keep the run locked.
+_HELD_LOCKS: set[Any] = set()
+
+
+def _close_locks_in_child() -> None:
+    for f in _HELD_LOCKS:
+        f.close()
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
 def _lock_run_dir(run_dir: Path) -> Any:
     """Hold an exclusive lock on ``run_dir`` for the run's lifetime: two processes resuming the same run would
     write and prune the same checkpoints. Returns the open lock file (None where ``fcntl`` does not exist)."""
@@ -102,6 +117,7 @@ def _lock_run_dir(run_dir: Path) -> Any:
     f.truncate()
     f.write(f"{os.getpid()}\n")
     f.flush()
+    _HELD_LOCKS.add(f)
     return f
 
 
@@ -623,6 +639,7 @@ class Trainer:
         self.logger.close()
         lock = self.__dict__.pop("_lock", None)
         if lock is not None:
+            _HELD_LOCKS.discard(lock)
             lock.close()  # releases the flock
         D.cleanup(self.ctx)
         saved = self.__dict__.pop("_saved_globals", None)
