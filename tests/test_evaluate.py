@@ -142,6 +142,24 @@ def test_sixteen_bit_gray_is_read_at_its_values(tmp_path) -> None:
     assert np.array_equal(read_image(tmp_path / "g.png", "RGB"), np.repeat(expect[..., None], 3, axis=2))
 
 
+def test_gray_palette_is_scored_as_one_channel_and_colour_palette_as_rgb(tmp_path) -> None:
+    from PIL import Image
+
+    from lightsr.evaluate import _read
+
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 4, (8, 8), dtype=np.uint8)
+    for name, palette in (("gray", [0, 0, 0, 90, 90, 90, 180, 180, 180, 255, 255, 255]),
+                          ("colour", [0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255])):
+        im = Image.fromarray(idx, "P")
+        im.putpalette(palette)
+        im.save(tmp_path / f"{name}.png")
+    table = np.array([0, 90, 180, 255], np.uint8)
+    assert np.array_equal(_read(tmp_path / "gray.png"), table[idx])
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    assert np.array_equal(_read(tmp_path / "colour.png"), colours[idx])
+
+
 def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
     import lightsr.evaluate as E
 

@@ -61,24 +61,12 @@ class BenchmarkImage:
 
 def _read(path: Path) -> np.ndarray:
     """uint8 HxWx3 for colour images, HxW for single-channel ones."""
-    from PIL import Image, UnidentifiedImageError
+    from lightsr.imageio import ImageReadError, read_image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode.startswith("I"):  # 16-bit grayscale: Pillow's convert("L") would clip it at 255
-                from lightsr.imageio import _to_array, to_uint8
-
-                return to_uint8(_to_array(im, path))
-            gray = im.mode in ("L", "1") or (im.mode == "P" and _palette_is_gray(im))
-            return np.asarray(im.convert("L" if gray else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read image ({e})") from None
-
-
-def _palette_is_gray(im) -> bool:
-    pal = np.asarray(im.convert("RGB"))
-    return bool((pal[..., 0] == pal[..., 1]).all() and (pal[..., 1] == pal[..., 2]).all())
+        return read_image(path, "auto")
+    except ImageReadError as e:
+        raise DatasetError(str(e)) from None
 
 
 def _images_in(folder: Path) -> list[Path]:

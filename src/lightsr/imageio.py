@@ -250,22 +250,33 @@ def _to_array(im, path: Path) -> np.ndarray:
 def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
     """Decode an image file to a uint8 ``H×W×3`` (``mode='RGB'``) or ``H×W`` (``mode='L'``) array.
 
+    ``mode='auto'`` keeps single-channel images single-channel (``H×W``): grayscale files of any bit depth and
+    palette images whose palette is gray, as evaluation needs (Set14's ``bridge`` is scored on its one channel).
     The simple reader for evaluation code: 8 bits, no alpha, EXIF orientation *not* applied (benchmark images
     are used as stored).
     """
     from PIL import Image, UnidentifiedImageError
 
+    if mode not in ("RGB", "L", "auto"):
+        raise ValueError(f"read_image: mode must be 'RGB', 'L' or 'auto', not {mode!r}")
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode.startswith("I"):  # 16-bit grayscale: Pillow's convert() would clip it at 255
                 gray = to_uint8(_to_array(im, Path(path)))
-                return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=2)
+                return np.repeat(gray[..., None], 3, axis=2) if mode == "RGB" else gray
+            if mode == "auto":
+                mode = "L" if im.mode in ("L", "1") or (im.mode == "P" and _palette_is_gray(im)) else "RGB"
             return np.asarray(im.convert(mode))
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"{path}: cannot read image ({e})") from None
+
+
+def _palette_is_gray(im) -> bool:
+    pal = np.asarray(im.convert("RGB"))
+    return bool((pal[..., 0] == pal[..., 1]).all() and (pal[..., 1] == pal[..., 2]).all())
 
 
 # --------------------------------------------------------------------------------------------------- writing
