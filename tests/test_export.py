@@ -28,11 +28,14 @@ NETWORKS = [("elan_light", 4, {}), ("hasn", 3, {}), ("lksmn", 2, {}), ("elan", 4
 SIZES = [(1, 3, 23, 41), (3, 3, 9, 6)]
 
 
+@pytest.mark.parametrize("form", ["training", "fused"])
 @pytest.mark.parametrize(("name", "scale", "overrides"), NETWORKS, ids=[n for n, _, _ in NETWORKS])
-def test_onnx_matches_pytorch_at_unseen_sizes(tmp_path: Path, name: str, scale: int, overrides: dict) -> None:
+def test_onnx_matches_pytorch_at_unseen_sizes(tmp_path: Path, name: str, scale: int, overrides: dict,
+                                              form: str) -> None:
     torch.manual_seed(0)
     model = calibrated(lightsr.create_model(name, scale=scale, **overrides))
-    path = export_onnx(model, tmp_path / f"{name}.onnx")
+    # The reference is always the training form: the fused export must compute its function too.
+    path = export_onnx(model.fuse() if form == "fused" else model, tmp_path / f"{name}.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     assert meta["arch"] == name and meta["scale"] == str(scale) and meta["lightsr_version"] == lightsr.__version__

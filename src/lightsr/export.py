@@ -268,9 +268,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
     check_creatable(args.onnx, "--onnx")
     model = resolve_model(args.model, args.weights, args.scale)
-    # ELAN's inference form gathers windows through indices cached per image size, which a traced graph would
-    # freeze; its export keeps the training form (onnxruntime's graph optimiser folds the BatchNorm anyway).
-    if not args.no_fuse and model.arch not in ("elan", "elan_light"):
+    if not args.no_fuse:
         model = model.fuse()
     path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)
     print(f"lightsr: exported {model.arch} ×{model.scale} to {path} (opset {args.opset}, dynamic N×3×H×W"

@@ -21,7 +21,8 @@
 * everything runs channels-last, so 1×1 convolutions are plain matrix products and layout changes are views.
 
 Tracing for ONNX and ``torch.compile`` get the whole-image graph (``_whole_graph``): those compilers fuse the
-per-pixel stages themselves, and a Python loop over chunks would freeze the traced size.
+per-pixel stages themselves, and a Python loop over chunks or an index cached per image size would freeze the
+traced size (ELAN's attention then shifts with ``torch.roll`` and partitions windows with reshapes).
 
 The training forms (what the golden tests check against the official code) are left untouched.
 """
@@ -238,6 +239,8 @@ class FusedGMSA(nn.Module):
         self.keep_attn = keep_attn  # the next block reuses this block's attention maps
 
     def forward(self, x: Tensor, prev: list[Tensor] | None) -> tuple[Tensor, list[Tensor] | None]:
+        if _whole_graph():
+            return self._traceable(x, prev)
         b, c, h, w = x.shape
         t = self.project_inp(x).permute(0, 2, 3, 1).reshape(b, h * w, -1)  # channels-last: a view
         out = torch.empty(b, h * w, c, dtype=x.dtype, device=x.device)
@@ -280,6 +283,40 @@ class FusedGMSA(nn.Module):
                 out[:, :, off_out : off_out + co].index_copy_(1, idx, y.view(b, h * w, co))
             off_in, off_out = off_in + cg, off_out + co
         y = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last NCHW view
+        return self.project_out(y), (atns if self.keep_attn else None)
+
+    def _traceable(self, x: Tensor, prev: list[Tensor] | None) -> tuple[Tensor, list[Tensor] | None]:
+        """The same attention for ONNX export and ``torch.compile``: cyclic shifts as ``torch.roll`` and windows
+        as reshapes, so that the graph holds for any input size (the cached indices of ``forward`` would
+        freeze the traced size), and group outputs concatenated instead of written into a buffer."""
+        t = self.project_inp(x).permute(0, 2, 3, 1)  # (b, h, w, 2c), a view
+        b, h, w = t.shape[:3]
+        atns, ys, off = [], [], 0
+        for i, (ws, cg) in enumerate(zip(self.window_sizes, self.split, strict=True)):
+            s = ws // 2 if self.shift else 0
+
+            def windows(lo: int, hi: int, ws: int = ws, s: int = s) -> Tensor:
+                m = t[..., lo:hi]
+                return _partition(torch.roll(m, (-s, -s), (1, 2)) if s else m, ws)
+
+            if self.calc_attn:
+                q, v = windows(off, off + cg // 2), windows(off + cg // 2, off + cg)
+                if self.keep_attn and ws * ws < _RECOMPUTE_TOKENS:
+                    atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
+                    y, _ = atn @ v, atns.append(atn)
+                else:
+                    y = _attend(q, v)
+                    if self.keep_attn:
+                        atns.append(q)
+            elif ws * ws >= _RECOMPUTE_TOKENS:
+                y = _attend(prev[i], windows(off, off + cg))
+            else:
+                y = prev[i] @ windows(off, off + cg)
+            co = y.shape[-1]
+            y = y.view(b, h // ws, w // ws, ws, ws, co).transpose(2, 3).reshape(b, h, w, co)
+            ys.append(torch.roll(y, (s, s), (1, 2)) if s else y)
+            off += cg
+        y = torch.cat(ys, dim=-1).permute(0, 3, 1, 2)
         return self.project_out(y), (atns if self.keep_attn else None)
 
 
