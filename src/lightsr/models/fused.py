@@ -207,13 +207,11 @@ class FusedShiftConv(nn.Module):
 
 
 @lru_cache(maxsize=64)
-def _window_index(h: int, w: int, ws: int, shift: bool, device: str) -> Tensor:
-    """Flat pixel index listing, window by window, the pixels of a (cyclically shifted) ``h×w`` map."""
-    rows = torch.arange(h)
-    cols = torch.arange(w)
-    if shift:  # torch.roll(x, -ws//2) puts pixel (i + ws//2) at position i
-        rows = (rows + ws // 2) % h
-        cols = (cols + ws // 2) % w
+def _shifted_window_index(h: int, w: int, ws: int, device: str) -> Tensor:
+    """Flat pixel index listing, window by window, the pixels of an ``h×w`` map cyclically shifted by ws/2."""
+    # torch.roll(x, -ws//2) puts pixel (i + ws//2) at position i
+    rows = (torch.arange(h) + ws // 2) % h
+    cols = (torch.arange(w) + ws // 2) % w
     grid = rows.view(h, 1) * w + cols.view(1, w)
     idx = grid.view(h // ws, ws, w // ws, ws).permute(0, 2, 1, 3).reshape(-1)
     return idx.to(device)
@@ -260,7 +258,7 @@ class FusedGMSA(nn.Module):
         out = torch.empty(b, h * w, c, dtype=x.dtype, device=x.device)
         atns, off_in, off_out = [], 0, 0
         for i, (ws, cg) in enumerate(zip(self.window_sizes, self.split, strict=True)):
-            idx = _window_index(h, w, ws, True, str(x.device)) if self.shift else None
+            idx = _shifted_window_index(h, w, ws, str(x.device)) if self.shift else None
 
             # Gathering q and v separately makes each contiguous: the batched matmuls on a strided half of
             # the projection ran at half speed. Unshifted windows are a permuted view of the map, and copying
@@ -271,24 +269,7 @@ class FusedGMSA(nn.Module):
                     return _partition(t.view(b, h, w, -1)[..., lo:hi], ws)
                 return t[:, :, lo:hi].index_select(1, idx).view(-1, ws * ws, hi - lo)
 
-            # Large windows: the next block recomputes the attention from the kept q with the fused SDPA kernel
-            # instead of reading back a materialised (windows × ws² × ws²) map — 63 MB for 16×16 windows of a
-            # 192×320 map, which is slower to write and read than to recompute. Small windows keep the map.
-            recompute = ws * ws >= _RECOMPUTE_TOKENS
-            if self.calc_attn:
-                half = cg // 2
-                q, v = windows(off_in, off_in + half), windows(off_in + half, off_in + cg)
-                if self.keep_attn and not recompute:
-                    atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
-                    y, _ = atn @ v, atns.append(atn)
-                else:
-                    y = _attend(q, v)
-                    if self.keep_attn:
-                        atns.append(q)
-            elif recompute:
-                y = _attend(prev[i], windows(off_in, off_in + cg))
-            else:
-                y = prev[i] @ windows(off_in, off_in + cg)
+            y = self._group(windows, off_in, cg, ws, prev[i] if prev else None, atns)
             co = y.shape[-1]
             if idx is None:
                 dst = _partition_view(out.view(b, h, w, c)[..., off_out : off_out + co], ws)
@@ -298,6 +279,26 @@ class FusedGMSA(nn.Module):
             off_in, off_out = off_in + cg, off_out + co
         y = out.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last NCHW view
         return self.project_out(y), (atns if self.keep_attn else None)
+
+    def _group(self, windows, off: int, cg: int, ws: int, prev: Tensor | None, atns: list[Tensor]) -> Tensor:
+        """One channel group's attention over its windows (``windows(lo, hi)`` gives channels lo:hi of them).
+
+        Large windows: the next block recomputes the attention from the kept q with the fused SDPA kernel
+        instead of reading back a materialised (windows × ws² × ws²) map — 63 MB for 16×16 windows of a 192×320
+        map, which is slower to write and read than to recompute. Small windows keep the map in ``atns``.
+        """
+        recompute = ws * ws >= _RECOMPUTE_TOKENS
+        if not self.calc_attn:
+            v = windows(off, off + cg)
+            return _attend(prev, v) if recompute else prev @ v
+        q, v = windows(off, off + cg // 2), windows(off + cg // 2, off + cg)
+        if self.keep_attn and not recompute:
+            atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
+            atns.append(atn)
+            return atn @ v
+        if self.keep_attn:
+            atns.append(q)
+        return _attend(q, v)
 
     def _traceable(self, x: Tensor, prev: list[Tensor] | None) -> tuple[Tensor, list[Tensor] | None]:
         """The same attention for ONNX export and ``torch.compile``: cyclic shifts as ``torch.roll`` and windows
@@ -313,19 +314,7 @@ class FusedGMSA(nn.Module):
                 m = t[..., lo:hi]
                 return _partition(torch.roll(m, (-s, -s), (1, 2)) if s else m, ws)
 
-            if self.calc_attn:
-                q, v = windows(off, off + cg // 2), windows(off + cg // 2, off + cg)
-                if self.keep_attn and ws * ws < _RECOMPUTE_TOKENS:
-                    atn = torch.softmax(q @ q.transpose(-2, -1), dim=-1)
-                    y, _ = atn @ v, atns.append(atn)
-                else:
-                    y = _attend(q, v)
-                    if self.keep_attn:
-                        atns.append(q)
-            elif ws * ws >= _RECOMPUTE_TOKENS:
-                y = _attend(prev[i], windows(off, off + cg))
-            else:
-                y = prev[i] @ windows(off, off + cg)
+            y = self._group(windows, off, cg, ws, prev[i] if prev else None, atns)
             co = y.shape[-1]
             y = y.view(b, h // ws, w // ws, ws, ws, co).transpose(2, 3).reshape(b, h, w, co)
             ys.append(torch.roll(y, (s, s), (1, 2)) if s else y)
