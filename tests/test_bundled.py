@@ -144,7 +144,8 @@ def test_compare_errors_come_before_any_work(tmp_path: Path, capsys) -> None:
 
 def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("matplotlib")
-    import lightsr.figures as figures
+    import lightsr.commands.eval as eval_command
+    from lightsr.figures import complexity_plot
     from lightsr.profile import profile
 
     bench = require_shared("data/benchmark/Set5").parent
@@ -152,8 +153,8 @@ def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) 
     tiny_net = lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval()
     tiny = lightsr.save_model(tiny_net, tmp_path / "tiny_x4.safetensors")
     drawn = []
-    real = figures.complexity_plot
-    monkeypatch.setattr(figures, "complexity_plot", lambda pts, out, scale: drawn.append(pts) or real(pts, out, scale))
+    monkeypatch.setattr(eval_command, "complexity_plot",
+                        lambda pts, out, scale: drawn.append(pts) or complexity_plot(pts, out, scale))
     out = tmp_path / "plot.png"
     assert main(["eval", "--bicubic", "--scale", "4", "--model", DEFAULT_MODEL, "--weights", str(tiny),
                  "--data", str(bench), "--sets", "Set5", "--plot", str(out), "--no-progress"]) == 0
@@ -170,8 +171,6 @@ def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) 
     with Image.open(out) as im:
         assert im.size == (900, 320)
     # Re-draw through the API to learn the panel boxes; the two panels (vs params, vs MACs) differ.
-    from lightsr.figures import complexity_plot
-
     res = complexity_plot(points, tmp_path / "p2.png", 4)
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "p2.png")))
     left, right = _panels(out, [p.box for p in res.panels])
@@ -190,8 +189,9 @@ def test_plot_path_is_checked_before_evaluating(tmp_path: Path, capsys) -> None:
 
 
 def test_model_specs_and_labels(tmp_path: Path) -> None:
-    from lightsr.bundled import checkpoint_label, split_spec, unique_labels
     from lightsr.checkpoints import CheckpointError
+    from lightsr.commands._specs import checkpoint_label, load_spec, split_spec
+    from lightsr.figures import unique_labels
 
     odd = tmp_path / "lr=1e-3"
     odd.mkdir()
@@ -203,11 +203,9 @@ def test_model_specs_and_labels(tmp_path: Path) -> None:
     assert checkpoint_label("/home/me/Downloads/model.pth") == "model"
     assert checkpoint_label("HASN_x4.pth") == "HASN_x4"
     assert unique_labels(["a", "a", "a-2", "b"]) == ["a", "a-3", "a-2", "b"]
-    from lightsr.bundled import load_spec
-
     with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file$"):
         load_spec("hasn", allow_names=False, option="--weights")
-    from lightsr.bundled import resolve_model
+    from lightsr.checkpoints import resolve_model
 
     with pytest.raises(CheckpointError, match=r"^--model lksnm: unknown network; choose from elan, elan_light"):
         resolve_model("lksnm", None, 4)

@@ -62,7 +62,7 @@ def test_safetensors_round_trip_is_identical(tmp_path) -> None:
         assert torch.equal(model(x), again(x))
 
 
-@pytest.mark.parametrize("name", ["elan_light", "hasn", "lksmn"])
+@pytest.mark.parametrize("name", lightsr.list_models())
 def test_plain_state_dict_of_own_layout_with_wrappers(tmp_path, name: str) -> None:
     """A DDP/compile-wrapped ``state_dict`` inside a trainer container loads without hints."""
     torch.manual_seed(1)

@@ -13,7 +13,8 @@ import torch
 import lightsr
 from conftest import require_shared
 from lightsr.cli import main
-from lightsr.evaluate import DatasetError, evaluate, load_set, super_resolve
+from lightsr.errors import DatasetError
+from lightsr.evaluate import evaluate, load_set, super_resolve
 
 # Bicubic rows as published (e.g. VDSR/LapSRN tables; MATLAB scripts, gray taken as Y), two decimals.
 PUBLISHED_BICUBIC = {
@@ -161,7 +162,7 @@ def test_gray_palette_is_scored_as_one_channel_and_colour_palette_as_rgb(tmp_pat
 
 
 def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
-    import lightsr.evaluate as E
+    import lightsr.commands.eval as E
 
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the options"))
     (tmp_path / "f").write_text("")

@@ -47,7 +47,7 @@ def _smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
 
 
 
-@pytest.mark.parametrize("name", ["elan_light", "elan", "hasn", "lksmn"])
+@pytest.mark.parametrize("name", lightsr.list_models())
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_fused_matches_training_form_on_random_images(name: str, scale: int) -> None:
     torch.manual_seed(scale)

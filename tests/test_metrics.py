@@ -10,7 +10,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from lightsr.metrics import calculate_psnr, calculate_ssim, rgb_to_y, ssim_map, tensor_to_uint8
+from lightsr.imageio import tensor_to_array
+from lightsr.metrics import calculate_psnr, calculate_ssim, rgb_to_y, ssim_map
 
 
 def _pair(shape: tuple[int, ...], seed: int = 0, noise: int = 12) -> tuple[np.ndarray, np.ndarray]:
@@ -129,19 +130,17 @@ def test_shape_mismatch_raises() -> None:
         calculate_psnr(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), 0, gray_mode="bgr")  # type: ignore[arg-type]
 
 
-def test_tensor_to_uint8() -> None:
+def test_sr_outputs_round_to_uint8_as_basicsr() -> None:
+    # The float -> uint8 step before PSNR/SSIM (lightsr.imageio.tensor_to_array): clamp, ×255, round half to even.
     vals = torch.tensor([-0.1, 0.0, 1 / 255, 0.5, 0.999, 1.2])
     t = vals.view(1, 1, 6).repeat(3, 2, 1)  # CHW
-    out = tensor_to_uint8(t)
+    out = tensor_to_array(t)
     assert out.dtype == np.uint8
     assert out.shape == (2, 6, 3)
     np.testing.assert_array_equal(out[0, :, 0], [0, 0, 1, 128, 255, 255])  # 127.5 rounds half to even
-    np.testing.assert_array_equal(tensor_to_uint8(t[None]), out)  # 1xCxHxW
-    np.testing.assert_array_equal(tensor_to_uint8(t.numpy().transpose(1, 2, 0)), out)  # HWC array
-    np.testing.assert_array_equal(tensor_to_uint8(t.numpy(), channels_first=True), out)
-    assert tensor_to_uint8(t[:1]).shape == (2, 6)  # single channel -> HxW
+    assert tensor_to_array(t[:1]).shape == (2, 6, 1)
     rng = np.random.default_rng(7)
     x = rng.random((3, 5, 4)).astype(np.float32)
     np.testing.assert_array_equal(
-        tensor_to_uint8(torch.from_numpy(x)), np.round(x * 255).astype(np.uint8).transpose(1, 2, 0)
+        tensor_to_array(torch.from_numpy(x)), np.round(x * 255).astype(np.uint8).transpose(1, 2, 0)
     )

@@ -69,7 +69,7 @@ def test_registry_lists_all_and_rejects_unknown() -> None:
 
 
 
-@pytest.mark.parametrize("name", ["elan_light", "elan", "hasn", "lksmn"])
+@pytest.mark.parametrize("name", lightsr.list_models())
 @pytest.mark.parametrize("scale", SCALES)
 def test_any_size_and_batch_consistency(name: str, scale: int) -> None:
     """Odd and tiny sizes work; a batch of 3 gives the same outputs as three single calls."""
@@ -86,10 +86,10 @@ def test_any_size_and_batch_consistency(name: str, scale: int) -> None:
     assert torch.allclose(yb, singles, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["elan_light", "elan", "hasn", "lksmn"])
+@pytest.mark.parametrize("name", lightsr.list_models())
 def test_gradient_step_updates_every_parameter(name: str) -> None:
     """Every parameter receives a gradient and moves, except where the architecture itself blocks it."""
-    from lightsr.models.hasn import ChannelAttention
+    from lightsr.models.hasn.network import ChannelAttention
 
     torch.manual_seed(0)
     model = lightsr.create_model(name, scale=2).train()

@@ -12,8 +12,8 @@ from PIL import Image
 
 import lightsr
 from conftest import calibrated, require_shared
+from lightsr.models import model_spec
 from lightsr.tiling import (
-    ARCH_TILING,
     MIN_AUTO_TILE,
     SeamHooks,
     activation_bytes,
@@ -123,7 +123,7 @@ def test_auto_tile_for_a_budget() -> None:
     """HASN at 1 GiB: the largest window whose estimated activations fit is 412² (6300 B per pixel), so the core
     is 412 - 2·48 = 316 → 312 on HASN's 6-pixel grid; 960×540 then needs 2 rows (90 grid units / 52 per core)
     × 4 columns (160 / 52) of tiles."""
-    spec = ARCH_TILING["hasn"]
+    spec = model_spec("hasn").tiling
     budget = 1 << 30
     assert spec.bytes_per_pixel == 6300 and math.isqrt(budget // spec.bytes_per_pixel) == 412
     tile = auto_tile(540, 960, spec, budget)
@@ -140,7 +140,7 @@ def test_auto_tile_for_a_budget() -> None:
     assert auto_tile(540, 960, spec, budget, element_size=2) > tile
 
 
-@pytest.mark.parametrize("arch", sorted(ARCH_TILING))
+@pytest.mark.parametrize("arch", lightsr.list_models())
 def test_upscaler_plan_stays_within_the_memory_budget(arch: str) -> None:
     up = Upscaler(lightsr.create_model(arch, scale=4, **({"num_blocks": 2} if arch.startswith("elan") else {})),
                   max_memory="600MB")
@@ -201,7 +201,7 @@ def crop() -> torch.Tensor:
     return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float() / 255
 
 
-@pytest.mark.parametrize("name", ["elan_light", "hasn", "lksmn", "elan"])
+@pytest.mark.parametrize("name", lightsr.list_models())
 def test_tiled_agrees_with_whole_image(name: str, crop: torch.Tensor) -> None:
     """Tile 64 with the default overlap: ≥ 48 dB against the whole-image output, and no seam — the largest
     difference within 4 input pixels of a tile border is at most twice the largest difference elsewhere."""

@@ -48,7 +48,7 @@ def test_types_and_defaults():
     assert cfg.train.batch_size == 8
     assert cfg.train.max_iters == 500_000 and isinstance(cfg.train.max_iters, int)  # integral float accepted
     assert cfg.train.optimizer.betas == (0.9, 0.99)
-    assert cfg.train.optimizer.lr == 2e-4 and cfg.model.arch == "hasn"
+    assert cfg.train.optimizer.lr == 2e-4 and cfg.model.arch == "lksmn"  # the package's default network
 
 
 def test_yaml_12_floats_and_duplicate_keys():
@@ -94,7 +94,7 @@ def test_unknown_keys_name_the_full_path_and_suggest():
 @pytest.mark.parametrize(("raw", "expected"), [
     (_minimal(data={"patch_size": 190}), "data.patch_size: 190 is not a multiple of model.scale 4"),
     (_minimal(model={"arch": "srcnn"}), "model.arch: unknown network 'srcnn'; available: elan, elan_light"),
-    (_minimal(model={"scale": 5}), "model.scale: hasn supports ×2, ×3, ×4, not ×5"),
+    (_minimal(model={"scale": 5}), "model.scale: lksmn supports ×2, ×3, ×4, not ×5"),
     (_minimal(model={"overrides": {"scale": 2}}), "model.overrides.scale: set the scale with model.scale"),
     ({"data": {}}, "data.hr_dirs: expected at least one folder"),
     (_minimal(data={"lr_dirs": ["a", "b"]}), "data.lr_dirs: 2 folders for 1 data.hr_dirs"),

@@ -1,4 +1,4 @@
-"""lightsr: lightweight single-image super-resolution (ELAN, HASN, LKSMN).
+"""lightsr: lightweight single-image super-resolution networks, their checkpoints, evaluation, training and upscaling.
 
 Importing the package is cheap: submodules (and torch itself) load on first use of a public name.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from lightsr._version import __version__
 
 _EXPORTS = {
     "create_model": "lightsr.models.registry",

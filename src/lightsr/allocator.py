@@ -1,6 +1,6 @@
 """Memory allocator tuning for command-line runs.
 
-Measured on a 2-core CPU: with glibc's default malloc, 28–49% of eager inference time goes to the kernel,
+With glibc's default malloc a large share of eager inference time goes to the kernel (benchmarks/README.md),
 because every layer allocates large temporary buffers (tens of MB), glibc serves each from a fresh ``mmap``
 and returns it on ``free``, and the next layer page-faults the same amount of memory in again. Two fixes:
 

@@ -4,10 +4,11 @@
 as spandrel does), so users can point it at whatever file they have:
 
 * lightsr's own files: safetensors with metadata (``arch``, ``scale``, ``config``, ``lightsr_version``);
-* the official ELAN repository's layout (``head.0``, ``modules_lfe.lfe_0.conv0.shift_conv.*``, both shift-conv
-  variants), FriedRiceLab's ELAN layout (``modules_lfe.0.lfe.0.{weight,bias,mask}``);
-* the official HASN / BasicSR layout (``conv_1``, ``block_1.dwconv.conv``, …);
-* plain ``state_dict`` files of lightsr networks.
+* every layout a registered network's spec lists (official code, other retrains; see
+  ``lightsr/models/<arch>/layouts.py``), plain ``state_dict`` files of lightsr networks included.
+
+Settings that leave no trace in the weights (a spec's ``undetectable``) come from lightsr's metadata; any other
+file gets the network's defaults for them, and the log says so.
 
 Containers are unwrapped (``params_ema``, ``params``, ``state_dict``, ``model``, …; ``module.`` and
 ``_orig_mod.`` prefixes). ``.pth`` files are read with ``torch.load(weights_only=True)``: a file that needs
@@ -18,9 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import pickle
-import re
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -30,9 +29,11 @@ from typing import Any
 import torch
 
 from lightsr._files import default_permissions
-from lightsr.errors import LightSRError
+from lightsr.bundled import DEFAULT_MODEL, bundled_path, bundled_weights
+from lightsr.errors import CheckpointError
 from lightsr.models.base import SRNet
-from lightsr.models.registry import create_model, list_models, model_spec
+from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
+from lightsr.models.spec import ModelSpec
 
 log = logging.getLogger("lightsr")
 
@@ -41,10 +42,6 @@ StateDict = dict[str, torch.Tensor]
 # Containers that checkpoints of popular trainers wrap the weights in, by priority (EMA first: it is what
 # BasicSR-trained papers evaluate unless told otherwise).
 _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model_ema", "model", "net", "network", "generator")
-
-
-class CheckpointError(LightSRError, ValueError):
-    """A checkpoint that cannot be read or does not fit; the message names the file and the reason."""
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -149,186 +146,42 @@ def _is_tensor_dict(d: Mapping) -> bool:
 # ---------------------------------------------------------------------------------- layout detection
 
 
-def _scale_from_out_channels(n_out: int, source: str) -> int:
-    s = math.isqrt(n_out // 3)
-    if s * s * 3 != n_out:
-        raise CheckpointError(f"{source}: upsampler has {n_out} output channels, not 3·scale²")
-    return s
-
-
-def _block_indices(sd: StateDict, pattern: str) -> list[int]:
-    rx = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in sd if (m := rx.match(k))})
-
-
-def _elan_config(sd: StateDict, source: str) -> dict[str, Any]:
-    """Read ELAN's hyper-parameters from a state dict already in lightsr's layout."""
-    channels = sd["head.weight"].shape[0]
-    blocks = _block_indices(sd, r"body\.(\d+)\.")
-    calc = [sd[f"body.{j}.gmsa.project_inp.0.weight"].shape[0] == 2 * channels for j in blocks]
-    starts = [j for j, c in zip(blocks, calc, strict=True) if c]
-    n_share = (starts[1] - starts[0] - 1) if len(starts) > 1 else len(blocks) - 1
-    return dict(
-        scale=_scale_from_out_channels(sd["tail.0.weight"].shape[0], source),
-        num_blocks=len(blocks),
-        channels=channels,
-        n_share=n_share,
-        exp_ratio=sd["body.0.lfe.conv0.weight"].shape[0] // channels,
-        window_sizes=[4, 8, 16],
-    )
-
-
-def _hasn_config(sd: StateDict, source: str) -> dict[str, Any]:
-    channels = sd["head.weight"].shape[0]
-    return dict(
-        scale=_scale_from_out_channels(sd["upsampler.0.weight"].shape[0], source),
-        channels=channels,
-        num_blocks=len(_block_indices(sd, r"blocks\.(\d+)\.")),
-        mlp_ratio=sd["blocks.0.f1.weight"].shape[0] // channels,
-    )
-
-
-def _lksmn_config(sd: StateDict, source: str) -> dict[str, Any]:
-    from lightsr.models.lksmn import config_from_state_dict
-
-    cfg = config_from_state_dict(sd)
-    cfg["scale"] = _scale_from_out_channels(sd["upsampler.0.weight"].shape[0], source)
-    return cfg
-
-
-def _check_constant(t: torch.Tensor, expected: torch.Tensor, what: str, source: str) -> None:
-    if t.shape != expected.shape or not torch.allclose(t.float(), expected, atol=1e-4):
-        raise CheckpointError(f"{source}: {what} differs from ELAN's fixed constant; this variant is unsupported")
-
-
-def _check_mean_shift(sd: StateDict, source: str) -> None:
-    from lightsr.models.elan import RGB_MEAN, RGB_RANGE
-
-    mean = torch.tensor(RGB_MEAN) * RGB_RANGE
-    eye = torch.eye(3).view(3, 3, 1, 1)
-    for name, sign in (("sub_mean", -1.0), ("add_mean", 1.0)):
-        if f"{name}.weight" in sd:
-            _check_constant(sd.pop(f"{name}.weight"), eye, f"{name}.weight", source)
-            _check_constant(sd.pop(f"{name}.bias"), sign * mean, f"{name}.bias (rgb_range 255)", source)
-
-
-def _convert_elan_official(sd: StateDict, source: str) -> StateDict:
-    from lightsr.models.elan import shift_kernel
-
-    sd = dict(sd)
-    _check_mean_shift(sd, source)
-    per_group = len(_block_indices(sd, r"body\.0\.modules_lfe\.lfe_(\d+)\."))
-    out: StateDict = {}
-    rx_lfe = re.compile(r"body\.(\d+)\.modules_lfe\.lfe_(\d+)\.(conv[01])\.shift_conv\.(.+)")
-    rx_gmsa = re.compile(r"body\.(\d+)\.modules_gmsa\.gmsa_(\d+)\.(.+)")
-    masked: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in sd.items():
-        if m := rx_lfe.match(k):
-            j = int(m.group(1)) * per_group + int(m.group(2))
-            dst, rest = f"body.{j}.lfe.{m.group(3)}", m.group(4)
-            if rest == "weight":  # 'fast-training-speed' variant: the fixed depthwise shift kernel
-                _check_constant(v, shift_kernel(v.shape[0]), k, source)
-            elif rest.startswith("conv1x1."):
-                out[f"{dst}.{rest[len('conv1x1.'):]}"] = v
-            elif rest in ("w", "b", "m"):  # 'low-training-memory' variant: a masked 3×3 conv
-                masked.setdefault(dst, {})[rest] = v
-            else:
-                raise CheckpointError(f"{source}: unexpected key {k!r}")
-        elif m := rx_gmsa.match(k):
-            j = int(m.group(1)) * per_group + int(m.group(2))
-            out[f"body.{j}.gmsa.{m.group(3)}"] = v
-        elif k.startswith("head.0."):
-            out["head." + k[len("head.0."):]] = v
-        else:
-            out[k] = v
-    for dst, parts in masked.items():
-        w, b, mask = parts["w"], parts["b"], parts["m"]
-        # The mask keeps one tap per input channel: the shift pattern; the kept taps are the 1×1 weights.
-        _check_constant(mask[0:1].transpose(0, 1), shift_kernel(mask.shape[1]), f"{dst} mask", source)
-        out[f"{dst}.weight"] = (w * mask).sum(dim=(2, 3), keepdim=True)
-        out[f"{dst}.bias"] = b
-    return out
-
-
-def _convert_elan_friedricelab(sd: StateDict, source: str) -> StateDict:
-    from lightsr.models.elan import shift_kernel
-
-    sd = dict(sd)
-    _check_mean_shift(sd, source)
-    per_group = len(_block_indices(sd, r"body\.0\.modules_lfe\.(\d+)\."))
-    out: StateDict = {}
-    rx_lfe = re.compile(r"body\.(\d+)\.modules_lfe\.(\d+)\.lfe\.([02])\.(weight|bias|mask)")
-    rx_gmsa = re.compile(r"body\.(\d+)\.modules_gmsa\.(\d+)\.(.+)")
-    for k, v in sd.items():
-        if m := rx_lfe.match(k):
-            j = int(m.group(1)) * per_group + int(m.group(2))
-            conv = "conv0" if m.group(3) == "0" else "conv1"
-            if m.group(4) == "mask":
-                _check_constant(v, shift_kernel(v.shape[0]), k, source)
-            else:
-                out[f"body.{j}.lfe.{conv}.{m.group(4)}"] = v
-        elif m := rx_gmsa.match(k):
-            j = int(m.group(1)) * per_group + int(m.group(2))
-            out[f"body.{j}.gmsa.{m.group(3)}"] = v
-        else:
-            out[k] = v
-    return out
-
-
-def _convert_hasn_official(sd: StateDict, source: str) -> StateDict:
-    out: StateDict = {}
-    rx_block = re.compile(r"block_(\d+)\.(.+)")
-    for k, v in sd.items():
-        if m := rx_block.match(k):
-            rest = re.sub(r"^(dwconv2?|f[123]|g)\.conv\.", r"\1.", m.group(2))
-            rest = rest.replace("cab.cab.", "cab.body.")
-            out[f"blocks.{int(m.group(1)) - 1}.{rest}"] = v
-        elif k.startswith("conv_1."):
-            out["head." + k[len("conv_1."):]] = v
-        elif k.startswith("conv_2."):
-            out["body_conv." + k[len("conv_2."):]] = v
-        else:
-            out[k] = v
-    return out
-
-
-# (family, layout name, marker key, converter or None when already lightsr's layout)
-_LAYOUTS = (
-    ("elan", "official ELAN", "body.0.modules_lfe.lfe_0.conv0.shift_conv.", _convert_elan_official),
-    ("elan", "FriedRiceLab ELAN", "body.0.modules_lfe.0.lfe.0.", _convert_elan_friedricelab),
-    ("elan", "lightsr", "body.0.lfe.conv0.weight", None),
-    ("hasn", "official HASN (BasicSR)", "block_1.dwconv.conv.weight", _convert_hasn_official),
-    ("hasn", "lightsr", "blocks.0.dwconv.weight", None),
-    ("lksmn", "lightsr", "blocks.0.msma.", None),
-)
-_CONFIG_READERS = {"elan": _elan_config, "hasn": _hasn_config, "lksmn": _lksmn_config}
-
-
 def detect(sd: StateDict, source: str = "checkpoint") -> tuple[str, str, dict[str, Any], StateDict]:
-    """Identify a state dict: ``(registry name, layout, config incl. scale, state dict in lightsr's layout)``."""
-    for family, layout, marker, convert in _LAYOUTS:
-        if any(k.startswith(marker) for k in sd):
-            converted = convert(sd, source) if convert else dict(sd)
-            try:
-                config = _CONFIG_READERS[family](converted, source)
-            except KeyError as e:
-                raise CheckpointError(f"{source}: looks like {layout} but key {e} is missing") from None
-            return _registry_name(family, config), layout, config, converted
+    """Identify a state dict: ``(registry name, layout, config incl. scale, state dict in lightsr's layout)``.
+
+    Each registered family's layouts are tried in turn (a layout is recognised by a key prefix only it has).
+    """
+    for spec in _families():
+        for layout in spec.layouts:
+            if any(k.startswith(layout.marker) for k in sd):
+                converted = layout.convert(sd, source) if layout.convert else dict(sd)
+                try:
+                    config = spec.config_from_weights(converted, source)
+                except KeyError as e:
+                    raise CheckpointError(f"{source}: looks like {layout.name} but key {e} is missing") from None
+                return _registry_name(spec.family, config), layout.name, config, converted
     raise CheckpointError(
         f"{source}: cannot recognise the architecture (first keys: {', '.join(list(sd)[:4])}); "
         f"known: {', '.join(list_models())}"
     )
 
 
+def _families() -> list[ModelSpec]:
+    """One spec per family (networks of one family share their layouts)."""
+    seen: dict[str, ModelSpec] = {}
+    for spec in specs():
+        seen.setdefault(spec.family, spec)
+    return list(seen.values())
+
+
 def _registry_name(family: str, config: dict[str, Any]) -> str:
-    """The registry entry whose defaults match ``config`` (``elan_light`` vs ``elan``), else the family."""
-    for name in list_models():
-        spec = model_spec(name)
-        if spec.module.endswith("." + family) and all(
-            _same(config.get(k), v) for k, v in spec.defaults.items()
-        ):
-            return name
-    return family
+    """The registry entry of ``family`` whose defaults match ``config`` (a light vs a large variant), else the
+    family's first."""
+    members = [s for s in specs() if s.family == family]
+    for spec in members:
+        if all(_same(config.get(k), v) for k, v in spec.defaults.items()):
+            return spec.name
+    return family if find_spec(family) else members[0].name
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -359,8 +212,12 @@ def load_model(
         config["scale"] = int(meta["scale"])
     else:
         det_name, layout, config, sd = detect(sd, source)
+        guessed = model_spec(det_name).undetectable
+        if guessed:
+            log.info("%s: %s cannot be read from the weights of a %s file; the defaults fill in (lightsr.save_model "
+                     "stores them)", source, ", ".join(guessed), layout)
     det_scale = int(config["scale"])
-    if name is not None and model_spec(name).module != model_spec(det_name).module:
+    if name is not None and model_spec(name).family != model_spec(det_name).family:
         raise CheckpointError(
             f"{source}: is a {det_name} ×{det_scale} checkpoint ({layout} layout), not {name}"
         )
@@ -372,9 +229,30 @@ def load_model(
     kwargs = {k: v for k, v in config.items() if k != "scale"}
     model = create_model(build_name, scale=det_scale, **kwargs)
     _load_strict(model, sd, source, f"{det_name} ×{det_scale}")
-    model.source = {"path": source, "layout": layout, "param_key": param_key}
     log.info("loaded %s ×%d from %s (%s layout)", model.arch, det_scale, source, layout)
     return model.to(device).eval()
+
+
+def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
+    """The bundled weights of network ``name`` at ``scale`` (default 4); one-line errors name ``option`` and
+    what is missing."""
+    if name not in list_models():
+        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(list_models())}")
+    scale = 4 if scale is None else scale
+    path = bundled_path(name, scale)
+    if path is None:
+        have = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "none"
+        raise CheckpointError(f"{option} {name}: no bundled weights for ×{scale} (bundled: {have}); "
+                              "pass --weights PATH")
+    return load_model(path)
+
+
+def resolve_model(name: str | None, weights: str | None, scale: int | None) -> SRNet:
+    """The network a command asks for: a checkpoint, or the bundled weights of ``name`` (default
+    :data:`~lightsr.bundled.DEFAULT_MODEL`) at ``scale`` (default 4)."""
+    if weights:
+        return load_model(weights, name=name, scale=scale)
+    return bundled_model(name or DEFAULT_MODEL, scale)
 
 
 def _fits_defaults(name: str, config: dict[str, Any]) -> bool:
@@ -406,7 +284,7 @@ def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None =
     """Write ``model`` as safetensors with the metadata :func:`load_model` needs; returns the path."""
     from safetensors.torch import save_file
 
-    from lightsr import __version__
+    from lightsr._version import __version__
 
     path = Path(path)
     info = model.info

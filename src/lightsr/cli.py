@@ -8,53 +8,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    import json
-
-    from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_weights
-    from lightsr.models.registry import create_model, list_models, model_spec
-
-    rows = []
-    for name in list_models():
-        spec = model_spec(name)
-        counts = [f"{create_model(name, scale=s).num_trainable_params():,}" for s in spec.scales]
-        bundled = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "—"
-        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), " / ".join(counts), bundled, spec.paper))
-    print("| model | trainable params ×2 / ×3 / ×4 | bundled weights | paper |")
-    print("|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
-    files = [(name, scale, path) for name in list_models() for scale, path in sorted(bundled_weights(name).items())]
-    if files:
-        print("\nBundled weights (trained by lightsr; Y-PSNR/SSIM, bicubic in brackets):\n")
-        print("| file | iterations | hours | trained on | Set5 | Set14 | B100 |")
-        print("|---|---|---|---|---|---|---|")
-        for _name, _scale, path in files:
-            meta = bundled_metadata(path)
-            scores = json.loads(meta.get("psnr_ssim", "{}"))
-            bicubic = json.loads(meta.get("bicubic_psnr_ssim", "{}"))
-            cells = [f"{scores[k][0]:.2f} / {scores[k][1]:.4f} ({bicubic[k][0]:.2f})" if k in scores and k in bicubic
-                     else "—" for k in ("Set5", "Set14", "B100")]
-            print(f"| {path.name} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
-                  f"{meta.get('hardware', '?')} | " + " | ".join(cells) + " |")
-    return 0
-
-
-# Subcommands living in their own modules: each has ``add_arguments(parser)`` and ``run_cli(args) -> int``.
-_SUBCOMMANDS = (
-    ("upscale", "lightsr.upscaler", "upscale images with a bundled or given model"),
-    ("eval", "lightsr.evaluate", "PSNR/SSIM on benchmark sets under the papers' protocol"),
-    ("profile", "lightsr.profile", "parameters, multiply-adds and CPU latency of a network"),
-    ("train", "lightsr.train.cli", "train a network from a YAML config (also under torchrun for DDP)"),
-    ("export", "lightsr.export", "export a network to ONNX (dynamic batch/height/width), checked by onnxruntime"),
-    ("compare", "lightsr.figures", "side-by-side zoomed crops of HR, bicubic and models, with PSNR (needs matplotlib)"),
-)
+# Subcommand → help, in the order ``lightsr --help`` lists them. Each is the module lightsr.commands.<name>, with
+# ``add_arguments(parser)`` and ``run(args) -> int``.
+_SUBCOMMANDS = {
+    "models": "list the networks, their sizes and bundled weights",
+    "upscale": "upscale images with a bundled or given model",
+    "eval": "PSNR/SSIM on benchmark sets under the papers' protocol",
+    "profile": "parameters, multiply-adds and CPU latency of a network",
+    "train": "train a network from a YAML config (also under torchrun for DDP)",
+    "export": "export a network to ONNX (dynamic batch/height/width), checked by onnxruntime",
+    "compare": "side-by-side zoomed crops of HR, bicubic and models, with PSNR (needs matplotlib)",
+}
 
 
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` imports its module (fast start, isolated failures)."""
-    from lightsr import __version__
+    from lightsr._version import __version__
 
     p = argparse.ArgumentParser(
         prog="lightsr",
@@ -64,18 +33,15 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log details (checkpoint layout, timings)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    m = sub.add_parser("models", help="list the networks, their sizes and bundled weights")
-    m.set_defaults(func=_cmd_models)
-    subparsers = [m]
-
+    subparsers = []
     wanted = next((a for a in argv if not a.startswith("-")), None)
-    for name, module, help_text in _SUBCOMMANDS:
+    for name, help_text in _SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         subparsers.append(sp)
         if name == wanted:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(f"lightsr.commands.{name}")
             mod.add_arguments(sp)
-            sp.set_defaults(func=mod.run_cli)
+            sp.set_defaults(func=mod.run)
     for sp in subparsers:  # -v is accepted after the subcommand too (SUPPRESS keeps a -v given before it)
         sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log details (checkpoint layout, timings)")

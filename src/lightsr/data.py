@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lightsr.evaluate import IMAGE_EXTS, DatasetError
-from lightsr.imageio import read_image
+from lightsr.errors import DatasetError
+from lightsr.imageio import INPUT_EXTENSIONS, read_image
 from lightsr.resize import imresize
 
 __all__ = [
@@ -63,9 +63,9 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: training data folder not found")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in INPUT_EXTENSIONS and p.is_file())
     if not paths:
-        raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+        raise DatasetError(f"{folder}: no images ({', '.join(INPUT_EXTENSIONS)})")
     return paths
 
 

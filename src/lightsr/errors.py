@@ -7,3 +7,12 @@ class LightSRError(Exception):
 
 class UsageError(LightSRError, ValueError):
     """A bad option or option combination."""
+
+
+class DatasetError(LightSRError, ValueError):
+    """A benchmark set or training-data folder that is missing or inconsistent; the message names the file or
+    folder."""
+
+
+class CheckpointError(LightSRError, ValueError):
+    """A checkpoint that cannot be read or does not fit; the message names the file and the reason."""

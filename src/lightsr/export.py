@@ -1,18 +1,18 @@
 """ONNX export with dynamic batch, height and width, verified by onnxruntime; and running exported models.
 
-The networks pad internally in data-dependent ways (ELAN mirror-pads to a multiple of 16 with a loop for tiny
-inputs, HASN pads inputs under 15×15), which tracing would freeze at the dummy input's size. The exported graph
-therefore wraps the network: the wrapper pads the input itself with a gather whose indices are computed from
-the input's shape (the same mirror rule as :func:`lightsr.models._common.mirror_pad`: periodic reflection,
-replication for a 1-pixel side), so the traced network always receives a size it needs no padding for, and the
-output is cropped with shape-derived bounds. The network's own code is unchanged; outputs are identical.
+The networks pad internally in data-dependent ways (to a multiple of their attention window, with a loop for
+tiny inputs; or up to a minimum size; see ``ModelInfo.pad_multiple``/``min_input``), which tracing would freeze
+at the dummy input's size. The exported graph therefore wraps the network: the wrapper pads the input itself
+with a gather whose indices are computed from the input's shape (the same mirror rule as
+:func:`lightsr.models._common.mirror_pad`: periodic reflection, replication for a 1-pixel side), so the traced
+network always receives a size it needs no padding for, and the output is cropped with shape-derived bounds.
+The network's own code is unchanged; outputs are identical.
 
 ``onnx`` and ``onnxruntime`` are optional (``pip install 'lightsr[onnx]'``) and imported only when used.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import json
@@ -27,14 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightsr import _argtypes
 from lightsr._files import check_creatable, default_permissions
 from lightsr.errors import LightSRError, UsageError
 from lightsr.models.base import SRNet
 
-MIN_OPSET = 17  # LayerNormalization (HASN, LKSMN) became an ONNX operator in opset 17
-# Input sizes the export check runs at: neither the dummy's size nor a multiple of ELAN's 16-pixel windows,
-# one below HASN's 15-pixel minimum, and a batch of two.
+MIN_OPSET = 17  # LayerNormalization became an ONNX operator in opset 17
+# Input sizes the export check runs at: neither the dummy's size nor a multiple of 16-pixel attention windows,
+# one below a 15-pixel minimum input, and a batch of two.
 DUMMY_SIZE = (37, 45)
 CHECK_SHAPES = ((1, 3, 29, 53), (2, 3, 12, 20))
 
@@ -51,16 +50,10 @@ def _require(module: str) -> Any:
                            "pip install 'lightsr[onnx]' (onnx and onnxruntime)") from None
 
 
-# Per-architecture padding the network would do by itself: (size multiple, minimum size).
-_PADDING = {"elan": (16, 1), "elan_light": (16, 1), "hasn": (1, 15), "lksmn": (1, 1)}
-
-
-def _padding_of(model: SRNet) -> tuple[int, int]:
-    multiple = int(getattr(model, "pad_multiple", 0) or _PADDING.get(model.arch, (1, 1))[0])
-    from lightsr.models.hasn import HASN, MIN_INPUT
-
-    minimum = MIN_INPUT if isinstance(model, HASN) else _PADDING.get(model.arch, (1, 1))[1]
-    return multiple, minimum
+def _padding_of(model: nn.Module) -> tuple[int, int]:
+    """The padding the network does by itself: (size multiple, minimum size), from its metadata."""
+    info = model.info
+    return int(info.pad_multiple), int(info.min_input)
 
 
 def _mirror_index(n: torch.Tensor, multiple: int, minimum: int) -> torch.Tensor:
@@ -132,7 +125,7 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
     onnx = _require("onnx")
     if opset < MIN_OPSET:
         raise UsageError(f"--opset {opset}: lightsr exports need opset {MIN_OPSET} or newer")
-    from lightsr import __version__
+    from lightsr._version import __version__
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -189,7 +182,7 @@ def check_onnx(model: SRNet, path: str | os.PathLike,
                shapes: tuple[tuple[int, int, int, int], ...] = CHECK_SHAPES) -> dict[tuple[int, ...], float]:
     """Largest absolute difference between onnxruntime and PyTorch per input shape (random images).
 
-    The images are random but image-like (coarse noise, bicubic-upsampled): on i.i.d. pixel noise ELAN's
+    The images are random but image-like (coarse noise, bicubic-upsampled): on i.i.d. pixel noise windowed
     un-normalised attention is chaotic — PyTorch's own float32 output differs from its float64 one by ~100 —
     so no two float32 runtimes could agree there, whatever the graph.
     """
@@ -242,35 +235,3 @@ class OnnxModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
-
-
-# ------------------------------------------------------------------------------------------------------ CLI
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="network name (its bundled weights at --scale)")
-    p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    p.add_argument("--scale", type=_argtypes.positive, help="upscaling factor (default: the checkpoint's, or 4)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
-    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (≥ {MIN_OPSET}; default 17)")
-    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.add_argument("--no-fuse", action="store_true",
-                   help="export the training form instead of the (equivalent, faster) inference form")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from lightsr.bundled import resolve_model
-
-    if not args.model and not args.weights:
-        raise UsageError("export needs --model NAME (bundled weights) or --weights PATH")
-    if Path(args.onnx).suffix.lower() != ".onnx":
-        raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
-    check_creatable(args.onnx, "--onnx")
-    model = resolve_model(args.model, args.weights, args.scale)
-    if not args.no_fuse:
-        model = model.fuse()
-    path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)
-    print(f"lightsr: exported {model.arch} ×{model.scale} to {path} (opset {args.opset}, dynamic N×3×H×W"
-          + ("" if args.no_check else ", checked with onnxruntime") + ")")
-    return 0

@@ -1,9 +1,11 @@
-"""Figures people look at instead of tables: ``lightsr compare`` and the PSNR-vs-complexity plot of ``eval --plot``.
+"""Figures people look at instead of tables: :func:`compare_figure` (``lightsr compare``) and the
+PSNR-vs-complexity plot of ``lightsr eval --plot`` (:func:`complexity_plot`); the commands are in
+:mod:`lightsr.commands`.
 
-``compare`` draws what SR papers show: the HR image with a marked region, then that region zoomed (nearest
-neighbour, so pixels stay pixels) for HR, bicubic and each model, with each method's PSNR under its crop. The LR
-input is made from the HR image with the MATLAB-exact bicubic downscale (:func:`lightsr.resize.imresize`), as in
-the benchmark protocol, unless an LR image is given.
+:func:`compare_figure` draws what SR papers show: the HR image with a marked region, then that region zoomed
+(nearest neighbour, so pixels stay pixels) for HR, bicubic and each model, with each method's PSNR under its
+crop. The LR input is made from the HR image with the MATLAB-exact bicubic downscale
+(:func:`lightsr.resize.imresize`), as in the benchmark protocol, unless an LR image is given.
 
 matplotlib is an optional extra (``pip install "lightsr[plot]"``); it is imported only here, through its
 object-oriented API (``Figure`` + the Agg canvas), so no global backend state is touched.
@@ -11,7 +13,6 @@ object-oriented API (``Figure`` + the Agg canvas), so no global backend state is
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from lightsr import _argtypes
 from lightsr._files import check_creatable
 from lightsr.errors import UsageError
 
@@ -92,6 +92,21 @@ def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | 
 # ------------------------------------------------------------------------------------------------- compare
 
 
+def unique_labels(labels: list[str]) -> list[str]:
+    """``labels`` with repeats made distinct (``a``, ``a-2``, …), never colliding with a given label."""
+    taken = set(labels)
+    out: list[str] = []
+    for label in labels:
+        if label not in out:
+            out.append(label)
+            continue
+        k = 2
+        while f"{label}-{k}" in taken or f"{label}-{k}" in out:
+            k += 1
+        out.append(f"{label}-{k}")
+    return out
+
+
 def pick_crop(hr: np.ndarray, bicubic: np.ndarray, size: int) -> tuple[int, int, int, int]:
     """The ``size``×``size`` window (x, y, w, h) where bicubic is furthest from HR: where SR has work to do."""
     err = (hr.astype(np.float64) - bicubic.astype(np.float64)) ** 2
@@ -141,8 +156,6 @@ def compare_figure(
         x, y, w, h = crop
         if w < 1 or h < 1 or x < 0 or y < 0 or x + w > hr.shape[1] or y + h > hr.shape[0]:
             raise UsageError(f"--crop {x},{y},{w},{h} lies outside the {hr.shape[1]}×{hr.shape[0]} HR image")
-    from lightsr.bundled import unique_labels
-
     labels = unique_labels(["HR", "bicubic", *(label for label, _ in models)])
     images = [hr, imresize(lr, scale)] + [Upscaler(model, scale=scale).upscale(lr) for _, model in models]
     # Index 0 is the reference: every other panel gets its PSNR against it.
@@ -177,65 +190,6 @@ def compare_figure(
         ax.set_xlabel("reference" if psnr is None else f"{psnr:.2f} dB (Y)", fontsize=9)
         axes.append((ax, label, psnr))
     return _save(fig, canvas, Path(out), axes, dpi)
-
-
-def _crop_arg(text: str) -> tuple[int, int, int, int]:
-    try:
-        x, y, w, h = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in HR pixels, got {text!r}") from None
-    return x, y, w, h
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", metavar="IMAGE", help="an HR image; the LR input is its MATLAB bicubic downscale")
-    p.add_argument("--models", nargs="+", metavar="MODEL",
-                   help="bundled network names or checkpoint files, LABEL=MODEL to name one "
-                        "(default: every bundled network at --scale)")
-    p.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
-    p.add_argument("--scale", type=_argtypes.positive, default=4, help="scale factor (default 4)")
-    p.add_argument("--crop", type=_crop_arg, metavar="X,Y,W,H",
-                   help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
-    p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
-    p.add_argument("--dpi", type=_argtypes.int_range(10, 1200), default=100)
-
-
-def _read_rgb(path: str) -> np.ndarray:
-    """uint8 pixels of an image file (EXIF orientation applied, 16-bit rounded, alpha dropped)."""
-    from lightsr.imageio import load_image, to_uint8
-
-    px = to_uint8(load_image(path).pixels)
-    if px.ndim == 3 and px.shape[2] in (2, 4):  # gray+alpha / RGBA: the colour channels only
-        px = px[..., :-1]
-    return px[..., 0] if px.ndim == 3 and px.shape[2] == 1 else px
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from lightsr.bundled import bundled_weights, load_spec
-
-    out = Path(args.output).resolve()
-    for option, src in (("IMAGE", args.image), ("--lr", args.lr)):
-        if src and out == Path(src).resolve():
-            raise UsageError(f"-o {args.output}: would overwrite the input image ({option})")
-    if args.scale not in (2, 3, 4):
-        raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
-    check_figure_path(args.output, "-o")  # before any model runs
-    specs = args.models
-    if not specs:
-        from lightsr.models.registry import list_models
-
-        specs = [n for n in list_models() if args.scale in bundled_weights(n)]
-        if not specs:
-            raise UsageError(f"no bundled weights at ×{args.scale}: name models with --models")
-    hr = _read_rgb(args.image)
-    lr = _read_rgb(args.lr) if args.lr else None
-    models = [load_spec(s, args.scale) for s in specs]
-    res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi)
-    for p in res.panels:
-        if p.psnr is not None:
-            print(f"{p.title}: {p.psnr:.2f} dB")
-    print(f"wrote {res.path} ({res.size[0]}×{res.size[1]})")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------- PSNR vs complexity

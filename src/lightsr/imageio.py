@@ -354,11 +354,6 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
     im.save(tmp, format=fmt, **kwargs)
 
 
-def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write a uint8 (or uint16) ``H×W×C`` or ``H×W`` array atomically in the format of its extension."""
-    save_image(path, ImageData(img))
-
-
 def _chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
 
@@ -493,20 +488,13 @@ def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_array(t: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.ndarray:
-    """``C×H×W`` float in [0, 1] → ``H×W×C`` uint8/uint16, clamped and rounded to nearest."""
+    """``C×H×W`` float in [0, 1] → ``H×W×C`` uint8/uint16: float32, clamped, scaled, rounded half to even.
+
+    The one float → integer conversion of network outputs (upscaling and evaluation alike); for uint8 it is
+    BasicSR's ``tensor2img``, so PSNR/SSIM are computed on the images the papers' protocol scores.
+    """
     peak = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
     q = t.detach().float().clamp(0, 1).mul_(peak).round_()
     q = q.to(torch.int32 if peak > 255 else torch.uint8).cpu().numpy()
     return q.transpose(1, 2, 0).astype(dtype, copy=False)
 
-
-def uint8_to_tensor(img: np.ndarray) -> torch.Tensor:
-    """``H×W×C`` uint8 → ``1×C×H×W`` float32 in [0, 1]."""
-    return array_to_tensor(img).unsqueeze(0)
-
-
-def tensor_to_uint8(t: torch.Tensor) -> np.ndarray:
-    """``1×C×H×W`` (or ``C×H×W``) float in [0, 1] → ``H×W×C`` uint8, clamped and rounded to nearest."""
-    if t.ndim == 4:
-        t = t[0]
-    return tensor_to_array(t, np.uint8)

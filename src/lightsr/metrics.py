@@ -2,7 +2,7 @@
 
 The protocol (MATLAB reference scripts, reproduced by BasicSR):
 
-* images are ``uint8`` (SR outputs are rounded to ``uint8`` first, see :func:`tensor_to_uint8`);
+* images are ``uint8`` (SR outputs are rounded to ``uint8`` first, see :func:`lightsr.imageio.tensor_to_array`);
 * ``crop_border`` pixels (usually the scale factor) are removed on each side;
 * with ``test_y=True`` the metrics are computed on the luma channel of ITU-R BT.601 "studio swing"
   ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` (RGB in ``[0, 1]``, ``Y`` in ``[16, 235]``, float64,
@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["calculate_psnr", "calculate_ssim", "gaussian_window_1d", "rgb_to_y", "tensor_to_uint8"]
+__all__ = ["calculate_psnr", "calculate_ssim", "gaussian_window_1d", "rgb_to_y"]
 
 GrayMode = Literal["rgb", "raw"]
 
@@ -154,33 +154,3 @@ def calculate_ssim(
     values = [float(ssim_map(a[..., c], b[..., c]).mean()) for c in range(a.shape[2])]
     return float(np.mean(values))
 
-
-def tensor_to_uint8(t: object, channels_first: bool | None = None) -> np.ndarray:
-    """Round a ``[0, 1]`` float image to ``uint8`` ``HxWxC`` (``HxW`` if single-channel), BasicSR-style.
-
-    Accepts a torch tensor (``CxHxW``, ``1xCxHxW`` or ``HxW``) or a numpy array (``HxWxC`` or ``HxW``).
-    ``channels_first`` overrides the layout guess (default: True for tensors, False for arrays). As in
-    BasicSR's ``tensor2img``: float32, clamp to ``[0, 1]``, multiply by 255, round half to even.
-    """
-    is_tensor = hasattr(t, "detach") and hasattr(t, "cpu")
-    if is_tensor:
-        arr = t.detach().cpu().float().numpy()  # type: ignore[attr-defined]
-    else:
-        arr = np.asarray(t)
-    arr = np.asarray(arr, dtype=np.float32)
-    if channels_first is None:
-        channels_first = is_tensor
-    if channels_first:
-        if arr.ndim == 4:
-            if arr.shape[0] != 1:
-                raise ValueError(f"batched input needs N=1, got shape {arr.shape}")
-            arr = arr[0]
-        if arr.ndim == 3:
-            arr = np.transpose(arr, (1, 2, 0))
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"expected a 2-D or 3-D image, got shape {arr.shape}")
-    arr = np.clip(arr, np.float32(0.0), np.float32(1.0))
-    out = np.round(arr * np.float32(255.0)).astype(np.uint8)
-    if out.ndim == 3 and out.shape[2] == 1:
-        out = out[..., 0]
-    return out

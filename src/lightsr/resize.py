@@ -120,6 +120,8 @@ def _order(scales: tuple[float, float]) -> tuple[int, int]:
     return (1, 0) if scales[1] < scales[0] else (0, 1)
 
 
+# Not lightsr.imageio.tensor_to_array: MATLAB rounds half away from zero (126.5 → 127), torch/numpy half to even
+# (126.5 → 126), and imresize must match MATLAB bit for bit.
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     """MATLAB double -> uint8: round half away from zero, then saturate to 0..255 (``x`` is overwritten).
 

@@ -15,10 +15,10 @@ Memory: the model only ever sees one tile. The float32 accumulator is a *strip*:
 blend band below it; finished output rows are handed to a sink (which typically converts them to uint8/uint16
 into the final image) and the strip moves down. Nothing holds per-tile outputs.
 
-Tile geometry respects what each network needs to compute tiles like the whole image
-(:data:`ARCH_TILING`): ELAN attends within 4/8/16-pixel windows aligned to the image origin, so tile origins
-and context are multiples of 16 and every tile sees exactly the whole-image window grid; HASN's ESA pools on
-a 6-pixel grid (stride-2 conv, then stride-3 max-pool), so its tiles align to 6.
+Tile geometry respects what each network needs to compute tiles like the whole image: its spec's
+:class:`~lightsr.models.spec.TilingSpec` gives the alignment of tile borders (windowed attention or pooling
+grids fixed to the image origin), the default context, the memory per pixel, and whether the network wraps
+around the image borders.
 """
 
 from __future__ import annotations
@@ -33,48 +33,23 @@ from dataclasses import dataclass
 import torch
 
 from lightsr.errors import UsageError
+from lightsr.models._common import mirror_pad
+from lightsr.models.registry import find_spec
+from lightsr.models.spec import TilingSpec
 
 # ------------------------------------------------------------------------------------- per-architecture facts
 
-
-@dataclass(frozen=True)
-class ArchTiling:
-    """How to tile one architecture.
-
-    ``overlap``: default context, in input pixels, on each side of a core (measured: tile 64 then agrees with
-    the whole-image output to ≥ 48 dB on natural images, see tests/test_tiling.py). ``align``: core borders and
-    context are multiples of it. ``bytes_per_pixel``: measured peak fp32 activation memory per input pixel of a
-    tile (CPU, ×4, inference mode; output included); about halved for 16-bit precisions. ``wrap``: the network
-    mixes opposite image borders (ELAN's cyclically shifted windows), so border tiles take their context from
-    the opposite border too (see :class:`SeamHooks`).
-    """
-
-    overlap: int
-    align: int
-    bytes_per_pixel: int
-    wrap: bool = False
-
-
-# Peak bytes per input pixel were measured with /proc RSS high-water marks on 128², 256² and 384² inputs at
-# ×4, for the training form and the inference form (``model.fuse()``); the largest value is kept, rounded up:
-# elan_light 7.9 / 6.2 kB, elan 13.5 / 11.2 kB, hasn 5.5 / 6.2 kB, lksmn 5.1 / 5.7 kB (training / fused).
-# ×2/×3 need slightly less (smaller upsampler), so the ×4 figures are safe for every scale.
-ARCH_TILING: dict[str, ArchTiling] = {
-    "elan_light": ArchTiling(overlap=48, align=16, bytes_per_pixel=8_200, wrap=True),
-    "elan": ArchTiling(overlap=48, align=16, bytes_per_pixel=14_000, wrap=True),
-    "hasn": ArchTiling(overlap=48, align=6, bytes_per_pixel=6_300),
-    "lksmn": ArchTiling(overlap=32, align=1, bytes_per_pixel=5_800),
-}
 # Networks lightsr does not know (e.g. an exported ONNX graph of another tool): generous context, no alignment.
-DEFAULT_TILING = ArchTiling(overlap=48, align=1, bytes_per_pixel=16_000)
+DEFAULT_TILING = TilingSpec(overlap=48, align=1, bytes_per_pixel=16_000)
 
 # Smallest core the automatic choice goes down to: below this the overlap dominates the work.
 MIN_AUTO_TILE = 32
 
 
-def arch_tiling(arch: str | None) -> ArchTiling:
-    """Tiling facts of ``arch`` (a registry name such as ``elan_light``); a conservative default otherwise."""
-    return ARCH_TILING.get(arch or "", DEFAULT_TILING)
+def arch_tiling(arch: str | None) -> TilingSpec:
+    """Tiling facts of a registered network (its spec's ``tiling``); a conservative default otherwise."""
+    spec = find_spec(arch)
+    return spec.tiling if spec is not None else DEFAULT_TILING
 
 
 # -------------------------------------------------------------------------------------------------- memory
@@ -126,15 +101,15 @@ def default_memory_budget(device: torch.device | str) -> int:
     return CPU_DEFAULT_BUDGET if avail is None else max(64 << 20, min(CPU_DEFAULT_BUDGET, avail // 2))
 
 
-def activation_bytes(pixels: int, spec: ArchTiling, element_size: int = 4) -> int:
+def activation_bytes(pixels: int, spec: TilingSpec, element_size: int = 4) -> int:
     """Estimated peak memory of running the network on ``pixels`` input pixels at the given element size."""
     # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output): measured
-    # ≈ 0.55 of fp32 for HASN on CPU, so 16-bit counts as 0.6 rather than 0.5.
+    # ≈ 0.55 of fp32 on CPU, so 16-bit counts as 0.6 rather than 0.5.
     factor = 1.0 if element_size >= 4 else 0.6
     return int(pixels * spec.bytes_per_pixel * factor)
 
 
-def auto_tile(height: int, width: int, spec: ArchTiling, budget: int, element_size: int = 4,
+def auto_tile(height: int, width: int, spec: TilingSpec, budget: int, element_size: int = 4,
               overlap: int | None = None) -> int:
     """Core size for an image under a memory ``budget``: 0 (no tiling) when the whole image fits.
 
@@ -188,8 +163,8 @@ def plan_axis(length: int, tile: int, overlap: int, align: int = 1, wrap: bool =
     """Split ``[0, length)`` into cores of at most ``tile`` (evenly sized, borders on multiples of ``align``).
 
     Windows add ``overlap`` (rounded up to ``align``) on each side. Without ``wrap`` they are clipped to the
-    image; with ``wrap`` the axis is first padded to a multiple of ``align`` (as ELAN pads) and windows at the
-    borders continue around it, up to the whole padded axis.
+    image; with ``wrap`` the axis is first padded to a multiple of ``align`` (as windowed networks pad) and
+    windows at the borders continue around it, up to the whole padded axis.
     """
     period = _round_up(length, align) if wrap else length
     if tile <= 0 or tile >= length:
@@ -334,8 +309,6 @@ def run_tiled(fn: TileFn, x: torch.Tensor, scale: int, plan: TilePlan, sink: Sin
         raise ValueError(f"plan is for {plan.height}×{plan.width}, input is {height}×{width}")
     period_h, period_w = plan.periods
     if (period_h, period_w) != (height, width):
-        from lightsr.models._common import mirror_pad
-
         # The same mirror padding the network applies to the whole image, so wrapped windows see what it sees.
         x = mirror_pad(x[None], period_h - height, period_w - width)[0]
     out_w = width * scale
@@ -387,26 +360,25 @@ def run_tiled(fn: TileFn, x: torch.Tensor, scale: int, plan: TilePlan, sink: Sin
 class SeamHooks:
     """Make a network treat a wrapped window's border crossing like the image border it stands for.
 
-    In wrap mode a window at the image border continues with pixels from the opposite border, because ELAN's
-    shifted windows (``torch.roll`` over the whole padded image) mix the two borders. Its convolutions,
-    however, zero-pad at the image border. While active, these hooks insert zero rows/columns at the seams in
-    front of every spatial convolution (``padding`` of them, the conv's reach) and remove the corresponding
-    output positions after it, so convolutions see zero padding at the seam while attention sees the wrapped
-    pixels. Only modules whose spatial reach is a plain 'same' convolution are hooked (``nn.Conv2d`` with a
-    kernel > 1 and stride 1, and ELAN's shift convolutions in both forms).
+    In wrap mode a window at the image border continues with pixels from the opposite border, because the
+    network's attention (e.g. cyclically shifted windows, ``torch.roll`` over the whole padded image) mixes the
+    two borders. Its convolutions, however, zero-pad at the image border. While active, these hooks insert zero
+    rows/columns at the seams in front of every spatial convolution (``padding`` of them, the conv's reach) and
+    remove the corresponding output positions after it, so convolutions see zero padding at the seam while
+    attention sees the wrapped pixels. Only modules whose spatial reach is a plain 'same' convolution are hooked:
+    ``nn.Conv2d`` with a kernel > 1 and stride 1, and modules that declare their reach in a ``seam_reach``
+    attribute (e.g. a shift by one pixel with zero fill).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         from torch import nn
 
-        from lightsr.models.elan import ShiftConv2d
-        from lightsr.models.fused import FusedShiftConv
-
         self.seams: tuple[int | None, int | None] = (None, None)
         self.targets: list[tuple[torch.nn.Module, int]] = []
         for m in model.modules():
-            if isinstance(m, (ShiftConv2d, FusedShiftConv)):  # a one-pixel shift with zero fill
-                self.targets.append((m, 1))
+            reach = getattr(m, "seam_reach", None)
+            if reach is not None:
+                self.targets.append((m, int(reach)))
             elif isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
                 if m.stride != (1, 1) or not isinstance(m.padding, tuple):
                     raise ValueError(f"cannot place seams around {m}")

@@ -1,6 +1,8 @@
-"""The networks: ELAN / ELAN-light, HASN and LKSMN, plus the name registry."""
+"""The networks — one package per architecture (``elan``, ``hasn``, ``lksmn``) — and the name registry."""
 
-from lightsr.models.base import ModelInfo, SRNet
-from lightsr.models.registry import create_model, list_models, model_spec
+from lightsr.models.base import InferenceForm, ModelInfo, SRNet
+from lightsr.models.registry import create_model, list_models, model_spec, register
+from lightsr.models.spec import Layout, ModelSpec, TilingSpec
 
-__all__ = ["ModelInfo", "SRNet", "create_model", "list_models", "model_spec"]
+__all__ = ["InferenceForm", "Layout", "ModelInfo", "ModelSpec", "SRNet", "TilingSpec", "create_model", "list_models",
+           "model_spec", "register"]

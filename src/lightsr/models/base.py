@@ -2,7 +2,7 @@
 
 Following spandrel's ``ImageModelDescriptor``, a network carries what callers would otherwise guess: its
 architecture name, scale, the constructor configuration (so a checkpoint can rebuild it), the precisions it is
-known to run in, and the input size multiple it needs (1 for all lightsr networks: padding is internal).
+known to run in, and the sizes it pads inputs to internally (so an exported graph can pad the same way).
 """
 
 from __future__ import annotations
@@ -16,26 +16,32 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Metadata of a built network; ``config`` is enough to rebuild it with ``create_model(arch, **config)``."""
+    """Metadata of a built network; ``config`` is enough to rebuild it with ``create_model(arch, **config)``.
+
+    Every network accepts any input size: ``pad_multiple`` and ``min_input`` say what it pads inputs to
+    internally (mirror padding, output cropped back).
+    """
 
     arch: str
     scale: int
     config: dict[str, Any] = field(default_factory=dict)
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
-    size_multiple: int = 1
-    in_channels: int = 3
-    out_channels: int = 3
+    pad_multiple: int = 1
+    min_input: int = 1
 
 
 class SRNet(nn.Module):
     """Base class: ``forward`` maps an RGB batch ``(N, 3, H, W)`` in [0, 1] to ``(N, 3, s·H, s·W)``.
 
-    Subclasses set ``arch`` and call ``_remember(**config)`` with every constructor argument, so that
-    ``info.config`` rebuilds an identical network.
+    Subclasses call ``_remember(**config)`` with every constructor argument, so that ``info.config`` rebuilds
+    an identical network, and override :meth:`fuse`. ``arch`` and ``precisions`` are set from the network's
+    spec by :func:`lightsr.models.registry.create_model`.
     """
 
     arch: str = ""
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    pad_multiple: int = 1  # the network mirror-pads inputs to a multiple of this …
+    min_input: int = 1  # … and to at least this size
 
     def _remember(self, **config: Any) -> None:
         self._config = dict(config)
@@ -46,17 +52,45 @@ class SRNet(nn.Module):
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(arch=self.arch, scale=self.scale, config=dict(self._config), precisions=self.precisions)
+        return ModelInfo(arch=self.arch, scale=self.scale, config=dict(self._config), precisions=self.precisions,
+                         pad_multiple=self.pad_multiple, min_input=self.min_input)
 
     def num_trainable_params(self) -> int:
         """Trainable parameters as the papers count them (frozen constants are buffers, so not included)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def fuse(self) -> nn.Module:
-        """The inference form: same outputs (≤1e-4), faster; see :mod:`lightsr.models.fused`."""
-        from lightsr.models.fused import fuse
+        """The inference form: the same function (≤ 1e-4), faster, in eval mode without gradients.
 
-        return fuse(self)
+        Every network overrides this; one without a faster form says so by returning :meth:`unfused`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define fuse(): return its inference form, or "
+                                  "self.unfused() if it has none")
+
+    def unfused(self) -> SRNet:
+        """This network as its own inference form (for networks that have no faster one)."""
+        return self.eval()
+
+
+class InferenceForm(nn.Module):
+    """Base of the modules :meth:`SRNet.fuse` returns: they carry the training form's :class:`ModelInfo`."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        super().__init__()
+        self.info = info
+
+    @property
+    def arch(self) -> str:
+        return self.info.arch
+
+    @property
+    def scale(self) -> int:
+        return self.info.scale
+
+    def ready(self, like: nn.Module) -> InferenceForm:
+        """On ``like``'s device, channels-last, eval mode, no gradients: how every inference form is handed out."""
+        device = next(like.parameters()).device
+        return self.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 @torch.no_grad()

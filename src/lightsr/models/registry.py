@@ -1,44 +1,51 @@
-"""Name → network registry: ``create_model("elan_light", scale=4)`` and ``list_models()``."""
+"""Name → network registry: ``create_model("elan_light", scale=4)``, ``list_models()``, ``model_spec(name)``.
+
+Each architecture package exports ``SPECS``; registering a built-in architecture is one entry in
+:data:`_BUILTIN`. Other code (plugins, tests) adds networks with :func:`register`.
+"""
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from lightsr.errors import UsageError
+from lightsr.models import elan, hasn, lksmn
 from lightsr.models.base import SRNet
+from lightsr.models.spec import ModelSpec
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    module: str  # imported only when the model is built, so `import lightsr` stays light
-    cls: str
-    paper: str
-    defaults: dict[str, Any] = field(default_factory=dict)
-    scales: tuple[int, ...] = (2, 3, 4)
-
+_BUILTIN = (elan, hasn, lksmn)
 
 _SPECS: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> None:
+    """Add a network to the registry (an error if the name is taken)."""
+    if spec.name in _SPECS:
+        raise ValueError(f"a network named {spec.name!r} is already registered")
     _SPECS[spec.name] = spec
 
 
-_ELAN_PAPER = "Zhang et al., Efficient Long-Range Attention Network for Image Super-resolution, ECCV 2022"
-register(ModelSpec("elan_light", "lightsr.models.elan", "ELAN", _ELAN_PAPER,
-                   dict(num_blocks=24, channels=60, n_share=1, exp_ratio=2, window_sizes=(4, 8, 16))))
-register(ModelSpec("elan", "lightsr.models.elan", "ELAN", _ELAN_PAPER,
-                   dict(num_blocks=36, channels=180, n_share=0, exp_ratio=2, window_sizes=(4, 8, 16))))
-register(ModelSpec("hasn", "lightsr.models.hasn", "HASN",
-                   "Cao et al., Hybrid Attention Separable Network for Efficient Image Super-resolution, "
-                   "The Visual Computer 2024", dict(channels=52, num_blocks=6)))
-register(ModelSpec("lksmn", "lightsr.models.lksmn", "LKSMN",
-                   "Large Kernel Spatial Modulation Network for Efficient Image Super-resolution, "
-                   "The Visual Computer 2024 (reconstructed from the paper's text)",
-                   dict(channels=48, num_blocks=6)))
+def unregister(name: str) -> None:
+    _SPECS.pop(name, None)
+
+
+@contextlib.contextmanager
+def registered(*specs: ModelSpec) -> Iterator[None]:
+    """Networks registered for the duration of a ``with`` block (tests, experiments)."""
+    for spec in specs:
+        register(spec)
+    try:
+        yield
+    finally:
+        for spec in specs:
+            unregister(spec.name)
+
+
+for _package in _BUILTIN:
+    for _spec in _package.SPECS:
+        register(_spec)
 
 
 def list_models() -> list[str]:
@@ -52,13 +59,21 @@ def model_spec(name: str) -> ModelSpec:
         raise UsageError(f"unknown model {name!r}; available: {', '.join(list_models())}") from None
 
 
+def find_spec(name: str | None) -> ModelSpec | None:
+    """The spec of ``name``, or None when it is not a registered network (e.g. another tool's ONNX graph)."""
+    return _SPECS.get(name or "")
+
+
+def specs() -> list[ModelSpec]:
+    return [_SPECS[name] for name in list_models()]
+
+
 def create_model(name: str, scale: int = 4, **overrides: Any) -> SRNet:
     """Build a randomly initialised network by registry name; ``overrides`` replace the paper's defaults."""
     spec = model_spec(name)
     if not isinstance(scale, int) or scale < 1:
         raise UsageError(f"scale must be a positive integer, got {scale!r}")
-    cls = getattr(importlib.import_module(spec.module), spec.cls)
-    kwargs = {**spec.defaults, **overrides}
-    model = cls(scale=scale, **kwargs)
+    model = spec.network(scale=scale, **{**spec.defaults, **overrides})
     model.arch = name
+    model.precisions = spec.precisions
     return model

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from lightsr.bundled import DEFAULT_MODEL
 from lightsr.errors import LightSRError
 
 __all__ = [
@@ -88,7 +89,7 @@ DEVICE = _meta(lambda v: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)), "'auto'
 class ModelConfig:
     """The network: a registry name, its scale and constructor overrides (``{channels: 12, num_blocks: 1}``)."""
 
-    arch: str = field(default="hasn", metadata=NON_EMPTY_STR)
+    arch: str = field(default=DEFAULT_MODEL, metadata=NON_EMPTY_STR)  # lightsr's default network
     scale: int = field(default=4, metadata=POSITIVE_INT)
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -100,7 +101,7 @@ class DataConfig:
     hr_dirs: list[str] = field(default_factory=list)
     lr_dirs: list[str] = field(default_factory=list)  # empty: LR = imresize(HR, 1/scale); else one per hr_dirs entry
     patch_size: int = field(default=192, metadata=POSITIVE_INT)  # HR patch side; the LR patch is patch_size / scale
-    repeat: int = field(default=1, metadata=POSITIVE_INT)  # samples per image per epoch (ELAN's data_repeat)
+    repeat: int = field(default=1, metadata=POSITIVE_INT)  # samples per image per epoch (trainers' data_repeat)
     hflip: bool = True
     rot: bool = True  # vertical flip + transpose; with hflip the 8 flips/rotations of BasicSR's augment
     cache_max_bytes: int = field(default=4 << 30, metadata=NON_NEGATIVE_INT)  # decoded images kept in RAM, per process

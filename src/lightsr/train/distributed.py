@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lightsr.device import resolve_device
 from lightsr.errors import LightSRError
 
 
@@ -38,31 +39,17 @@ class DistContext:
         return self.rank == 0
 
 
-def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → CUDA (the local rank's GPU) when available, else CPU."""
-    if pref == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DistributedError(f"train.device: {pref!r} requested but CUDA is not available")
-        if pref == "cuda":
-            if local_rank >= torch.cuda.device_count():
-                raise DistributedError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-            return torch.device("cuda", local_rank)
-    return torch.device(pref)
-
-
 def setup(device_pref: str = "auto", timeout_s: float = 1800.0) -> DistContext:
     """Initialise the process group when launched by torchrun with more than one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
-        return DistContext(0, 1, 0, pick_device(device_pref), None)
+        return DistContext(0, 1, 0, resolve_device(device_pref, "train.device", local_rank=0), None)
     if device_pref.startswith("cuda:"):
         raise DistributedError(f"train.device: {device_pref!r} would put all {world} torchrun processes on one GPU; "
                                "use 'cuda' or 'auto' (each process takes its local rank's GPU)")
-    device = pick_device(device_pref, local_rank)
+    device = resolve_device(device_pref, "train.device", local_rank=local_rank)  # `cuda`: this rank's GPU
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)

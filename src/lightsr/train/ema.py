@@ -4,7 +4,7 @@ A small class rather than ``torch.optim.swa_utils.AveragedModel``: its state mus
 through a safetensors file (weights) plus two numbers (decay, update count) for exact resume, and the
 averaged copy must stay a plain :class:`~lightsr.models.base.SRNet` so that ``save_model`` writes a file
 ``lightsr eval --weights`` reads. Unlike BasicSR's ``model_ema`` (parameters only), floating-point buffers
-are averaged too — ELAN's BatchNorm running statistics — and integer buffers (``num_batches_tracked``) copied.
+are averaged too — BatchNorm running statistics — and integer buffers (``num_batches_tracked``) copied.
 """
 
 from __future__ import annotations

@@ -28,11 +28,10 @@ from torch import nn
 
 from lightsr.checkpoints import CheckpointError, detect, read_checkpoint, save_model
 from lightsr.models.base import SRNet
+from lightsr.models.registry import model_spec
 
 CKPT_RE = re.compile(r"iter_(\d{8})")
 MODEL_FILE, EMA_FILE, STATE_FILE = "model.safetensors", "ema.safetensors", "state.pt"
-# Output layers whose shape depends on the scale: the only keys a warm start may skip.
-_SCALE_DEPENDENT_PREFIXES = ("tail.", "upsampler.")
 
 
 def checkpoint_name(iteration: int) -> str:
@@ -172,15 +171,15 @@ def warm_start(model: SRNet, path: str | Path) -> tuple[list[str], list[str]]:
         arch = meta["arch"]
     else:
         arch, _, _, sd = detect(sd, source)
-    from lightsr.models.registry import model_spec
-
-    if model_spec(arch).module != model_spec(model.arch).module:
+    spec = model_spec(model.arch)
+    if model_spec(arch).family != spec.family:
         raise CheckpointError(f"{source}: holds {arch} weights; the configured network is {model.arch}")
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
     mismatched = [k for k in own if k in sd and sd[k].shape != own[k].shape]
-    skipped = [k for k in mismatched if k.startswith(_SCALE_DEPENDENT_PREFIXES)]
+    # Output layers whose shape depends on the scale are the only keys a warm start may skip.
+    skipped = [k for k in mismatched if k.startswith(spec.output_prefixes)]
     fatal = [k for k in mismatched if k not in skipped]
     if missing or unexpected or fatal:
         parts = []

@@ -282,7 +282,7 @@ class Trainer:
         if ctx.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            # Plain per-rank BatchNorm (ELAN), as the papers trained: batch statistics per process, running
+            # Plain per-rank BatchNorm, as the papers trained: batch statistics per process, running
             # statistics synced from rank 0 at each forward (DDP's default buffer sync, left as it is).
             self.forward = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             # Depthwise kernels (C×1×k×k) have gradients whose stride on the size-1 axis differs from the

@@ -9,8 +9,9 @@ them gated (``ReLU6(f1) · f2``, the star operation of StarNet), the third refin
 (ESA, from RFANet/RLFN) — a 1×1 reduction and a second 7×7 depthwise conv with a residual, and finally a
 channel attention block (CAB: two 3×3 convs and RCAN-style squeeze-excitation).
 
-This is the *training form*, matching the official BasicSR implementation key for key (up to renames that
-:mod:`lightsr.checkpoints` maps); golden tests compare it with the official outputs.
+This is the *training form*, matching the official BasicSR implementation key for key (up to the renames of
+:mod:`lightsr.models.hasn.layouts`); golden tests compare it with the official outputs. :meth:`HASN.fuse`
+returns the inference form (:mod:`lightsr.models.hasn.fused`).
 
 ESA downsamples with a stride-2 3×3 conv and a 7×7/3 max-pool, so the official network fails on inputs
 smaller than 15×15; here such inputs are mirror-padded to 15×15 and the output cropped back.
@@ -24,6 +25,7 @@ from torch import nn
 
 from lightsr.models._common import pad_to_multiple
 from lightsr.models.base import SRNet
+from lightsr.models.hasn.fused import FusedHASN
 
 # Smallest input for which ESA's stride-2 conv followed by its 7×7 stride-3 max-pool is defined.
 MIN_INPUT = 15
@@ -43,6 +45,14 @@ class ChannelAttention(nn.Module):
             nn.Sigmoid(),
         )
 
+    @property
+    def down(self) -> nn.Conv2d:
+        return self.attention[1]
+
+    @property
+    def up(self) -> nn.Conv2d:
+        return self.attention[3]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.attention(x)
 
@@ -59,6 +69,19 @@ class CAB(nn.Module):
             nn.Conv2d(mid, channels, 3, padding=1),
             ChannelAttention(channels, squeeze_factor),
         )
+
+    # The parts by name (the official layout keeps them in one Sequential, so the keys stay indices).
+    @property
+    def conv1(self) -> nn.Conv2d:
+        return self.body[0]
+
+    @property
+    def conv2(self) -> nn.Conv2d:
+        return self.body[2]
+
+    @property
+    def ca(self) -> ChannelAttention:
+        return self.body[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -114,6 +137,7 @@ class HASN(SRNet):
     """HASN (Sec. 3.1, Fig. 2): shallow conv, ``num_blocks`` HASBs, conv + global skip, PixelShuffle."""
 
     arch = "hasn"
+    min_input = MIN_INPUT
 
     def __init__(self, scale: int = 4, channels: int = 52, num_blocks: int = 6, mlp_ratio: int = 3,
                  in_channels: int = 3) -> None:
@@ -135,3 +159,6 @@ class HASN(SRNet):
         out = self.upsampler(self.body_conv(self.blocks(feat)) + feat)
         s = self.scale
         return out[..., : h * s, : w * s]
+
+    def fuse(self) -> FusedHASN:
+        return FusedHASN(self.eval()).ready(self)

@@ -1,4 +1,8 @@
-"""``lightsr train``: train a network from a YAML config, in one process or under ``torchrun``."""
+"""``lightsr train``: train a network from a YAML config, in one process or under ``torchrun``
+(:func:`lightsr.train.train`).
+
+The library is imported in :func:`run`, not above: ``lightsr train --help`` loads no torch.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
 
 
-def run_cli(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from lightsr.errors import LightSRError
     from lightsr.train.config import dump_config, load_config
 

@@ -11,7 +11,7 @@ Attention maps are computed once and reused by the next ``n_share`` ELABs (share
 group of ELABs attends over cyclically shifted windows.
 
 This module is the *training form*: a readable rendering that the golden tests compare with the official
-code's outputs. ``fuse()`` (see the speed issue) builds an inference form with identical outputs.
+code's outputs. :meth:`ELAN.fuse` builds the inference form (:mod:`lightsr.models.elan.fused`), same outputs.
 
 Data convention: lightsr networks take and return RGB in [0, 1]. The official code works on 0..255 with a
 frozen 1×1 "MeanShift" convolution; here the same affine map is applied with constant buffers, so it is neither
@@ -29,27 +29,8 @@ from torch import nn
 
 from lightsr.models._common import pad_to_multiple
 from lightsr.models.base import SRNet
-
-# DIV2K RGB mean used by the official code (EDSR convention), in [0, 1]; the network runs on 0..255 inside.
-RGB_MEAN = (0.4488, 0.4371, 0.4040)
-RGB_RANGE = 255.0
-
-
-def shift_kernel(channels: int, n_div: int = 5) -> torch.Tensor:
-    """The fixed depthwise 3×3 kernel of a shift-convolution, shape ``(channels, 1, 3, 3)``.
-
-    Channels are cut into ``n_div`` groups: four groups move one pixel (taking the neighbour to the right,
-    left, below, above) and the rest stay in place — the pattern of the official code, which pretrained
-    weights depend on.
-    """
-    g = channels // n_div
-    k = torch.zeros(channels, 1, 3, 3)
-    k[0 * g : 1 * g, 0, 1, 2] = 1.0
-    k[1 * g : 2 * g, 0, 1, 0] = 1.0
-    k[2 * g : 3 * g, 0, 2, 1] = 1.0
-    k[3 * g : 4 * g, 0, 0, 1] = 1.0
-    k[4 * g :, 0, 1, 1] = 1.0
-    return k
+from lightsr.models.elan.constants import RGB_MEAN, RGB_RANGE, shift_kernel
+from lightsr.models.elan.fused import FusedELAN
 
 
 class ShiftConv2d(nn.Module):
@@ -58,6 +39,8 @@ class ShiftConv2d(nn.Module):
     It has the receptive field of a 3×3 convolution at the cost of a 1×1. ``weight``/``bias`` are the 1×1
     convolution's; the shift kernel is a constant (not a parameter, not saved).
     """
+
+    seam_reach = 1  # a one-pixel shift with zero fill: tiling's seams treat it as a 'same' 3×3 convolution
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -126,6 +109,15 @@ class GMSA(nn.Module):
         )
         self.project_out = nn.Conv2d(channels, channels, kernel_size=1)
 
+    # The projection's parts by name (one Sequential, as the official keys ``project_inp.0/1`` have them).
+    @property
+    def projection(self) -> nn.Conv2d:
+        return self.project_inp[0]
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self.project_inp[1]
+
     def forward(
         self, x: torch.Tensor, prev_atns: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -178,6 +170,7 @@ class ELAN(SRNet):
     """
 
     arch = "elan"
+    rgb_range = RGB_RANGE
 
     def __init__(self, scale: int = 4, num_blocks: int = 24, channels: int = 60, n_share: int = 1,
                  exp_ratio: int = 2, window_sizes: Sequence[int] = (4, 8, 16), in_channels: int = 3) -> None:
@@ -209,3 +202,11 @@ class ELAN(SRNet):
         out = self.tail(res + feat) / RGB_RANGE + self.rgb_mean
         s = self.scale
         return out[..., : h * s, : w * s]
+
+    @property
+    def tail_conv(self) -> nn.Conv2d:
+        """The reconstruction conv before the pixel shuffle."""
+        return self.tail[0]
+
+    def fuse(self) -> FusedELAN:
+        return FusedELAN(self.eval()).ready(self)

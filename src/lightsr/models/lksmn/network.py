@@ -61,10 +61,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightsr.models.base import SRNet
+from lightsr.models.lksmn.constants import DEFAULT_KERNELS
+from lightsr.models.lksmn.fused import FusedLKSMN
 
-__all__ = ["LKSMB", "LKSMN", "MDTA", "MLFA", "MLP", "MSMA", "DecomposedLKA", "LayerNorm2d", "MultiScaleLKA"]
+__all__ = ["DEFAULT_KERNELS", "LKSMB", "LKSMN", "MDTA", "MLFA", "MLP", "MSMA", "DecomposedLKA", "LayerNorm2d",
+           "MultiScaleLKA"]
 
-_DEFAULT_KERNELS: tuple[tuple[int, int, int], ...] = ((3, 5, 2), (5, 7, 3), (7, 9, 4))
 
 
 class LayerNorm2d(nn.Module):
@@ -101,11 +103,24 @@ class DecomposedLKA(nn.Sequential):
             nn.Conv2d(channels, channels, 1),
         )
 
+    # The three convs by name (a Sequential keeps the state-dict keys of the bundled files: ``…branches.i.0``).
+    @property
+    def depthwise(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def dilated(self) -> nn.Conv2d:
+        return self[1]
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        return self[2]
+
 
 class MultiScaleLKA(nn.Module):
     """Multi-scale large kernel attention map of MSMA (after MAN): one ``DecomposedLKA`` per channel group."""
 
-    def __init__(self, channels: int, kernels: Sequence[Sequence[int]] = _DEFAULT_KERNELS) -> None:
+    def __init__(self, channels: int, kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS) -> None:
         super().__init__()
         n = len(kernels)
         if not 1 <= n <= channels:
@@ -123,11 +138,20 @@ class MultiScaleLKA(nn.Module):
 class MSMA(nn.Module):
     """Multi-scale spatial modulation attention: ``Proj(A(x) * V(x))`` as in Conv2Former."""
 
-    def __init__(self, channels: int, kernels: Sequence[Sequence[int]] = _DEFAULT_KERNELS) -> None:
+    def __init__(self, channels: int, kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS) -> None:
         super().__init__()
         self.a = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.GELU(), MultiScaleLKA(channels, kernels))
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj = nn.Conv2d(channels, channels, 1)
+
+    @property
+    def a_conv(self) -> nn.Conv2d:
+        """The 1×1 conv that starts the attention branch A."""
+        return self.a[0]
+
+    @property
+    def lka(self) -> MultiScaleLKA:
+        return self.a[2]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.a(x) * self.v(x))
@@ -181,7 +205,7 @@ class LKSMB(nn.Module):
     """Large Kernel Spatial Modulation Block: pre-norm residual MSMA, MDTA and MLP in turn."""
 
     def __init__(self, channels: int, heads: int = 4, mlp_ratio: float = 2.0,
-                 kernels: Sequence[Sequence[int]] = _DEFAULT_KERNELS) -> None:
+                 kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(channels)
         self.msma = MSMA(channels, kernels)
@@ -224,7 +248,7 @@ class LKSMN(SRNet):
     arch = "lksmn"
 
     def __init__(self, scale: int = 4, channels: int = 48, num_blocks: int = 6, heads: int = 4,
-                 mlp_ratio: float = 2.0, kernels: Sequence[Sequence[int]] = _DEFAULT_KERNELS,
+                 mlp_ratio: float = 2.0, kernels: Sequence[Sequence[int]] = DEFAULT_KERNELS,
                  in_channels: int = 3) -> None:
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
@@ -251,27 +275,6 @@ class LKSMN(SRNet):
             features.append(h)
         return self.upsampler(self.mlfa(features) + shallow)
 
+    def fuse(self) -> FusedLKSMN:
+        return FusedLKSMN(self.eval()).ready(self)
 
-def config_from_state_dict(sd: dict[str, Tensor]) -> dict:
-    """Constructor arguments (without ``scale``) read from a plain LKSMN state dict's shapes.
-
-    Dilations leave no trace in the weights: each scale takes the default dilation of its position.
-    """
-    channels = sd["shallow.weight"].shape[0]
-    num_blocks = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-    kernels = []
-    i = 0
-    while f"blocks.0.msma.a.2.branches.{i}.0.weight" in sd:
-        k = sd[f"blocks.0.msma.a.2.branches.{i}.0.weight"].shape[-1]
-        dk = sd[f"blocks.0.msma.a.2.branches.{i}.1.weight"].shape[-1]
-        dilation = _DEFAULT_KERNELS[i][2] if i < len(_DEFAULT_KERNELS) else 1
-        kernels.append([k, dk, dilation])
-        i += 1
-    return dict(
-        channels=channels,
-        num_blocks=num_blocks,
-        heads=sd["blocks.0.mdta.temperature"].shape[0],
-        mlp_ratio=sd["blocks.0.mlp.fc1.weight"].shape[0] / channels,
-        kernels=kernels,
-        in_channels=sd["shallow.weight"].shape[1],
-    )

@@ -1,0 +1,81 @@
+"""argparse value types shared by the subcommands: a bad value is refused while parsing, before any work."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An integer in ``[lo, hi]`` (no upper bound when ``hi`` is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            bounds = f"between {lo} and {hi}" if hi is not None else f"≥ {lo}"
+            raise argparse.ArgumentTypeError(f"{value}: must be {bounds}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+positive = int_range(1)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number")
+    return value
+
+
+def pixel_count(text: str) -> int | None:
+    """A number of pixels with an optional k/M/G multiplier (``40M``, ``1e8``); ``0`` → None (no limit)."""
+    t = text.strip().lower()
+    mult = {"k": 10**3, "m": 10**6, "g": 10**9}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a pixel count such as 40M, 1e8 or 0 (no limit)") from None
+    if not (value == 0 or 1 <= value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a pixel count ≥ 1, or 0 for no limit")
+    return None if value == 0 else int(value)
+
+
+def tile_size(text: str) -> int | None:
+    """``auto`` → None (sized from the memory budget), else an integer (0: no tiling; the range is the
+    :class:`lightsr.Upscaler`'s to check, so the message is the same from Python)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto, 0 (no tiling) or a size in pixels") from None
+
+
+def size_wh(text: str) -> tuple[int, int]:
+    """``WxH`` (e.g. ``320x180``) → ``(height, width)``, both ≥ 1."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WxH (e.g. 320x180), got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return h, w
+
+
+def crop_box(text: str) -> tuple[int, int, int, int]:
+    """``X,Y,W,H`` → ``(x, y, w, h)``; whether it lies inside the image is checked once the image is read."""
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H in HR pixels, got {text!r}") from None
+    return x, y, w, h

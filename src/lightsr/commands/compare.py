@@ -1,0 +1,63 @@
+"""``lightsr compare``: side-by-side zoomed crops of HR, bicubic and models (:func:`lightsr.figures.compare_figure`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from lightsr.bundled import bundled_weights
+from lightsr.commands import _args
+from lightsr.commands._specs import load_spec
+from lightsr.errors import UsageError
+from lightsr.figures import check_figure_path, compare_figure
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", metavar="IMAGE", help="an HR image; the LR input is its MATLAB bicubic downscale")
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help="bundled network names or checkpoint files, LABEL=MODEL to name one "
+                        "(default: every bundled network at --scale)")
+    p.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
+    p.add_argument("--scale", type=_args.positive, default=4, help="scale factor (default 4)")
+    p.add_argument("--crop", type=_args.crop_box, metavar="X,Y,W,H",
+                   help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
+    p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
+    p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100)
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    """uint8 pixels of an image file (EXIF orientation applied, 16-bit rounded, alpha dropped)."""
+    from lightsr.imageio import load_image, to_uint8  # here: torch loads only when run (fast --help)
+
+    px = to_uint8(load_image(path).pixels)
+    if px.ndim == 3 and px.shape[2] in (2, 4):  # gray+alpha / RGBA: the colour channels only
+        px = px[..., :-1]
+    return px[..., 0] if px.ndim == 3 and px.shape[2] == 1 else px
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output).resolve()
+    for option, src in (("IMAGE", args.image), ("--lr", args.lr)):
+        if src and out == Path(src).resolve():
+            raise UsageError(f"-o {args.output}: would overwrite the input image ({option})")
+    if args.scale not in (2, 3, 4):
+        raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
+    check_figure_path(args.output, "-o")  # before any model runs
+    specs = args.models
+    if not specs:
+        from lightsr.models.registry import list_models
+
+        specs = [n for n in list_models() if args.scale in bundled_weights(n)]
+        if not specs:
+            raise UsageError(f"no bundled weights at ×{args.scale}: name models with --models")
+    hr = _read_rgb(args.image)
+    lr = _read_rgb(args.lr) if args.lr else None
+    models = [load_spec(s, args.scale) for s in specs]
+    res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi)
+    for p in res.panels:
+        if p.psnr is not None:
+            print(f"{p.title}: {p.psnr:.2f} dB")
+    print(f"wrote {res.path} ({res.size[0]}×{res.size[1]})")
+    return 0

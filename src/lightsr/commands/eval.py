@@ -1,0 +1,117 @@
+"""``lightsr eval``: PSNR/SSIM of bundled networks, checkpoints and bicubic on benchmark sets
+(:func:`lightsr.evaluate.evaluate`), as a Markdown table, optional reports, SR images and a complexity plot."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from lightsr._files import check_creatable
+from lightsr.checkpoints import bundled_model
+from lightsr.commands import _args
+from lightsr.commands._specs import load_spec, split_spec
+from lightsr.device import resolve_device
+from lightsr.errors import UsageError
+from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
+from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot, unique_labels
+from lightsr.profile import profile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("what to evaluate (any mix; each option may be repeated)")
+    src.add_argument("--model", action="append", default=[], metavar="NAME",
+                     help="a network's bundled weights at --scale")
+    src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
+                     help="a checkpoint file (any supported layout)")
+    src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
+    p.add_argument("--scale", type=_args.positive, help="scale factor (default: the checkpoint's)")
+    p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
+    p.add_argument("--gray-mode", choices=["rgb", "raw"], default="rgb",
+                   help="grayscale images: 'rgb' = replicate to RGB then Y (BasicSR, official ELAN); "
+                        "'raw' = the gray value is Y (the classic MATLAB scripts of the bicubic rows)")
+    p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
+    p.add_argument("--self-ensemble", action="store_true", help="average the 8 flip/rotate variants")
+    p.add_argument("--param-key", help="checkpoint entry to use (e.g. params or params_ema)")
+    p.add_argument("--save-images", metavar="DIR", help="write the SR outputs here (DIR/<label>/ for several)")
+    p.add_argument("--output", metavar="PATH", help="write PATH.json and PATH.csv with per-image scores "
+                                                    "(PATH-<label>.* for several models)")
+    p.add_argument("--plot", metavar="FIG",
+                   help="draw PSNR against parameters and multiply-adds of the evaluated models (needs matplotlib)")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="run the training form instead of the (equivalent, faster) inference form")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None, str | None]]:
+    """``(label, model, weights path)`` for everything asked for, bicubic first; labels made unique."""
+    if not (args.model or args.weights or args.bicubic):
+        raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
+    if args.param_key and not args.weights:
+        raise UsageError("--param-key applies to --weights only")
+    out: list[tuple[str, torch.nn.Module | None, str | None]] = []
+    for name in args.model:
+        out.append((name, bundled_model(name, args.scale), None))
+    for spec in args.weights:
+        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False, option="--weights")
+        out.append((label, model, split_spec(spec)[1]))
+    if args.bicubic:
+        if not args.scale and not out:
+            raise UsageError("--bicubic needs --scale")
+        out.insert(0, ("bicubic", None, None))
+    labels = unique_labels([label for label, _, _ in out])
+    return [(label, m, w) for label, (_, m, w) in zip(labels, out, strict=True)]
+
+
+def run(args: argparse.Namespace) -> int:
+    # Everything that can be wrong is checked before the first model runs: a typo in the last set name or
+    # the output path must not cost a whole evaluation.
+    if args.plot:
+        check_figure_path(args.plot, "--plot")
+    device = resolve_device(args.device)
+    check_sets(args.data, args.sets, "--data, --sets")
+    if args.output:
+        check_creatable(args.output, "--output")
+    if args.save_images:
+        check_creatable(Path(args.save_images) / "x", "--save-images")
+    entries = _entries(args)
+    scales = {m.scale for _, m, _ in entries if m is not None} | ({args.scale} if args.scale else set())
+    if len(scales) > 1:
+        raise UsageError("the models have different scales (" + ", ".join(
+            f"{label} ×{m.scale}" for label, m, _ in entries if m is not None) + "); pass models of one scale")
+    scale = scales.pop()
+    several = len(entries) > 1
+    points = []
+    for label, model, weights in entries:
+        arch = None if model is None else model.arch
+        complexity = None
+        if model is not None:
+            if args.plot:
+                prof = profile(model)
+                complexity = (prof.params, prof.macs)
+            model = model.to(device).eval()
+            if not args.no_fuse:
+                model = model.fuse()
+        save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
+        results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
+                           self_ensemble=args.self_ensemble, save_dir=save_dir,
+                           progress=not args.no_progress)
+        print(markdown_table(results, label))
+        if args.output:
+            meta = {"model": label, "arch": arch,
+                    "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
+                    "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble}
+            base = args.output[:-5] if args.output.endswith(".json") else args.output.removesuffix(".csv")
+            out = f"{base}-{label}" if several else args.output
+            for p in write_reports(results, out, meta):
+                print(f"wrote {p}", file=sys.stderr)
+        if args.plot:
+            points.append(ComplexityPoint(label, *(complexity or (None, None)), {r.set: r.psnr for r in results}))
+    if args.plot:
+        res = complexity_plot(points, args.plot, scale)
+        print(f"wrote {res.path}", file=sys.stderr)
+    return 0

@@ -1,0 +1,56 @@
+"""``lightsr profile``: parameters, multiply-adds and latency of a network (:func:`lightsr.profile.profile`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+import torch
+
+from lightsr.commands import _args
+from lightsr.errors import UsageError
+from lightsr.profile import profile
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="network name (random init: enough for counting and timing)")
+    src.add_argument("--weights", help="checkpoint file")
+    p.add_argument("--scale", type=_args.positive, default=None, help="scale (default 4, or the checkpoint's)")
+    p.add_argument("--input-size", type=_args.size_wh, metavar="WxH",
+                   help="input size for MACs (default: the input giving a 1280×720 output)")
+    p.add_argument("--latency", type=_args.size_wh, metavar="WxH", nargs="?", const=(180, 320),
+                   help="also time the forward pass on a WxH input (default 320x180)")
+    p.add_argument("--runs", type=_args.positive, default=5, help="timed runs (median reported)")
+    p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
+    p.add_argument("--threads", type=_args.positive, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.runs < 1:
+        raise UsageError(f"--runs must be at least 1, got {args.runs}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.weights:
+        from lightsr.checkpoints import load_model
+
+        model = load_model(args.weights, scale=args.scale)
+    else:
+        from lightsr.models.registry import create_model
+
+        model = create_model(args.model, scale=4 if args.scale is None else args.scale).eval()
+    prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse)
+    if args.json:
+        print(json.dumps(asdict(prof), indent=1))
+        return 0
+    h, w = prof.input_hw
+    print("| model | scale | params | input | MACs | latency |")
+    print("|---|---|---|---|---|---|")
+    lat = "—"
+    if prof.latency_ms is not None:
+        lat = (f"{prof.latency_ms:.1f} ms ({prof.latency_input_hw[1]}×{prof.latency_input_hw[0]}, {prof.form}, "
+               f"{prof.threads} threads, {prof.allocator}, median of {prof.runs})")
+    print(f"| {prof.arch} | ×{prof.scale} | {prof.params:,} | {w}×{h} | {prof.macs / 1e9:.2f} G | {lat} |")
+    return 0

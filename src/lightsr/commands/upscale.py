@@ -1,0 +1,234 @@
+"""``lightsr upscale``: files, folders and globs through :class:`lightsr.Upscaler`.
+
+The command's own work is planning: which files an input names, where each output goes (a file, or a folder
+keeping the inputs' sub-folders), and refusing every conflict (existing outputs, two inputs writing one file,
+an output replacing an input) before the first image runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightsr._files import check_creatable
+from lightsr.checkpoints import resolve_model
+from lightsr.commands import _args
+from lightsr.device import PRECISIONS
+from lightsr.errors import LightSRError, UsageError
+from lightsr.imageio import DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
+from lightsr.upscaler import NonFiniteOutputError, Upscaler
+
+log = logging.getLogger("lightsr")
+
+
+def add_arguments(u: argparse.ArgumentParser) -> None:
+    u.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    u.add_argument("-o", "--output", required=True, help="output file (one input file) or folder")
+    src = u.add_argument_group("model")
+    src.add_argument("--model", help="network name (picks the bundled weights for --scale)")
+    src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
+    src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
+    src.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
+    src.add_argument("--outscale", type=_args.positive_float, metavar="X",
+                     help="final size as a multiple of the input, e.g. 2 with a ×4 model: the model's output is "
+                          "resized (MATLAB bicubic, antialiased); default: the model's scale")
+    out = u.add_argument_group("files")
+    out.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
+    out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
+                     help="output format (default: the input's)")
+    out.add_argument("--suffix", default="_x{scale}",
+                     help="added to file names written into a folder (default: _x{scale}; '' for none)")
+    exists = out.add_mutually_exclusive_group()
+    exists.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    exists.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
+    out.add_argument("--quality", type=_args.int_range(1, 100), default=95, help="JPEG/WebP quality (default: 95)")
+    out.add_argument("--alpha", choices=("bicubic", "model"), default="bicubic",
+                     help="how the alpha channel is upscaled (default: bicubic)")
+    out.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+                     help=f"refuse inputs with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
+    run = u.add_argument_group("execution")
+    run.add_argument("--tile", type=_args.tile_size, default=None, metavar="SIZE",
+                     help="tile core size in input pixels; auto (default: from --max-memory) or 0 (never tile)")
+    run.add_argument("--tile-overlap", type=_args.int_range(0), metavar="PX",
+                     help="context pixels around each tile (default: per network, 32–48)")
+    run.add_argument("--max-memory", metavar="SIZE",
+                     help="memory budget that picks the tile size, e.g. 2GB: CPU: one tile plus the image "
+                          "buffers (default 1GB); CUDA: one tile (default 70%% of free GPU memory)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+                     help="fp32 (default), bf16, or fp16 (CUDA only)")
+    run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime")
+    run.add_argument("--no-fuse", action="store_true",
+                     help="run the training form instead of the (equivalent, faster) inference form")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+
+
+@dataclass
+class _Job:
+    src: Path
+    dst: Path
+
+
+def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Input files with the path their outputs keep below the output folder; and error lines."""
+    found: list[tuple[Path, Path]] = []
+    errors: list[str] = []
+    for pat in patterns:
+        p = Path(pat)
+        if p.is_dir():
+            walker = p.rglob("*") if recursive else p.glob("*")
+            files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in INPUT_EXTENSIONS
+                           and not f.name.startswith("."))
+            if not files:
+                errors.append(f"{p}: no images ({', '.join(INPUT_EXTENSIONS)}) in this folder")
+            found += [(f, f.relative_to(p)) for f in files]
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        elif glob.has_magic(pat):
+            files = sorted(Path(f) for f in glob.glob(pat, recursive=recursive)
+                           if Path(f).is_file() and Path(f).suffix.lower() in INPUT_EXTENSIONS)
+            if not files:
+                errors.append(f"{pat}: no image matches")
+            found += [(f, Path(f.name)) for f in files]
+        else:
+            errors.append(f"{pat}: no such file or folder")
+    unique: dict[Path, tuple[Path, Path]] = {}
+    for f, rel in found:  # the same file named twice (a file and its folder, overlapping globs) runs once
+        unique.setdefault(f.resolve(), (f, rel))
+    return list(unique.values()), errors
+
+
+def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
+    out = Path(args.output)
+    # One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
+    # extension): write exactly there. Anything else is a folder (created when missing).
+    named_file = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
+    single_file = (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
+                   and (out.suffix.lower() in FORMATS if not named_file else out.suffix != ""))
+    jobs: list[_Job] = []
+    conflicts: list[str] = []
+    if single_file:
+        src = found[0][0]
+        if out.suffix.lower() not in FORMATS:
+            raise UsageError(f"-o {out}: unknown image extension; use .png, .jpg, .webp, .tif or .bmp (or a "
+                             "folder)")
+        if args.ext and FORMATS[out.suffix.lower()] != FORMATS["." + args.ext]:
+            raise UsageError(f"-o {out} and --ext {args.ext} disagree")
+        jobs.append(_Job(src, out))
+    else:
+        if out.suffix.lower() in FORMATS and not out.is_dir():
+            raise UsageError(f"-o {out}: several inputs need an output folder")
+        try:
+            suffix = args.suffix.format(scale=int(scale) if float(scale).is_integer() else scale)
+        except (KeyError, IndexError, ValueError) as e:
+            raise UsageError(f"--suffix {args.suffix!r}: only {{scale}} can be substituted ({e})") from None
+        for src, rel in found:
+            ext = "." + args.ext if args.ext else src.suffix.lower()
+            jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{ext}"))
+    # A file this batch writes is not one of its inputs: rerunning a batch into its own folder must not upscale
+    # its earlier outputs (a_x4.png → a_x4_x4.png) nor read a file it is about to replace.
+    writes = {j.dst.resolve(): j.src.resolve() for j in jobs}
+    kept_jobs, ours = [], []
+    for j in jobs:
+        src = j.src.resolve()
+        (ours if writes.get(src, src) != src else kept_jobs).append(j)
+    if ours:
+        log.warning("%d input(s) are this batch's own outputs (e.g. %s, from %s) and are not upscaled again",
+                    len(ours), ours[0].src, writes[ours[0].src.resolve()].name)
+    jobs = kept_jobs
+    for j in jobs:
+        check_creatable(j.dst, "-o")
+    inputs = {j.src.resolve() for j in jobs}
+    seen: dict[Path, Path] = {}
+    kept = []
+    for j in jobs:
+        d = j.dst.resolve()
+        if d in inputs:
+            conflicts.append(f"{j.dst}: would overwrite an input (choose another -o or --suffix)")
+        elif d in seen:
+            conflicts.append(f"{j.dst}: is the output of both {seen[d]} and {j.src}")
+        elif j.dst.exists() and not args.overwrite:
+            if args.skip_existing:
+                log.info("%s: exists, skipped", j.dst)
+                seen[d] = j.src
+                continue
+            conflicts.append(f"{j.dst}: exists (use --overwrite or --skip-existing)")
+        else:
+            kept.append(j)
+        seen[d] = j.src
+    return kept, conflicts
+
+
+def run(args: argparse.Namespace) -> int:
+    chosen = [o for o in ("model", "weights", "onnx") if getattr(args, o)]
+    if "onnx" in chosen and len(chosen) > 1:
+        raise UsageError("--onnx cannot be combined with --model/--weights")
+    found, errors = _collect(args.inputs, args.recursive)
+    if not found:  # nothing to do: say so without loading a model first
+        for line in errors:
+            print(f"lightsr: error: {line}", file=sys.stderr)
+        return 1 if errors else 0
+    if args.onnx and Path(args.onnx).suffix.lower() != ".onnx":
+        raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
+    if args.onnx and args.no_fuse:
+        raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
+    if args.onnx:
+        model: Any = args.onnx
+    else:
+        model = resolve_model(args.model, args.weights, args.scale)
+    up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
+                  device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
+                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale)
+    for line in errors:
+        print(f"lightsr: error: {line}", file=sys.stderr)
+    jobs, conflicts = _plan_jobs(args, found, up.output_scale)
+    if conflicts:  # checked before any work: a batch never stops half-way over a name clash
+        for line in conflicts:
+            print(f"lightsr: error: {line}", file=sys.stderr)
+        print(f"lightsr: nothing written ({len(conflicts)} output conflict{'s' * (len(conflicts) > 1)})",
+              file=sys.stderr)
+        return 2
+    failed: list[Path] = []
+    start = time.perf_counter()
+    bar = None
+    if not args.quiet and len(jobs) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr)
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)  # above the progress bar, not through it
+        else:
+            print(line, file=sys.stderr)
+
+    for job in jobs:
+        try:
+            up.upscale_file(job.src, job.dst, overwrite=args.overwrite, max_pixels=args.max_pixels,
+                            quality=args.quality)
+        except NonFiniteOutputError as e:
+            say(f"lightsr: error: {job.src}: {e}; nothing written")
+            failed.append(job.src)
+        except LightSRError as e:
+            say(f"lightsr: error: {e}")
+            failed.append(job.src)
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    if not args.quiet:
+        secs = time.perf_counter() - start
+        where = f"{up.arch or 'model'}, {up.device.type}, {args.precision}"
+        names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
+        print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
+              f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
+              + (f"; {len(errors)} input error{'s' * (len(errors) > 1)}" if errors else ""), file=sys.stderr)
+    return 1 if failed or errors else 0

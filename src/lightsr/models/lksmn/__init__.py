@@ -1,0 +1,35 @@
+"""LKSMN (The Visual Computer 2024, reconstructed): the network, its inference form, its layouts, its spec."""
+
+from lightsr.models.lksmn.constants import DEFAULT_KERNELS
+from lightsr.models.lksmn.fused import FusedLKSMN
+from lightsr.models.lksmn.layouts import LAYOUTS, config_from_state_dict
+from lightsr.models.lksmn.network import (
+    LKSMB,
+    LKSMN,
+    MDTA,
+    MLFA,
+    MLP,
+    MSMA,
+    DecomposedLKA,
+    LayerNorm2d,
+    MultiScaleLKA,
+)
+from lightsr.models.spec import ModelSpec, TilingSpec
+
+SPECS = (
+    ModelSpec(
+        name="lksmn",
+        network=LKSMN,
+        paper="Large Kernel Spatial Modulation Network for Efficient Image Super-resolution, "
+              "The Visual Computer 2024 (reconstructed from the paper's text)",
+        config_from_weights=config_from_state_dict,
+        defaults=dict(channels=48, num_blocks=6),
+        layouts=LAYOUTS,
+        undetectable=("kernels",),  # the dilations (kernel sizes show in the shapes)
+        tiling=TilingSpec(overlap=32, align=1, bytes_per_pixel=5_800),
+        output_prefixes=("upsampler.",),
+    ),
+)
+
+__all__ = ["DEFAULT_KERNELS", "LKSMB", "LKSMN", "MDTA", "MLFA", "MLP", "MSMA", "SPECS", "DecomposedLKA", "FusedLKSMN",
+           "LayerNorm2d", "MultiScaleLKA"]

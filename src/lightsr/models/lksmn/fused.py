@@ -1,0 +1,175 @@
+"""LKSMN's inference form: the same function as :class:`~lightsr.models.lksmn.network.LKSMN`, rearranged for speed.
+
+* the pre-norm affines are folded into the 1×1 convolutions that read them; MSMA's sibling A/V 1×1 convs become
+  one, and the same-input depthwise convs of the three scales one with zero-padded kernels;
+* dilated depthwise convs run undilated on the pixel phases; MDTA is one Gram matrix plus one C×C matrix per
+  image (``proj ∘ attention`` folded) instead of normalised, reshaped copies of q, k, v;
+* MLFA's fusion of the concatenated block outputs is accumulated block by block;
+* everything runs channels-last.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightsr.models._fuse import CL, conv_from, fold_pre_affine, layer_norm_cl, whole_graph
+from lightsr.models.base import InferenceForm
+
+
+def _merge_depthwise(convs: list[nn.Conv2d]) -> nn.Conv2d:
+    """Depthwise convs on consecutive channel groups with different odd kernels → one, zero-padded."""
+    k = max(c.kernel_size[0] for c in convs)
+    ch = sum(c.out_channels for c in convs)
+    w = torch.zeros(ch, 1, k, k)
+    b = torch.cat([c.bias.detach() for c in convs])
+    off = 0
+    for c in convs:
+        kc, n = c.kernel_size[0], c.out_channels
+        p = (k - kc) // 2
+        w[off : off + n, :, p : p + kc, p : p + kc] = c.weight.detach()
+        off += n
+    return conv_from(w, b, padding=k // 2, groups=ch)
+
+
+class FusedLKSMB(nn.Module):
+    def __init__(self, blk) -> None:
+        super().__init__()
+        c = blk.norm1.channels
+        self.c, self.eps = c, blk.norm1.eps
+        msma = blk.msma
+        wa, ba = fold_pre_affine(msma.a_conv, blk.norm1.weight.detach(), blk.norm1.bias.detach())
+        wv, bv = fold_pre_affine(msma.v, blk.norm1.weight.detach(), blk.norm1.bias.detach())
+        self.av = conv_from(torch.cat([wa, wv]), torch.cat([ba, bv]))
+        lka = msma.lka
+        self.splits = lka.splits
+        self.dw = _merge_depthwise([br.depthwise for br in lka.branches])
+        self.dilated = nn.ModuleList(_dilated_depthwise(br.dilated) for br in lka.branches)
+        pw = torch.block_diag(*(br.pointwise.weight.detach()[:, :, 0, 0] for br in lka.branches))
+        self.pw = conv_from(pw[:, :, None, None], torch.cat([br.pointwise.bias.detach() for br in lka.branches]))
+        self.proj = copy.deepcopy(msma.proj)
+        mdta = blk.mdta
+        self.heads = mdta.heads
+        self.temperature = nn.Parameter(mdta.temperature.detach().clone(), requires_grad=False)
+        # q|k and v as two convolutions: a 144-channel map of a 320×180 image is 33 MB, above glibc's largest
+        # heap-served block (32 MB), so every one of them was a fresh mmap and page faults.
+        wqkv, bqkv = fold_pre_affine(mdta.qkv, blk.norm2.weight.detach(), blk.norm2.bias.detach())
+        wdw = mdta.qkv_dwconv.weight.detach()
+        self.qk = conv_from(wqkv[: 2 * c], bqkv[: 2 * c])
+        self.v = conv_from(wqkv[2 * c :], bqkv[2 * c :])
+        self.qk_dw = conv_from(wdw[: 2 * c], None, padding=1, groups=2 * c)
+        self.v_dw = conv_from(wdw[2 * c :], None, padding=1, groups=c)
+        self.register_buffer("mdta_proj", mdta.proj.weight.detach()[:, :, 0, 0].clone(), persistent=False)
+        mlp = blk.mlp
+        self.fc1 = conv_from(*fold_pre_affine(mlp.fc1, blk.norm3.weight.detach(), blk.norm3.bias.detach()))
+        self.mlp_dw = copy.deepcopy(mlp.dwconv)
+        self.fc2 = copy.deepcopy(mlp.fc2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        c = self.c
+        a, v = self.av(layer_norm_cl(x, c, self.eps)).split(c, dim=1)
+        a = self.dw(F.gelu(a))
+        a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
+        x = self.proj(self.pw(a).mul_(v)).add_(x)
+
+        y = layer_norm_cl(x, c, self.eps)
+        x = self._mdta(self.qk_dw(self.qk(y)), self.v_dw(self.v(y))).add_(x)
+
+        return self.fc2(F.gelu(self.mlp_dw(self.fc1(layer_norm_cl(x, c, self.eps))))).add_(x)
+
+    def _mdta(self, qk: Tensor, v: Tensor) -> Tensor:
+        """MDTA from its (channels-last) q|k and v, without normalising or reshaping them.
+
+        Restormer's ``proj((softmax(τ·q̂ k̂ᵀ)) v)`` with q̂, k̂ unit-norm over pixels: one Gram matrix of
+        [q, k] gives every q·k product and every squared norm at once, and since the attention mixes channels
+        at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
+        """
+        b, c, h, w = v.shape
+        heads = self.heads
+        d = c // heads
+        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, 2 * c)  # channels-last: views
+        v = v.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        g = qk.transpose(1, 2) @ qk  # (b, 2c, 2c)
+        n = g.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
+        logits = g[:, :c, c:] / (n[:, :c, None] * n[:, None, c:])
+        # The per-head diagonal blocks of the c×c products: (b, heads, d, d).
+        logits = logits.reshape(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
+        attn = (logits * self.temperature).softmax(dim=-1)
+        m = torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
+        y = v @ m.transpose(1, 2)  # (b, hw, c)
+        return y.view(b, h, w, c).permute(0, 3, 1, 2)
+
+
+class _PhaseDilatedDepthwise(nn.Module):
+    """A depthwise conv with dilation r as an undilated one on the r×r pixel phases (exact, zero padding).
+
+    Pixels ``r`` apart form ``r²`` sub-images (``pixel_unshuffle``); a dilated kernel only ever combines
+    pixels of one phase, so it is the plain kernel on each sub-image. oneDNN's dilated depthwise kernel is
+    slow for large dilations (benchmarks/README.md).
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        r, ch, k = conv.dilation[0], conv.out_channels, conv.kernel_size[0]
+        self.r, self.k = r, k
+        self.register_buffer("weight", conv.weight.detach().repeat_interleave(r * r, 0), persistent=False)
+        self.register_buffer("bias", conv.bias.detach().repeat_interleave(r * r), persistent=False)
+        self.groups = ch * r * r
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.r
+        h, w = x.shape[-2:]
+        ph, pw = -h % r, -w % r
+        if ph or pw:  # zeros beyond the border are what the dilated conv's zero padding reads anyway
+            x = F.pad(x, (0, pw, 0, ph))
+        y = F.conv2d(F.pixel_unshuffle(x, r), self.weight, self.bias, padding=self.k // 2, groups=self.groups)
+        return F.pixel_shuffle(y, r)[..., :h, :w]
+
+
+def _dilated_depthwise(conv: nn.Conv2d) -> nn.Module:
+    # Dilation 2 runs fast directly; the phase form only pays off from dilation 3 (benchmarks/README.md).
+    if conv.dilation[0] >= 3 and conv.groups == conv.in_channels == conv.out_channels:
+        return _PhaseDilatedDepthwise(conv)
+    return copy.deepcopy(conv)
+
+
+class FusedLKSMN(InferenceForm):
+    def __init__(self, net) -> None:
+        super().__init__(net.info)
+        self.shallow = copy.deepcopy(net.shallow)
+        self.blocks = nn.ModuleList(FusedLKSMB(b) for b in net.blocks)
+        self.mlfa_fuse = copy.deepcopy(net.mlfa.fuse)
+        self.mlfa_conv = copy.deepcopy(net.mlfa.conv)
+        self.upsampler = copy.deepcopy(net.upsampler)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shallow = self.shallow(x.contiguous(memory_format=CL))
+        if whole_graph():
+            feats, h = [], shallow
+            for blk in self.blocks:
+                h = blk(h)
+                feats.append(h)
+            fused = self.mlfa_fuse(torch.cat(feats, dim=1))
+        else:
+            fused = self._aggregate(shallow)
+        return self.upsampler(self.mlfa_conv(fused).add_(shallow))
+
+    def _aggregate(self, h: Tensor) -> Tensor:
+        """MLFA's 1×1 fusion of the concatenated block outputs, accumulated block by block.
+
+        ``W·[f₁; …; fₙ] = Σ Wᵢ·fᵢ``: no (n·C)-channel concatenation (66 MB at 320×180), and each block's
+        output can be freed as soon as the next block has read it.
+        """
+        b, c, hh, ww = h.shape
+        w = self.mlfa_fuse.weight[:, :, 0, 0]
+        acc = torch.empty(b, hh, ww, c, dtype=h.dtype, device=h.device)
+        a2 = acc.view(-1, c)
+        a2.copy_(self.mlfa_fuse.bias.expand_as(a2))
+        for i, blk in enumerate(self.blocks):
+            h = blk(h)
+            a2.addmm_(h.permute(0, 2, 3, 1).reshape(-1, c), w[:, i * c : (i + 1) * c].t())
+        return acc.permute(0, 3, 1, 2)
+

@@ -1,0 +1,82 @@
+"""What generic code needs to know about an architecture, in one record per registered network.
+
+Each architecture package (``lightsr/models/<arch>/``) builds its :class:`ModelSpec` next to the network and
+the registry collects them; checkpoints, tiling, export, training and the upscaler read these records and never
+name an architecture themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from lightsr.models.base import SRNet
+
+StateDict = dict[str, "torch.Tensor"]
+# (state dict in lightsr's keys, source named in errors) → constructor arguments including ``scale``
+ConfigReader = Callable[[StateDict, str], dict[str, Any]]
+# (state dict in a foreign layout, source) → the same weights under lightsr's keys
+Converter = Callable[[StateDict, str], StateDict]
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    """How to tile one architecture so that tiles compute what the whole image would.
+
+    ``overlap``: default context, in input pixels, on each side of a core (tile 64 then agrees with the
+    whole-image output to ≥ 48 dB on natural images, see tests/test_tiling.py). ``align``: core borders and
+    context are multiples of it. ``bytes_per_pixel``: peak fp32 activation memory per input pixel of a tile
+    (CPU, ×4, inference mode, output included; the largest of the training and inference forms, see
+    benchmarks/README.md); about halved for 16-bit precisions. ``wrap``: the network mixes opposite image
+    borders (ELAN's cyclically shifted windows), so border tiles take their context from the opposite border
+    too (see :class:`lightsr.tiling.SeamHooks`).
+    """
+
+    overlap: int = 48
+    align: int = 1
+    bytes_per_pixel: int = 16_000
+    wrap: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A checkpoint layout: the key prefix that only this layout has, and how to bring it to lightsr's keys."""
+
+    name: str
+    marker: str
+    convert: Converter | None = None  # None: the keys are lightsr's own
+    notes: str = ""  # what this layout cannot express (settings read from defaults), for the docs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered network: how to build it, recognise its checkpoints, tile, export and train it.
+
+    ``family``: networks sharing a class and its checkpoint layouts (``elan`` and ``elan_light``) name the same
+    family; a checkpoint of the family is given the registry name whose ``defaults`` it matches.
+    ``config_from_weights`` reads the constructor arguments from a state dict in lightsr's keys; settings in
+    ``undetectable`` leave no trace in the weights: lightsr's own files store them, anything else gets the
+    defaults (and the log says so). ``output_prefixes``: keys of the layers whose shape depends on the scale,
+    the only ones a warm start from another scale may skip. ``precisions``: what the network runs in.
+    """
+
+    name: str
+    network: type[SRNet]
+    paper: str
+    config_from_weights: ConfigReader
+    defaults: dict[str, Any] = field(default_factory=dict)
+    scales: tuple[int, ...] = (2, 3, 4)
+    family: str = ""
+    layouts: tuple[Layout, ...] = ()
+    undetectable: tuple[str, ...] = ()
+    tiling: TilingSpec = field(default_factory=TilingSpec)
+    output_prefixes: tuple[str, ...] = ()
+    precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+    def __post_init__(self) -> None:
+        if not self.family:
+            object.__setattr__(self, "family", self.name)

@@ -1,0 +1,142 @@
+"""The package's structure, read from its source: import graph, where argparse lives, who names an architecture.
+
+Static checks over ``src/lightsr`` (every import statement counts, function-level ones included; imports under
+``if TYPE_CHECKING:`` do not, since they never run):
+
+* the import graph has no cycle, and no module imports the package face (``lightsr/__init__.py``);
+* its longest chain of imports is at most :data:`MAX_FLOORS` modules;
+* only ``commands/`` and ``cli.py`` import argparse;
+* generic modules (everything outside ``models/``, ``commands/``, ``cli.py`` and ``bundled.py``, which names
+  the default network) never name a registered architecture or its network class: they read the spec.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+import lightsr
+from lightsr.models.registry import specs
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "lightsr"
+MAX_FLOORS = 9
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every import that runs (``names``: what a ``from`` import takes)."""
+    out: list[tuple[str, list[str]]] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.Import):
+                out.extend((a.name, []) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                out.append((child.module, [a.name for a in child.names]))
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return out
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    """Module → lightsr modules it imports (``from pkg import sub`` counts as importing ``pkg.sub``)."""
+    edges: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for module, names in _imports(path):
+            if module != "lightsr" and not module.startswith("lightsr."):
+                continue
+            subs = [f"{module}.{n}" for n in names if f"{module}.{n}" in MODULES]
+            if subs:
+                targets.update(subs)
+            if not subs or len(subs) < len(names):
+                targets.add(module)
+        edges[name] = {t for t in targets if t != name}
+    return edges
+
+
+def _cycle() -> list[str] | None:
+    g, state, stack = graph(), {}, []
+
+    def dfs(v: str) -> list[str] | None:
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(g.get(v, ())):
+            if state.get(w) == 1:
+                return [*stack[stack.index(w):], w]
+            if w not in state and (found := dfs(w)):
+                return found
+        stack.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(g):
+        if v not in state and (found := dfs(v)):
+            return found
+    return None
+
+
+def test_import_graph_has_no_cycle() -> None:
+    assert _cycle() is None, " → ".join(_cycle() or [])
+
+
+def test_no_module_imports_the_package_face() -> None:
+    offenders = sorted(m for m, targets in graph().items() if "lightsr" in targets and m not in ("lightsr",
+                                                                                              "lightsr.__main__"))
+    assert not offenders
+
+
+def test_the_import_tower_is_low() -> None:
+    g = graph()
+
+    @functools.cache
+    def height(v: str) -> int:
+        return 1 + max((height(w) for w in g.get(v, ()) if w != "lightsr"), default=0)
+
+    tallest = max(MODULES, key=height)
+    assert height(tallest) <= MAX_FLOORS, tallest
+
+
+def test_only_the_command_layer_imports_argparse() -> None:
+    users = sorted(m for m, p in MODULES.items() if any(mod == "argparse" for mod, _ in _imports(p)))
+    assert users and all(m == "lightsr.cli" or m.startswith("lightsr.commands") for m in users), users
+
+
+def test_generic_modules_name_no_architecture() -> None:
+    words = {s.name for s in specs()} | {s.family for s in specs()} | {s.network.__name__ for s in specs()}
+    rx = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\b", re.IGNORECASE)
+    generic = [p for m, p in MODULES.items()
+               if not m.startswith(("lightsr.models", "lightsr.commands")) and m not in ("lightsr.cli",
+                                                                                           "lightsr.bundled")]
+    found = {str(p.relative_to(SRC)): sorted({m.group(0) for m in rx.finditer(p.read_text())}) for p in generic}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_the_package_face_is_light() -> None:
+    """``import lightsr`` loads no submodule that pulls in torch: the face imports only the version."""
+    face = {m for m, _ in _imports(PACKAGE / "__init__.py") if m.startswith("lightsr")}
+    assert face == {"lightsr._version"}
+    assert lightsr.__version__
