@@ -5,6 +5,11 @@ the peak is the process's maximum RSS after one forward pass. Each form is measu
 so that one form's peak cannot hide another's (``ru_maxrss`` only ever grows).
 
     python benchmarks/peak_memory.py --model elan_light --scale 4 --size 320x180 [--forms train fused]
+    python benchmarks/peak_memory.py --model lksmn --size 960x540 --forms streamed --tile 64 128 256
+
+``streamed``: the inference form's layer-streamed tiled execution (networks with global operators) with cores of
+``--tile`` pixels, output rows discarded as they come: full-size feature maps plus one tile (the fit of
+``TilingSpec.map_bytes_per_pixel`` and ``stream_bytes_per_pixel``, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -27,11 +32,19 @@ def _child(model: str, scale: int, w: int, h: int, form: str, threads: int) -> d
 
     torch.set_num_threads(threads)
     net, x = bench_model(model, scale, h, w)
-    fn = net.fuse() if form == "fused" else net
+    tile = 0
+    if form.startswith("streamed"):
+        form, tile = "streamed", int(form.split(":")[1])
+    fn = net.fuse() if form in ("fused", "streamed") else net
     baseline = _rss_mb()
     with torch.inference_mode():
-        fn(x)
+        if form == "streamed":
+            fn.forward_tiled(x, tile, lambda _y0, _block: None)
+        else:
+            fn(x)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if tile:
+        form = f"streamed, tile {tile}"
     return {"form": form, "baseline_mb": baseline, "peak_mb": peak, "above_baseline_mb": peak - baseline}
 
 
@@ -40,7 +53,8 @@ def main() -> int:
     p.add_argument("--model", default="elan_light")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--size", default="320x180", help="input WxH")
-    p.add_argument("--forms", nargs="+", default=["train", "fused"], choices=["train", "fused"])
+    p.add_argument("--forms", nargs="+", default=["train", "fused"], choices=["train", "fused", "streamed"])
+    p.add_argument("--tile", type=int, nargs="+", default=[128], help="cores of the streamed form")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -51,7 +65,9 @@ def main() -> int:
     print(f"# {args.model} ×{args.scale}, {w}×{h} input, {args.threads} threads, one process per form")
     print("| form | baseline RSS (MB) | peak RSS (MB) | peak above baseline (MB) |")
     print("|---|---|---|---|")
-    for form in args.forms:
+    forms = [f for form in args.forms for f in ([f"streamed:{t}" for t in args.tile] if form == "streamed"
+                                                 else [form])]
+    for form in forms:
         out = subprocess.run([sys.executable, __file__, "--model", args.model, "--scale", str(args.scale),
                               "--size", args.size, "--threads", str(args.threads), "--child", form],
                              check=True, capture_output=True, text=True).stdout

@@ -49,7 +49,8 @@ def measure(model: str, workdir: Path, extra: list[str]) -> tuple[float, float, 
         _input_image(src)
     up = lightsr.Upscaler(weights)
     plan = up.plan(540, 960)
-    desc = (f"{plan.n_tiles} tiles, core ≤ {max(r.stop - r.start for r in plan.rows)}×"
+    desc = (f"{'streamed' if plan.streamed else 'blended'}, {plan.n_tiles} tiles, core ≤ "
+            f"{max(r.stop - r.start for r in plan.rows)}×"
             f"{max(c.stop - c.start for c in plan.cols)}, window ≤ {plan.max_window[0]}×{plan.max_window[1]}")
     cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "lightsr", "upscale", str(src), "-o", str(dst),
            "--weights", str(weights), "--overwrite", "-q", *extra]

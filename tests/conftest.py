@@ -45,3 +45,46 @@ def calibrated(model):
     from lightsr.models.base import calibrate_batchnorm
 
     return calibrate_batchnorm(model, F.interpolate(torch.rand(2, 3, 8, 8), size=(32, 32), mode="bicubic"))
+
+
+def deny_writes(monkeypatch, folder) -> None:
+    """Make ``folder`` (and everything below it) refuse new files, folders and writes with EACCES, as a read-only
+    folder does for an ordinary user. Tests run as root, for whom permission bits stop nothing, so the calls that
+    create or open files for writing (``os.open``, ``open``, ``os.mkdir``) are the ones that refuse."""
+    import builtins
+    import errno
+    import io
+
+    folder = Path(folder).resolve()
+
+    def inside(path) -> bool:
+        try:
+            p = Path(os.fsdecode(path)).resolve()
+        except (TypeError, ValueError):
+            return False
+        return p == folder or folder in p.parents
+
+    def refuse(path):
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    real_os_open, real_open, real_mkdir = os.open, builtins.open, os.mkdir
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise refuse(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and set(mode) & set("wax+") and inside(file):
+            raise refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if inside(path):
+            raise refuse(path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(os, "mkdir", mkdir)

@@ -205,7 +205,7 @@ def test_model_specs_and_labels(tmp_path: Path) -> None:
     assert unique_labels(["a", "a", "a-2", "b"]) == ["a", "a-3", "a-2", "b"]
     with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file$"):
         load_spec("hasn", allow_names=False, option="--weights")
-    from lightsr.checkpoints import resolve_model
+    from lightsr.hub import resolve_model
 
     with pytest.raises(CheckpointError, match=r"^--model lksnm: unknown network; choose from elan, elan_light"):
         resolve_model("lksnm", None, 4)
@@ -221,3 +221,37 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path: Path, capsys, monkey
     err = capsys.readouterr().err.strip()
     assert err == 'lightsr: error: drawing figures needs matplotlib: pip install "lightsr[plot]"'
     assert not (tmp_path / "p.png").exists()
+
+
+def test_figure_outputs_are_checked_writable_and_write_errors_are_one_line(tmp_path: Path, capsys,
+                                                                           monkeypatch) -> None:
+    pytest.importorskip("matplotlib")
+    import errno
+    import os
+
+    import lightsr.commands.compare as C
+    from conftest import deny_writes
+    from lightsr.errors import WriteError
+    from lightsr.figures import ComplexityPoint, complexity_plot
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    (tmp_path / "ro").mkdir()
+    with monkeypatch.context() as m:
+        deny_writes(m, tmp_path / "ro")
+        m.setattr(C, "load_spec", lambda *a, **k: pytest.fail("a model loaded before the check"))
+        assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, "-o",
+                     str(tmp_path / "ro" / "f.png")]) == 2
+        assert capsys.readouterr().err == (f"lightsr: error: -o {tmp_path / 'ro' / 'f.png'}: cannot write in "
+                                           f"{tmp_path / 'ro'} (Permission denied)\n")
+    # The disk fills up while the figure is saved: one line naming the file, nothing left behind.
+    from matplotlib.figure import Figure
+
+    def savefig(self, fname, *a, **k):
+        Path(fname).write_bytes(b"\x89PNG")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    with pytest.raises(WriteError) as info:
+        complexity_plot([ComplexityPoint("bicubic", None, None, {"Set5": 28.4})], tmp_path / "out" / "p.png", 4)
+    assert str(info.value) == f"{tmp_path / 'out' / 'p.png'}: cannot write (No space left on device); nothing written"
+    assert list((tmp_path / "out").iterdir()) == [] and list((tmp_path / "ro").iterdir()) == []

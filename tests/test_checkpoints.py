@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -177,3 +178,90 @@ def test_files_are_recognised_by_content_not_name(tmp_path) -> None:
         lightsr.load_model(tmp_path / "junk.pth")
     with pytest.raises(CheckpointError, match="is a folder"):
         lightsr.load_model(tmp_path)
+
+
+# ------------------------------------------------------------------- metadata checked against the tensors
+
+
+def _lksmn_file(tmp_path, meta: dict[str, str] | None = None, sd: dict | None = None):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = sd if sd is not None else {k: v.contiguous() for k, v in lightsr.create_model("lksmn", scale=4,
+                                                                                         num_blocks=2).state_dict().items()}
+    base = {"arch": "lksmn", "scale": "4", "config": json.dumps({"channels": 48, "num_blocks": 2})}
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path), metadata={**base, **(meta or {})})
+    return path, state
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ({"config": json.dumps({"num_blocks": 10_000_000})}, "metadata config num_blocks=10000000, but the tensors show 2"),
+    ({"config": json.dumps({"channels": 200_000})}, "metadata config channels=200000, but the tensors show 48"),
+    ({"scale": "abc"}, "metadata scale 'abc' disagrees with the tensors (×4)"),
+    ({"scale": "3"}, "metadata scale '3' disagrees with the tensors (×4)"),
+    ({"config": "{not json"}, "metadata config is not JSON"),
+    ({"config": "[1, 2]"}, "metadata config is a list, not an object"),
+    ({"config": json.dumps({"depth": 3})}, "metadata config has unknown key 'depth'"),
+    ({"arch": "hasn"}, "metadata says arch 'hasn', but the tensors are a lksmn network"),
+    ({"arch": "srcnn"}, "metadata arch 'srcnn' is not a known network"),
+    ({"config": json.dumps({"kernels": [[3, 5, 1000], [5, 7, 3], [7, 9, 4]]})}, "metadata config kernels: expected"),
+    ({"config": json.dumps({"kernels": "big"})}, "metadata config kernels: expected"),
+])
+def test_metadata_is_checked_against_the_tensors_before_building(tmp_path, meta, message) -> None:
+    """Metadata that asks for a huge network, or disagrees with the tensors, is a one-line error naming the key,
+    decided in milliseconds from the tensors' shapes — nothing is built from it."""
+    import resource
+    import time
+
+    path, _ = _lksmn_file(tmp_path, meta)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    with pytest.raises(CheckpointError) as e:
+        lightsr.load_model(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert str(path) in str(e.value)
+    # No allocation beyond the file's own tensors (a 10M-block LKSMN would need gigabytes).
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+    assert time.perf_counter() - t0 < 30  # generous: a hang would be the failure
+
+
+def test_non_float_weights_are_refused(tmp_path) -> None:
+    """Bool weights used to load (cast to 0/1) and make an all-white image."""
+    torch.manual_seed(0)
+    sd = {k: v.contiguous() for k, v in lightsr.create_model("lksmn", scale=4, num_blocks=2).state_dict().items()}
+    sd["shallow.weight"] = sd["shallow.weight"] > 0
+    path, _ = _lksmn_file(tmp_path, sd=sd)
+    with pytest.raises(CheckpointError, match=r"tensor shallow.weight is bool, not floating point"):
+        lightsr.load_model(path)
+    torch.save(sd, tmp_path / "m.pth")
+    with pytest.raises(CheckpointError, match=r"tensor shallow.weight is bool, not floating point"):
+        lightsr.load_model(tmp_path / "m.pth")
+
+
+def test_consistent_metadata_loads_and_integer_buffers_stay_integers(tmp_path) -> None:
+    path, state = _lksmn_file(tmp_path)
+    model = lightsr.load_model(path)
+    assert model.info.config["num_blocks"] == 2
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    # ELAN's BatchNorm counters are int64 buffers: they load, and a float one is refused.
+    net = lightsr.create_model("elan_light", scale=2, num_blocks=2)
+    saved = lightsr.save_model(net, tmp_path / "e.safetensors")
+    assert lightsr.load_model(saved).info == net.info
+    sd = net.state_dict()
+    sd["body.0.gmsa.project_inp.1.num_batches_tracked"] = torch.tensor(1.0)
+    torch.save(sd, tmp_path / "e.pth")
+    with pytest.raises(CheckpointError, match="num_batches_tracked is float32, not an integer"):
+        lightsr.load_model(tmp_path / "e.pth")
+
+
+def test_a_failed_save_leaves_nothing(tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    def full_disk(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match="cannot write \\(No space left on device\\)"):
+        lightsr.save_model(lightsr.create_model("lksmn", scale=2, num_blocks=1), tmp_path / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -215,3 +216,57 @@ def test_profile_macs_match_an_independent_conv_count() -> None:
         model(torch.rand(1, 3, 45, 80))
     expected = total
     assert count_macs(model, (45, 80))[0] == expected
+
+
+def test_an_hr_image_too_small_for_the_scale_is_one_line(tmp_path, capsys) -> None:
+    """PSNR/SSIM skip a scale-pixel border and SSIM needs 11×11 inside it: at ×4 the smallest image scored is
+    20×20 (a multiple of 4 ≥ 2·4 + 11); 20×19 (16 rows after modcrop) and a 3×2 image (nothing after it) are
+    refused in one line naming the file."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "T").mkdir()
+    args = ["eval", "--bicubic", "--scale", "4", "--data", str(tmp_path), "--sets", "T", "--no-progress"]
+    Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "T" / "ok.png")
+    assert main(args) == 0
+    assert "| bicubic | T | ×4 |" in capsys.readouterr().out
+    for w, h in ((20, 19), (3, 2)):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "T" / "small.png")
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err == (f"lightsr: error: {tmp_path / 'T' / 'small.png'}: {w}×{h} pixels is too small to score at ×4 "
+                       "(at least 20×20: PSNR/SSIM skip a 4-pixel border, SSIM needs 11×11)\n")
+
+
+def test_eval_outputs_are_checked_writable_before_any_work(bench, tmp_path, capsys, monkeypatch) -> None:
+    import errno
+
+    import lightsr.commands.eval as E
+    from conftest import deny_writes
+    from lightsr.errors import WriteError
+    from lightsr.evaluate import SetScore, write_reports
+
+    (tmp_path / "ro").mkdir()
+    with monkeypatch.context() as m:
+        deny_writes(m, tmp_path / "ro")
+        m.setattr(E, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the outputs"))
+        for option, value in (("--output", tmp_path / "ro" / "report"), ("--save-images", tmp_path / "ro" / "sr")):
+            assert main(["eval", "--bicubic", "--scale", "4", "--data", str(bench), "--sets", "Set5", option,
+                         str(value)]) == 2
+            assert capsys.readouterr().err == (f"lightsr: error: {option} {value}: cannot write in {tmp_path / 'ro'} "
+                                               "(Permission denied)\n")
+    # A write that fails anyway (the disk filled up during the evaluation): one line, nothing partial.
+    result = [SetScore("Set5", 4, 30.0, 0.9)]
+    with monkeypatch.context() as m:
+        real_replace = os.replace
+
+        def replace(src, dst):
+            if str(dst).endswith(".csv"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_replace(src, dst)
+
+        m.setattr(os, "replace", replace)
+        with pytest.raises(WriteError) as info:
+            write_reports(result, tmp_path / "rep", {})
+    assert str(info.value) == f"{tmp_path / 'rep.csv'}: cannot write (No space left on device); nothing written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep.json", "ro"]  # no rep.csv, no temporary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -121,3 +122,85 @@ def test_onnx_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if the optional extra were not installed
     with pytest.raises(LightSRError, match=r"pip install 'lightsr\[onnx\]'"):
         OnnxModel(tmp_path / "bad.onnx")
+
+
+def _with_metadata(src: Path, dst: Path, **changes: str | None) -> Path:
+    """A copy of the ONNX file ``src`` with metadata entries changed (None: removed)."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    meta.update(changes)
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        if v is not None:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_onnx_metadata_and_output_size_are_validated(tmp_path: Path, capsys) -> None:
+    torch.manual_seed(0)
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1).eval()
+    good = export_onnx(model, tmp_path / "good.onnx", check=False)
+    m = OnnxModel(good)
+    assert (m.scale, m.arch, m.config) == (2, "lksmn", model.info.config)
+    x = torch.rand(1, 3, 5, 6)
+    with torch.no_grad():
+        assert torch.allclose(m(x), model(x), atol=1e-4)
+    cases = [
+        ({"scale": "2.5"}, "bad lightsr metadata scale='2.5' (expected an integer from 1 to 16)"),
+        ({"scale": "0"}, "bad lightsr metadata scale='0' (expected an integer from 1 to 16)"),
+        ({"scale": "-2"}, "bad lightsr metadata scale='-2' (expected an integer from 1 to 16)"),
+        ({"scale": "100000"}, "bad lightsr metadata scale='100000' (expected an integer from 1 to 16)"),
+        ({"scale": None}, "no lightsr metadata (scale); export it with `lightsr export`"),
+        ({"arch": "bad name\n"}, "bad lightsr metadata arch='bad name\\n' (expected a network name)"),
+        ({"config": "{not json"}, "bad lightsr metadata config='{not json' (expected a JSON object)"),
+        ({"config": "[" + "1, " * 20 + "1]"},
+         "bad lightsr metadata config='[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, …' (expected a JSON object)"),
+        # A ×2 graph that claims ×3: its output is not ×3 of its input.
+        ({"scale": "3"}, "output 1×3×14×18 for a 1×3×7×9 input is not ×3 (its metadata scale); expected 1×3×21×27"),
+    ]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    for k, (changes, message) in enumerate(cases):
+        bad = _with_metadata(good, tmp_path / f"bad{k}.onnx", **changes)
+        with pytest.raises(LightSRError) as info:
+            OnnxModel(bad)
+        assert str(info.value) == f"{bad}: {message}"
+        if k in (0, len(cases) - 1):  # through the command line: the same line, nothing written
+            assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--onnx",
+                         str(bad)]) == 2
+            assert capsys.readouterr().err == f"lightsr: error: {bad}: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.suffix == ".onnx") == ["in.png"]
+
+
+def test_export_write_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    import errno
+
+    import onnx
+
+    from conftest import deny_writes
+
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
+    weights = lightsr.save_model(model, tmp_path / "w.safetensors")
+    (tmp_path / "ro").mkdir()
+    import lightsr.commands.export as X
+
+    with monkeypatch.context() as m:
+        deny_writes(m, tmp_path / "ro")
+        m.setattr(X, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+        assert main(["export", "--weights", str(weights), "--onnx", str(tmp_path / "ro" / "m.onnx")]) == 2
+        assert capsys.readouterr().err == (f"lightsr: error: --onnx {tmp_path / 'ro' / 'm.onnx'}: cannot write in "
+                                           f"{tmp_path / 'ro'} (Permission denied)\n")
+    assert list((tmp_path / "ro").iterdir()) == []
+
+    def full(proto, path, *a, **k):  # the disk fills up while the graph is written
+        Path(path).write_bytes(b"\x08partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(onnx, "save", full)
+    assert main(["export", "--weights", str(weights), "--onnx", str(tmp_path / "out" / "m.onnx"), "--no-check"]) == 2
+    assert capsys.readouterr().err == (f"lightsr: error: {tmp_path / 'out' / 'm.onnx'}: cannot write (No space left "
+                                       "on device); nothing written\n")
+    assert list((tmp_path / "out").iterdir()) == []

@@ -12,7 +12,9 @@ from PIL import Image
 
 import lightsr
 from conftest import calibrated, require_shared
+from lightsr.checkpoints import bundled_model
 from lightsr.models import model_spec
+from lightsr.models.registry import specs
 from lightsr.tiling import (
     MIN_AUTO_TILE,
     SeamHooks,
@@ -23,6 +25,7 @@ from lightsr.tiling import (
     plan_axis,
     plan_tiles,
     run_tiled,
+    streamed_bytes,
 )
 from lightsr.upscaler import Upscaler
 
@@ -146,10 +149,16 @@ def test_upscaler_plan_stays_within_the_memory_budget(arch: str) -> None:
                   max_memory="600MB")
     spec = arch_tiling(arch)
     plan = up.plan(540, 960)
-    assert plan.n_tiles > 1 and plan.overlap >= spec.overlap and plan.wrap == spec.wrap
-    wh, ww = plan.max_window
+    assert plan.n_tiles > 1 and plan.wrap == spec.wrap
     image_buffers = 16 * 3 * 540 * 960 + 2 * 16 * 540 * 960 * 3
-    assert activation_bytes(wh * ww, spec) + image_buffers <= parse_memory("600MB")
+    assert plan.streamed == spec.global_context  # exact tiles for networks with global operators
+    if plan.streamed:  # the full-size feature maps plus one window of the network's halo
+        assert plan.overlap == spec.stream_halo and plan.blend == 0
+        assert streamed_bytes(540, 960, plan.tile, spec) + image_buffers <= parse_memory("600MB")
+    else:
+        assert plan.overlap >= spec.overlap
+        wh, ww = plan.max_window
+        assert activation_bytes(wh * ww, spec) + image_buffers <= parse_memory("600MB")
     assert up.plan(40, 30).n_tiles == 1  # small images are never tiled
 
 
@@ -223,3 +232,160 @@ def test_tiled_agrees_with_whole_image(name: str, crop: torch.Tensor) -> None:
     print(f"{name}: {psnr:.2f} dB, border {at_border:.2e}, elsewhere {elsewhere:.2e}")
     assert psnr >= 48.0
     assert at_border <= 2 * elsewhere + 1e-6
+
+
+# ------------------------------------------------------------------------ exact tiling (global operators)
+
+STREAMED = [s.name for s in specs() if s.tiling.global_context]
+
+
+def _tiny(name: str, scale: int = 3) -> lightsr.SRNet:
+    torch.manual_seed(0)
+    return lightsr.create_model(name, scale=scale, channels=12, num_blocks=2).eval()
+
+
+def _smooth(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2), generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+
+
+def _rows(fused: torch.nn.Module, x: torch.Tensor, tile: int) -> torch.Tensor:
+    blocks: list[tuple[int, torch.Tensor]] = []
+    with torch.inference_mode():
+        fused.forward_tiled(x, tile, lambda y0, b: blocks.append((y0, b.clone())))
+    assert blocks[0][0] == 0 and all(a + b.shape[1] == c for (a, b), (c, _) in itertools.pairwise(blocks))
+    return torch.cat([b for _, b in blocks], 1)
+
+
+@pytest.mark.parametrize("name", lightsr.list_models())
+def test_exact_tiling_where_the_spec_says_global(name: str) -> None:
+    """The networks whose spec declares global operators are exactly those whose inference form streams, and
+    the spec's halo (what the memory plan assumes) covers the form's real context at the default settings."""
+    spec = model_spec(name).tiling
+    net = lightsr.create_model(name, scale=4, **({} if spec.global_context else {"num_blocks": 2}))
+    fused = net.fuse()
+    assert (fused.forward_tiled is not None) == spec.global_context
+    assert getattr(net, "forward_tiled", None) is None  # the training form (--no-fuse) blends
+    if spec.global_context:
+        assert spec.stream_halo == fused.stream_halo
+        assert spec.map_bytes_per_pixel > 0 and spec.stream_bytes_per_pixel > 0
+
+
+@pytest.mark.parametrize("name", STREAMED)
+@pytest.mark.parametrize(("h", "w", "tiles"), [(29, 41, (5, 16)), (11, 50, (13,))])
+def test_streamed_forward_is_the_whole_image_forward(name: str, h: int, w: int, tiles: tuple[int, ...]) -> None:
+    """Any tile size, odd scale, tiles on no grid, images smaller than the network's minimum input (HASN pads
+    them): the streamed rows are the whole-image output up to float rounding (independent reference: the
+    inference form's own whole-image forward, itself checked against the training form in test_fused.py)."""
+    fused = _tiny(name).fuse()
+    x = _smooth(h, w)
+    with torch.inference_mode():
+        whole = fused(x)[0]
+    for tile in tiles:
+        got = _rows(fused, x, tile)
+        assert got.shape == whole.shape
+        assert float((got - whole).abs().max()) <= 1e-5, tile
+
+
+def _natural_crop(h: int, w: int) -> torch.Tensor:
+    img = Image.open(require_shared("data/benchmark/Set14/HR/barbara.png")).convert("RGB")
+    arr = np.asarray(img)[100:100 + h, 300:300 + w]  # cloth folds, stripes and a face
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float() / 255
+
+
+def _weights(which: str) -> lightsr.SRNet:
+    if which == "official":
+        return lightsr.load_model(require_shared("weights/HASN_x4_official.pth"))
+    return bundled_model(which, 4)
+
+
+@pytest.mark.parametrize("which", [*STREAMED, "official"])
+def test_streamed_tiling_matches_the_whole_image_with_trained_weights(which: str) -> None:
+    """The acceptance check of exact tiling, cut to what the slow test machine affords: trained weights (bundled
+    LKSMN and HASN, the official HASN), a natural 72×100 crop, tiles of 32 (not on HASN's 6-pixel grid) and the
+    automatic choice under a small memory budget: ≥ 60 dB and at most 2 levels from the whole-image output.
+    ``benchmarks/tiling_exactness.py`` runs the full matrix on 500×500."""
+    model = _weights(which)
+    crop = _natural_crop(72, 100)
+    whole = Upscaler(model, tile=0)(crop)
+    # The smallest budget (in steps of 4 MB) whose automatic plan streams: several tiles.
+    auto = next(up for mb in range(4, 200, 4) if (up := Upscaler(model, max_memory=f"{mb}MB")).plan(72, 100).streamed)
+    assert auto.plan(72, 100).n_tiles > 1
+    runs = {32: Upscaler(model, tile=32), "auto": auto}
+    for tile, up in runs.items():
+        assert up.plan(72, 100).streamed
+        got = up(crop)
+        levels = (got * 255).round() - (whole * 255).round()
+        psnr = 10 * math.log10(1 / max(float(((got - whole) ** 2).mean()), 1e-20))
+        print(f"{which} tile {tile}: {psnr:.1f} dB, max {float(levels.abs().max()):.0f} levels")
+        assert psnr >= 60 and float(levels.abs().max()) <= 2
+
+
+@pytest.mark.parametrize("name", STREAMED)
+def test_streamed_bf16_accumulates_the_global_sums_in_fp32(name: str) -> None:
+    """bf16 maps, fp32 sums: streamed bf16 stays as close to the fp32 output as whole-image bf16 does."""
+    net = _tiny(name)
+    x = _smooth(40, 52)
+    ref = Upscaler(net, tile=0)(x)
+    whole = Upscaler(net, tile=0, precision="bf16")(x)
+    tiled_up = Upscaler(net, tile=16, precision="bf16")
+    assert tiled_up.plan(40, 52).streamed
+    tiled = tiled_up(x)
+    err_whole, err_tiled = float((whole - ref).abs().max()), float((tiled - ref).abs().max())
+    assert err_tiled <= 2 * err_whole + 2 / 255, (err_whole, err_tiled)
+
+
+def test_streamed_plan_falls_back_to_blending_beyond_the_budget(caplog) -> None:
+    """Automatic tiles: exact tiling only while its full-size maps fit in --max-memory; else blended tiles
+    (approximate) and a warning. Explicit tiles always stream; the training form (--no-fuse) always blends."""
+    name = STREAMED[0]
+    net = lightsr.create_model(name, scale=4)
+    spec = model_spec(name).tiling
+    up = Upscaler(net, max_memory="600MB")
+    assert up.plan(540, 960).streamed
+    big = up.plan(2160, 3840)  # 8.3 M pixels of maps: beyond 600 MB
+    assert not big.streamed and big.n_tiles > 1 and big.overlap >= spec.overlap
+    assert "blended tiles" in caplog.text
+    assert Upscaler(net, tile=64).plan(2160, 3840).streamed
+    assert not Upscaler(net, tile=64, fuse=False).plan(540, 960).streamed
+
+
+def test_streamed_out_of_memory_retries_with_smaller_tiles(caplog) -> None:
+    """Out of memory on the whole image, then with 20-pixel streamed tiles: the retry runs 10-pixel streamed
+    tiles, the same output as asking for them."""
+    name = STREAMED[0]
+    net = _tiny(name, scale=2)
+    x = _smooth(30, 40)
+    up = Upscaler(net, tile=0)
+    fused = up.net.module
+    whole_forward, tiled_forward = fused.forward, fused.forward_tiled
+
+    def picky_whole(t: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def picky_tiled(t: torch.Tensor, tile: int, *args) -> None:
+        if tile > 10:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2 GB")
+        tiled_forward(t, tile, *args)
+
+    fused.forward, fused.forward_tiled = picky_whole, picky_tiled
+    got = up(x)
+    fused.forward, fused.forward_tiled = whole_forward, tiled_forward
+    assert caplog.text.count("out of memory") == 2
+    assert torch.equal(got, Upscaler(net, tile=10)(x))
+
+
+
+def test_streamed_alpha_by_the_model_and_progress() -> None:
+    """``alpha="model"`` runs the alpha plane through the same streamed tiles (here with the progress bar on):
+    the result equals the whole-image run."""
+    name = STREAMED[0]
+    net = _tiny(name, scale=2)
+    rgba = (torch.cat([_smooth(30, 38), _smooth(30, 38, seed=1)[:, :1]], 1)[0] * 255).round().byte()
+    rgba = rgba.permute(1, 2, 0).numpy()
+    whole = Upscaler(net, tile=0, alpha="model")(rgba)
+    up = Upscaler(net, tile=12, alpha="model", progress=True)
+    assert up.plan(30, 38).streamed
+    got = up(rgba)
+    assert np.abs(got.astype(int) - whole.astype(int)).max() <= 1

@@ -471,3 +471,83 @@ def test_amp_channels_last_and_compile_flags_take_effect(tmp_path):
         assert trainer.forward._orig_mod is trainer.model
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("failure", ["ENOSPC", "SafetensorError", "torch.save"])
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                                      failure):
+    import errno
+
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    import lightsr.train.state as S
+
+    cfg = _write(tmp_path, tiny_config(tmp_path, "full", train={"max_iters": 4}, checkpoint={"every": 2}))
+    real_save_file, real_torch_save = safetensors.torch.save_file, torch.save
+    calls = {"n": 0}
+
+    def save_file(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] < 2 or failure == "torch.save":
+            return real_save_file(tensors, filename, metadata=metadata)
+        Path(filename).write_bytes(b"\x00" * 8)  # what reached the disk before it filled up
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No '
+                              'space left on device" })')
+
+    def torch_save(obj, f, *a, **k):
+        if Path(f).parent.name == ".iter_00000004.tmp":
+            Path(f).write_bytes(b"PK")
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0\n"
+                               "frame #0: c10::ThrowEnforceNotMet(...)")
+        return real_torch_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    monkeypatch.setattr(S.torch, "save", torch_save)
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    ckpts = tmp_path / "runs/full/checkpoints"
+    assert last.startswith("lightsr: error: ") and str(ckpts / "iter_00000004") in last
+    assert {"ENOSPC": "No space left on device", "SafetensorError": "No space left on device",
+            "torch.save": "RuntimeError: [enforce fail at inline_container.cc:626]"}[failure] in last
+    assert last.endswith(f"iter_00000004 not written; training stopped at iteration 4 — the last complete "
+                         f"checkpoint is {ckpts / 'iter_00000002'} (continue with --resume)")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00000002"]  # no partial or temporary directory
+    monkeypatch.undo()
+    if failure == "ENOSPC":  # space freed: the run continues from its last checkpoint
+        assert main(["train", "--config", str(cfg), "--resume"]) == 0
+        assert [i for i, _ in list_checkpoints(ckpts)] == [2, 4]
+
+
+def test_sigterm_stops_training_like_ctrl_c_and_resume_stays_exact(tmp_path, capsys, monkeypatch):
+    """SIGTERM (timeout, docker stop) while the second checkpoint is being written: exit status 143 with one line,
+    the half-written checkpoint removed, the first one kept; resuming ends identical to an uninterrupted run."""
+    import safetensors.torch
+
+    raw = tiny_config(tmp_path, "full", train={"max_iters": 8}, checkpoint={"every": 4})
+    cfg = _write(tmp_path, raw)
+    assert main(["train", "--config", str(cfg)]) == 0
+    real_save_file = safetensors.torch.save_file
+    calls = {"n": 0}
+
+    def save_file(tensors, filename, metadata=None):
+        real_save_file(tensors, filename, metadata=metadata)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as m:
+        m.setattr(safetensors.torch, "save_file", save_file)
+        assert main(["train", "--config", str(cfg), "--set", "name=term"]) == 143
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "lightsr: terminated (SIGTERM)" and "Traceback" not in err
+    ckpts = tmp_path / "runs/term/checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["iter_00000004"]
+    assert max(_losses(tmp_path / "runs/term")) == 8  # it stopped while writing the iteration-8 checkpoint
+    assert main(["train", "--config", str(cfg), "--set", "name=term", "--resume"]) == 0  # the lock was released
+    _assert_same_weights(tmp_path / "runs/full/checkpoints/iter_00000008/model.safetensors",
+                         ckpts / "iter_00000008" / "model.safetensors")

@@ -17,11 +17,12 @@ arbitrary pickle code is refused. Anything that does not fit fails loudly — ne
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import logging
 import pickle
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from lightsr._files import default_permissions
-from lightsr.bundled import DEFAULT_MODEL, bundled_path, bundled_weights
+from lightsr.bundled import bundled_path, bundled_weights
 from lightsr.errors import CheckpointError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
@@ -47,15 +48,33 @@ _CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model_ema", "model", "
 # --------------------------------------------------------------------------------------------- reading
 
 
+# safetensors refuses headers above 100 MB; so does the sniffing below.
+_MAX_HEADER = 100_000_000
+
+
 def _file_kind(path: Path) -> str:
-    """What a weights file is, from its first bytes (a name's suffix can lie): safetensors, torch or unknown."""
+    """What a weights file is, from its bytes (a name's suffix can lie): safetensors, torch or unknown.
+
+    A safetensors file is recognised by parsing its header — an 8-byte little-endian length that fits in the file,
+    then that many bytes of JSON object — before any pickle signature is looked at: the length's first byte can
+    be anything, 0x80 (a pickle's first byte) included.
+    """
+    size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch.save's zip archive / its legacy pickle
+        n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+        if head[8:9] == b"{" and 2 <= n <= min(size - 8, _MAX_HEADER):
+            try:
+                header = json.loads(head[8:9] + f.read(n - 1))
+            except (UnicodeDecodeError, ValueError):
+                header = None
+            if isinstance(header, dict):
+                return "safetensors"
+    if head[:4] == b"PK\x03\x04":  # torch.save's zip archive
         return "torch"
-    # safetensors: an 8-byte little-endian header length, then the JSON header (a truncated file is still one,
-    # and safetensors says what is wrong with it).
-    if len(head) == 9 and head[8:9] == b"{":
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # a pickle (legacy torch.save)
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":  # a safetensors file whose header does not fit: safetensors says why
         return "safetensors"
     return "unknown"
 
@@ -76,7 +95,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             raise CheckpointError(f"{path}: an ONNX model, not a weights file (run it with --onnx)")
         raise CheckpointError(f"{path}: not a checkpoint (neither a safetensors nor a PyTorch file)")
     if kind == "safetensors":
-        from safetensors import SafetensorError, safe_open
+        from safetensors import safe_open
 
         if param_key is not None:
             raise CheckpointError(f"{path}: --param-key {param_key} does not apply: a safetensors file holds one flat "
@@ -86,8 +105,9 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        except Exception as e:  # whatever the parser raises on untrusted bytes means a bad file
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path}: not a readable safetensors file ({msg[:160]})") from None
         return sd, meta
     try:
         with warnings.catch_warnings():
@@ -101,8 +121,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             f"{path}: refused — the file needs arbitrary pickle code to load, which lightsr never runs{why}. "
             "Re-save its state_dict with torch.save or convert it to safetensors."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError,
-            AttributeError) as e:  # what torch's restricted unpickler raises on bytes that are not a checkpoint
+    except Exception as e:  # what torch's restricted unpickler raises on bytes that are not a checkpoint
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({msg[:160]})") from None
     return unwrap(obj, param_key=param_key, source=str(path)), {}
@@ -154,11 +173,16 @@ def detect(sd: StateDict, source: str = "checkpoint") -> tuple[str, str, dict[st
     for spec in _families():
         for layout in spec.layouts:
             if any(k.startswith(layout.marker) for k in sd):
-                converted = layout.convert(sd, source) if layout.convert else dict(sd)
                 try:
+                    converted = layout.convert(sd, source) if layout.convert else dict(sd)
                     config = spec.config_from_weights(converted, source)
                 except KeyError as e:
                     raise CheckpointError(f"{source}: looks like {layout.name} but key {e} is missing") from None
+                except (IndexError, ValueError, TypeError, ZeroDivisionError, RuntimeError) as e:
+                    if isinstance(e, CheckpointError):
+                        raise
+                    raise CheckpointError(f"{source}: looks like {layout.name} but its tensors have impossible "
+                                          f"shapes ({type(e).__name__}: {str(e)[:120]})") from None
                 return _registry_name(spec.family, config), layout.name, config, converted
     raise CheckpointError(
         f"{source}: cannot recognise the architecture (first keys: {', '.join(list(sd)[:4])}); "
@@ -206,16 +230,14 @@ def load_model(
     """
     source = str(path)
     sd, meta = read_checkpoint(path, param_key=param_key)
-    if "arch" in meta:  # lightsr's own file: trust its metadata, then verify by loading strictly
-        det_name, layout = meta["arch"], "lightsr"
-        config = json.loads(meta.get("config", "{}"))
-        config["scale"] = int(meta["scale"])
-    else:
-        det_name, layout, config, sd = detect(sd, source)
-        guessed = model_spec(det_name).undetectable
-        if guessed:
-            log.info("%s: %s cannot be read from the weights of a %s file; the defaults fill in (lightsr.save_model "
-                     "stores them)", source, ", ".join(guessed), layout)
+    # The tensors decide what the network is; lightsr's metadata only adds the settings they cannot show, and
+    # only after it has been checked against them.
+    det_name, layout, config, sd = detect(sd, source)
+    if "arch" in meta:
+        det_name, config = _with_metadata(meta, det_name, config, source)
+    elif model_spec(det_name).undetectable:
+        log.info("%s: %s cannot be read from the weights of a %s file; the defaults fill in (lightsr.save_model "
+                 "stores them)", source, ", ".join(model_spec(det_name).undetectable), layout)
     det_scale = int(config["scale"])
     if name is not None and model_spec(name).family != model_spec(det_name).family:
         raise CheckpointError(
@@ -227,8 +249,11 @@ def load_model(
         )
     build_name = name if name is not None and _fits_defaults(name, config) else det_name
     kwargs = {k: v for k, v in config.items() if k != "scale"}
-    model = create_model(build_name, scale=det_scale, **kwargs)
-    _load_strict(model, sd, source, f"{det_name} ×{det_scale}")
+    detected = f"{det_name} ×{det_scale}"
+    # Built on the meta device first (no memory): the file's tensors must fit it exactly before the real one is.
+    _check_fits(_build(build_name, det_scale, kwargs, source, device="meta"), sd, source, detected)
+    model = _build(build_name, det_scale, kwargs, source)
+    model.load_state_dict(sd, strict=True)
     log.info("loaded %s ×%d from %s (%s layout)", model.arch, det_scale, source, layout)
     return model.to(device).eval()
 
@@ -247,19 +272,55 @@ def bundled_model(name: str, scale: int | None = None, option: str = "--model") 
     return load_model(path)
 
 
-def resolve_model(name: str | None, weights: str | None, scale: int | None) -> SRNet:
-    """The network a command asks for: a checkpoint, or the bundled weights of ``name`` (default
-    :data:`~lightsr.bundled.DEFAULT_MODEL`) at ``scale`` (default 4)."""
-    if weights:
-        return load_model(weights, name=name, scale=scale)
-    return bundled_model(name or DEFAULT_MODEL, scale)
-
-
 def _fits_defaults(name: str, config: dict[str, Any]) -> bool:
     return all(_same(config.get(k), v) for k, v in model_spec(name).defaults.items() if k in config)
 
 
-def _load_strict(model: SRNet, sd: StateDict, source: str, detected: str) -> None:
+def _with_metadata(meta: Mapping[str, str], det_name: str, config: dict[str, Any], source: str
+                   ) -> tuple[str, dict[str, Any]]:
+    """The registry name and config of a lightsr file: its metadata, validated against what the tensors show."""
+    arch = meta["arch"]
+    spec = find_spec(arch)
+    if spec is None:
+        raise CheckpointError(f"{source}: metadata arch {arch!r} is not a known network ({', '.join(list_models())})")
+    if spec.family != model_spec(det_name).family:
+        raise CheckpointError(f"{source}: metadata says arch {arch!r}, but the tensors are a {det_name} network")
+    text = meta.get("scale", "")
+    if not (text.isascii() and text.isdigit()) or int(text) != config["scale"]:
+        raise CheckpointError(f"{source}: metadata scale {text!r} disagrees with the tensors (×{config['scale']})")
+    try:
+        stored = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        raise CheckpointError(f"{source}: metadata config is not JSON") from None
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{source}: metadata config is a {type(stored).__name__}, not an object")
+    params = set(inspect.signature(spec.network).parameters) - {"scale"}
+    for key, value in stored.items():
+        if key not in params:
+            raise CheckpointError(f"{source}: metadata config has unknown key {key!r} (known: "
+                                  f"{', '.join(sorted(params))})")
+        if key in config and key not in spec.undetectable and not _same(value, config[key]):
+            raise CheckpointError(f"{source}: metadata config {key}={value!r}, but the tensors show {config[key]!r}")
+    merged = {**config, **stored}
+    if spec.check_config is not None:
+        try:
+            spec.check_config(merged)
+        except ValueError as e:
+            raise CheckpointError(f"{source}: metadata config {e}") from None
+    return arch, merged
+
+
+def _build(name: str, scale: int, kwargs: dict[str, Any], source: str, device: str | None = None) -> SRNet:
+    """``create_model`` with a configuration read from a file: what the constructor refuses is a one-line error."""
+    try:
+        with torch.device(device) if device else contextlib.nullcontext():
+            return create_model(name, scale=scale, **kwargs)
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:  # e.g. zero channels from empty tensors
+        raise CheckpointError(f"{source}: its configuration cannot build {name} ({str(e).splitlines()[0][:160]})"
+                              ) from None
+
+
+def _check_fits(model: SRNet, sd: StateDict, source: str, detected: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -274,7 +335,13 @@ def _load_strict(model: SRNet, sd: StateDict, source: str, detected: str) -> Non
         problems.append(f"shape mismatch: {'; '.join(shape[:3])}{' …' if len(shape) > 3 else ''}")
     if problems:
         raise CheckpointError(f"{source}: does not fit {detected} ({'; '.join(problems)})")
-    model.load_state_dict(sd, strict=True)
+    # Weights must be floating point (bool or integer weights would load, cast, and make a blank image); integer
+    # buffers (BatchNorm's batch counter) must be integers.
+    for k, v in own.items():
+        if sd[k].is_floating_point() != v.is_floating_point() or sd[k].dtype in (torch.bool, torch.complex64,
+                                                                                  torch.complex128):
+            want = "floating point" if v.is_floating_point() else "an integer"
+            raise CheckpointError(f"{source}: tensor {k} is {str(sd[k].dtype).replace('torch.', '')}, not {want}")
 
 
 # -------------------------------------------------------------------------------------------- saving
@@ -282,6 +349,7 @@ def _load_strict(model: SRNet, sd: StateDict, source: str, detected: str) -> Non
 
 def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None = None) -> Path:
     """Write ``model`` as safetensors with the metadata :func:`load_model` needs; returns the path."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from lightsr._version import __version__
@@ -292,9 +360,14 @@ def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None =
     meta = {"arch": info.arch, "scale": str(info.scale), "config": json.dumps(config),
             "lightsr_version": __version__, **(dict(extra) if extra else {})}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata=meta)
-    default_permissions(tmp, path)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(sd, str(tmp), metadata=meta)
+        default_permissions(tmp, path)
+        tmp.replace(path)
+    except (OSError, SafetensorError) as e:  # a full disk or an unwritable folder: nothing half-written stays
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write ({getattr(e, 'strerror', None) or e})") from None
     return path

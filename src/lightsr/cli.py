@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 # Subcommand → help, in the order ``lightsr --help`` lists them. Each is the module lightsr.commands.<name>, with
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -61,16 +63,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from lightsr.errors import LightSRError
+    from lightsr.errors import LightSRError, Terminated
 
     try:
-        return args.func(args)
+        with _sigterm_as_interrupt():
+            return args.func(args)
     except LightSRError as e:
         print(f"lightsr: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("lightsr: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("lightsr: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # the last resort: the library names the file where it can
+        print("lightsr: error: out of memory", file=sys.stderr)
+        return 2
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`lightsr.errors.Terminated` (a KeyboardInterrupt): the same clean stop as Ctrl-C —
+    temporaries removed, a run's last complete checkpoint kept. The previous handler is restored afterwards."""
+    from lightsr.errors import Terminated
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

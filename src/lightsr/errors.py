@@ -16,3 +16,13 @@ class DatasetError(LightSRError, ValueError):
 
 class CheckpointError(LightSRError, ValueError):
     """A checkpoint that cannot be read or does not fit; the message names the file and the reason."""
+
+
+class WriteError(LightSRError, OSError):
+    """An output that cannot be written (full disk, read-only folder); the message names the file. Nothing partial
+    is left behind."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, a scheduler) while the command line runs: handled like Ctrl-C —
+    every ``except BaseException``/``finally`` cleanup runs, then lightsr exits with status 143 (128 + 15)."""

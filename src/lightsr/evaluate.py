@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,9 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lightsr._files import default_permissions
+from lightsr._files import atomic_write
 from lightsr.errors import DatasetError, UsageError
-from lightsr.imageio import INPUT_EXTENSIONS, ImageReadError, array_to_tensor, read_image, tensor_to_array
+from lightsr.imageio import (
+    INPUT_EXTENSIONS,
+    ImageReadError,
+    array_to_tensor,
+    read_image,
+    save_image,
+    tensor_to_array,
+)
 from lightsr.metrics import GrayMode, calculate_psnr, calculate_ssim
 from lightsr.resize import imresize, modcrop
 
@@ -83,8 +89,14 @@ def load_set(data_root: str | Path, name: str, scale: int) -> list[BenchmarkImag
     if not hr_paths:
         raise DatasetError(f"{hr_dir}: no images")
     out = []
+    # PSNR/SSIM skip a scale-pixel border and SSIM needs an 11×11 window inside: the smallest HR image scored.
+    need = -(-(2 * scale + 11) // scale) * scale
     for hp in hr_paths:
-        hr = modcrop(_read(hp), scale)
+        hr = _read(hp)
+        if min(hr.shape[:2]) < need:
+            raise DatasetError(f"{hp}: {hr.shape[1]}×{hr.shape[0]} pixels is too small to score at ×{scale} "
+                               f"(at least {need}×{need}: PSNR/SSIM skip a {scale}-pixel border, SSIM needs 11×11)")
+        hr = modcrop(hr, scale)
         if lr_dir.is_dir():
             lp = lr_dir / f"{hp.stem}x{scale}{hp.suffix}"
             if not lp.is_file():
@@ -163,11 +175,7 @@ def evaluate(
             if sr.ndim != hr.ndim:
                 hr = np.repeat(hr[..., None], 3, axis=2)
             if save_dir is not None:
-                from PIL import Image
-
-                dst = Path(save_dir) / set_name / f"{im.name}.png"
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(sr).save(dst)
+                save_image(Path(save_dir) / set_name / f"{im.name}.png", sr)  # atomic; errors name the file
             scores.append(ImageScore(
                 im.name,
                 calculate_psnr(sr, hr, crop_border=scale, test_y=test_y, gray_mode=gray_mode),
@@ -190,7 +198,6 @@ def write_reports(results: list[SetScore], out: str | Path, meta: dict) -> tuple
     if base.endswith((".json", ".csv")):
         base = base.rsplit(".", 1)[0]
     jpath, cpath = Path(base + ".json"), Path(base + ".csv")
-    jpath.parent.mkdir(parents=True, exist_ok=True)
     payload = {**meta, "sets": [{**asdict(r), "count": r.count} for r in results]}
     rows = io.StringIO(newline="")
     w = csv.writer(rows)
@@ -199,10 +206,8 @@ def write_reports(results: list[SetScore], out: str | Path, meta: dict) -> tuple
         for s in r.images:
             w.writerow([r.set, r.scale, s.name, f"{s.psnr:.6f}", f"{s.ssim:.6f}"])
     for path, text in ((jpath, json.dumps(payload, indent=1)), (cpath, rows.getvalue())):
-        tmp = path.with_name(f".{path.name}.tmp")  # a report is complete or absent, never half-written
-        with tmp.open("w", newline="") as f:
-            f.write(text)
-        default_permissions(tmp, path)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:  # a report is complete or absent, never half-written
+            with tmp.open("w", newline="") as f:
+                f.write(text)
     return jpath, cpath
 

@@ -17,8 +17,8 @@ import contextlib
 import copy
 import json
 import os
+import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightsr._files import check_creatable, default_permissions
+from lightsr._files import atomic_temporary, check_creatable, default_permissions, write_error
 from lightsr.errors import LightSRError, UsageError
 from lightsr.models.base import SRNet
 
@@ -40,6 +40,22 @@ CHECK_SHAPES = ((1, 3, 29, 53), (2, 3, 12, 20))
 
 class ExportError(LightSRError, RuntimeError):
     """An export that failed or whose ONNX graph does not reproduce the PyTorch network."""
+
+
+class OnnxModelError(LightSRError, ValueError):
+    """An ONNX file that cannot be run as a lightsr model (unreadable, bad metadata, wrong output size); the
+    message names the file."""
+
+
+# The largest scale factor an ONNX file's metadata may state (the networks are ×2–×4; ×16 leaves room).
+MAX_SCALE = 16
+# The input the load-time check runs: odd, non-square, below every network's window and minimum size.
+PROBE_SIZE = (7, 9)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _require(module: str) -> Any:
@@ -134,10 +150,7 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
     wrapper = ShapeGenericWrapper(model).eval()
     dummy = torch.rand(1, 3, *DUMMY_SIZE, generator=torch.Generator().manual_seed(0))
     check_creatable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = atomic_temporary(path)
     try:
         with warnings.catch_warnings(), torch.no_grad(), _stdout_to_devnull():
             # Tracer warnings about Python booleans come from branches the wrapper makes constant by design
@@ -172,8 +185,10 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
         tmp.unlink(missing_ok=True)
         if isinstance(e, (LightSRError, KeyboardInterrupt)):
             raise
+        if isinstance(e, OSError):  # a full disk, a folder that turned read-only
+            raise write_error(path, e) from None
         if isinstance(e, Exception):
-            raise ExportError(f"{path}: export failed ({type(e).__name__}: {str(e).strip()[:300]})") from e
+            raise ExportError(f"{path}: export failed ({type(e).__name__}: {_first_line(e)[:300]})") from e
         raise
     return path
 
@@ -212,7 +227,7 @@ class OnnxModel:
         ort = _require("onnxruntime")
         self.path = Path(path)
         if not self.path.is_file():
-            raise LightSRError(f"{self.path}: no such ONNX file")
+            raise OnnxModelError(f"{self.path}: no such ONNX file")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -222,16 +237,57 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid graphs
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LightSRError(f"{self.path}: cannot load ONNX model ({msg[:200]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
+            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({_first_line(e)[:200]})") from None
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.scale, self.arch, self.config = self._read_metadata(meta)
+        self.metadata = meta
+        inputs = self.session.get_inputs()
+        shape = inputs[0].shape if len(inputs) == 1 else []
+        rgb = len(shape) == 4 and (shape[1] in (3, None) or isinstance(shape[1], str))  # 3 or symbolic
+        if not rgb or inputs[0].type != "tensor(float)":
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+            raise OnnxModelError(f"{self.path}: expected one float input N×3×H×W, the graph takes {got}")
+        self.input_name = inputs[0].name
+        # One tiny run now: a graph whose output is not ×scale of its input fails here, before any image.
+        self(torch.zeros(1, 3, *PROBE_SIZE))
+
+    def _read_metadata(self, meta: dict[str, str]) -> tuple[int, str | None, dict | None]:
+        """``scale`` (required), ``arch`` and ``config`` (JSON) as lightsr wrote them; anything else is an error
+        naming the file and the entry."""
+        def bad(key: str, expected: str) -> OnnxModelError:
+            value = meta[key]
+            shown = repr(value if len(value) <= 40 else value[:40] + "…")
+            return OnnxModelError(f"{self.path}: bad lightsr metadata {key}={shown} (expected {expected})")
+
         if "scale" not in meta:
-            raise LightSRError(f"{self.path}: no lightsr metadata (scale); export it with `lightsr export`")
-        self.scale = int(meta["scale"])
-        self.arch = meta.get("arch")
-        self.metadata = dict(meta)
-        self.input_name = self.session.get_inputs()[0].name
+            raise OnnxModelError(f"{self.path}: no lightsr metadata (scale); export it with `lightsr export`")
+        text = meta["scale"].strip()
+        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_SCALE:
+            raise bad("scale", f"an integer from 1 to {MAX_SCALE}")
+        arch = meta.get("arch")
+        if arch is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", arch):
+            raise bad("arch", "a network name")
+        config = None
+        if "config" in meta:
+            try:
+                config = json.loads(meta["config"])
+            except ValueError:
+                config = None
+            if not isinstance(config, dict):
+                raise bad("config", "a JSON object")
+        return int(text), arch, config
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+        try:
+            out = self.session.run(None, {self.input_name: arr})[0]
+        except Exception as e:  # onnxruntime's own exception types
+            raise OnnxModelError(f"{self.path}: onnxruntime failed on a {'×'.join(map(str, arr.shape))} input "
+                                 f"({_first_line(e)[:200]})") from None
+        n, _, h, w = arr.shape
+        expected = (n, 3, h * self.scale, w * self.scale)
+        if tuple(out.shape) != expected:
+            raise OnnxModelError(f"{self.path}: output {'×'.join(map(str, out.shape))} for a "
+                                 f"{'×'.join(map(str, arr.shape))} input is not ×{self.scale} (its metadata "
+                                 f"scale); expected {'×'.join(map(str, expected))}")
+        return torch.from_numpy(out)

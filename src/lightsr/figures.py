@@ -67,10 +67,9 @@ def check_figure_path(path: str | Path, option: str) -> str:
 def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | None]], dpi: int) -> FigureResult:
     """Save ``fig`` atomically and report each axis' pixel box in the saved image (no ``bbox_inches``: boxes
     stay exact)."""
-    from lightsr._files import default_permissions
+    from lightsr._files import atomic_write
 
     fmt = check_figure_path(path, "output")
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.set_dpi(dpi)
     canvas.draw()
     width, height = canvas.get_width_height()
@@ -78,14 +77,8 @@ def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | 
     for ax, title, psnr in axes:
         x0, y0, x1, y1 = ax.get_window_extent().extents
         panels.append(Panel(title, (int(np.ceil(x0)), int(np.ceil(height - y1)), int(x1), int(height - y0)), psnr))
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_write(path) as tmp:  # complete or absent; a failed write is one line naming the file
         fig.savefig(tmp, dpi=dpi, format=fmt)
-        default_permissions(tmp, path)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return FigureResult(path, (width, height), panels)
 
 

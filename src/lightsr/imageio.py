@@ -13,25 +13,29 @@ atomically (temporary file in the same folder, then rename), 16-bit PNG/TIFF wit
 from __future__ import annotations
 
 import contextlib
-import os
+import logging
 import struct
 import sys
-import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lightsr._files import default_permissions
-from lightsr.errors import LightSRError
+from lightsr._files import atomic_write
+from lightsr.errors import LightSRError, WriteError
+
+log = logging.getLogger("lightsr")
 
 # Input pixels above which an image is refused unless the caller raises the limit: a decompression-bomb
 # guard (a few kB of PNG can claim 50,000 × 50,000 pixels). 40 MP is a large camera frame; its ×4 result
 # (640 MP) already needs ~2 GB as 8-bit RGB.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Output pixels above which an upscale is refused before it runs (``--outscale 1000`` on a small image would
+# otherwise try to allocate tens of GB): the ×4 result of the largest image the input limit lets through.
+DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
 
 # File extensions read when a folder is given, and the formats they map to.
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff", ".bmp")
@@ -46,7 +50,7 @@ class ImageReadError(LightSRError, ValueError):
     """An image that cannot be read; the message names the file."""
 
 
-class ImageWriteError(LightSRError, OSError):
+class ImageWriteError(WriteError):
     """An image that cannot be written; the message names the file."""
 
 
@@ -141,7 +145,7 @@ def _wide_kind(im) -> str | None:
     RGBA, which has the same 4 bytes per pixel) or None."""
     if im.mode not in ("RGB", "RGBA") or not im.tile:
         return None
-    args = im.tile[0].args
+    args = im.tile[0][3]  # a tile's args: a named field from Pillow 11, a plain tuple's last item before
     raw = args if isinstance(args, str) else (args or ("",))[0]
     if not isinstance(raw, str) or ";16" not in raw:
         return None
@@ -149,14 +153,19 @@ def _wide_kind(im) -> str | None:
     return "colour" if base in ("RGB", "RGBA") else "la" if base == "LA" and raw.endswith("16B") else None
 
 
+def _with_args(tile: tuple, args: object) -> tuple:
+    """A copy of a Pillow tile with other decoder arguments (a named tuple from Pillow 11, a plain 4-tuple before)."""
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
 def _decode_again(path: str | Path, tile: list, kind: str) -> np.ndarray:
     from PIL import Image
 
     with _pixel_limit_off(), Image.open(path) as im:
         if kind == "colour":
-            im.tile = [t._replace(args=_swap_rawmode(t.args)) for t in tile]
+            im.tile = [_with_args(t, _swap_rawmode(t[3])) for t in tile]
         else:
-            im.tile = [t._replace(args="RGBA" if isinstance(t.args, str) else ("RGBA", *t.args[1:])) for t in tile]
+            im.tile = [_with_args(t, "RGBA" if isinstance(t[3], str) else ("RGBA", *t[3][1:])) for t in tile]
         im.load()
         return np.asarray(im)
 
@@ -170,27 +179,39 @@ def _icc_matches(icc: bytes | None, mode: str) -> bytes | None:
         else None
 
 
-def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               check_size: Callable[[int, int], None] | None = None) -> ImageData:
     """Decode ``path`` keeping channels, bit depth, ICC profile and resolution; EXIF orientation applied.
 
-    Raises :class:`ImageReadError` (naming the file) for a missing, corrupt, unsupported or too large image.
+    Raises :class:`ImageReadError` (naming the file) for a missing, corrupt, unsupported or too large image, or
+    one that does not fit in memory. ``check_size(width, height)``, called with the size the file's header
+    states before anything is decoded, may refuse it by raising. Of an animated or multi-page file only the
+    first frame is read, with a warning.
     """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    w = h = 0
     try:
         with _pixel_limit_off(), Image.open(path) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageReadError(f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
                                      "(a decompression-bomb guard; raise it with --max-pixels)")
+            if check_size is not None:
+                check_size(w, h)
             fmt = im.format
             info = dict(im.info)
             wide = _wide_kind(im)
             tile = list(im.tile)  # before getexif(), which may load the image (PNG) and clear the tiles
-            im.load()
+            # EXIF first: with Pillow 10, loading a multi-page TIFF closes the file that getexif() would read.
             orientation = im.getexif().get(0x0112, 1)
+            im.load()
             pixels = _to_array(im, path)
+            frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            kind = "pages" if fmt in ("TIFF", "MPO") else "frames"
+            log.warning("%s: has %d %s; only the first is read", path, frames, kind)
         if wide == "colour":
             low = _decode_again(path, tile, wide)
             if low.shape != pixels.shape:
@@ -205,10 +226,14 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         raise ImageReadError(f"{path}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image file Pillow can identify (corrupt or unsupported)") from None
-    except (OSError, ValueError, SyntaxError, struct.error, EOFError, Image.DecompressionBombError) as e:
+    except MemoryError:
+        raise ImageReadError(f"{path}: {w}×{h} pixels do not fit in memory (with --max-pixels 0 nothing "
+                             "guards against a decompression bomb)") from None
+    except Exception as e:  # whatever Pillow's decoders raise on a damaged file means a bad file
         if isinstance(e, LightSRError):
             raise
-        raise ImageReadError(f"{path}: cannot decode image ({str(e).strip() or type(e).__name__})") from None
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ImageReadError(f"{path}: cannot decode image ({why})") from None
     if orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
     dpi = info.get("dpi")
@@ -282,16 +307,6 @@ def _palette_is_gray(im) -> bool:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _atomic(path: Path) -> tuple[Path, Path]:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix + ".tmp", dir=path.parent)
-    except OSError as e:
-        raise ImageWriteError(f"{path}: cannot write ({e.strerror or e})") from None
-    os.close(fd)
-    return path, Path(tmp)
-
-
 def format_for(path: str | Path) -> str:
     """The output format a file name asks for (by extension)."""
     suffix = Path(path).suffix.lower()
@@ -318,21 +333,16 @@ def save_image(path: str | Path, data: ImageData | np.ndarray, quality: int = 95
     if fmt == "WEBP" and data.mode in ("L", "LA"):  # WebP has no grayscale
         data = replace(data, pixels=np.repeat(data.pixels[:, :, :1], 3, axis=2) if data.mode == "L" else
                        np.concatenate([np.repeat(data.pixels[:, :, :1], 3, axis=2), data.pixels[:, :, 1:]], 2))
-    path, tmp = _atomic(path)
     try:
-        if data.bit_depth == 16 and fmt == "PNG":
-            _write_png16(tmp, data)
-        elif data.bit_depth == 16:
-            _write_tiff16(tmp, data)
-        else:
-            _save_pillow(tmp, data, fmt, quality)
-        default_permissions(tmp, path)
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and not isinstance(e, LightSRError):
-            raise ImageWriteError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
+        with atomic_write(path) as tmp:  # a temporary beside it, renamed into place: never a partial file
+            if data.bit_depth == 16 and fmt == "PNG":
+                _write_png16(tmp, data)
+            elif data.bit_depth == 16:
+                _write_tiff16(tmp, data)
+            else:
+                _save_pillow(tmp, data, fmt, quality)
+    except WriteError as e:
+        raise ImageWriteError(str(e)) from None
 
 
 def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:

@@ -19,6 +19,13 @@ Tile geometry respects what each network needs to compute tiles like the whole i
 :class:`~lightsr.models.spec.TilingSpec` gives the alignment of tile borders (windowed attention or pooling
 grids fixed to the image origin), the default context, the memory per pixel, and whether the network wraps
 around the image borders.
+
+Networks that pool or attend over the whole image (``TilingSpec.global_context``) cannot be blended exactly:
+each tile would compute the global statistics of its own pixels. Their inference forms run *streamed* instead
+(:attr:`~lightsr.models.base.InferenceForm.forward_tiled`, :mod:`lightsr.models._stream`): layer by layer, with
+full-size LR feature maps and the statistics summed over all tiles, exact at any tile size. A streamed
+:class:`TilePlan` (``streamed=True``, from :func:`plan_streamed`) describes those tiles; its memory is the maps
+plus one tile (:func:`streamed_bytes`). The training form and ONNX graphs of such networks keep blended tiles.
 """
 
 from __future__ import annotations
@@ -103,22 +110,44 @@ def default_memory_budget(device: torch.device | str) -> int:
 
 def activation_bytes(pixels: int, spec: TilingSpec, element_size: int = 4) -> int:
     """Estimated peak memory of running the network on ``pixels`` input pixels at the given element size."""
+    return int(pixels * spec.bytes_per_pixel * _precision_factor(element_size))
+
+
+def _precision_factor(element_size: int) -> float:
     # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output): measured
     # ≈ 0.55 of fp32 on CPU, so 16-bit counts as 0.6 rather than 0.5.
-    factor = 1.0 if element_size >= 4 else 0.6
-    return int(pixels * spec.bytes_per_pixel * factor)
+    return 1.0 if element_size >= 4 else 0.6
+
+
+def _maps_bytes(pixels: int, spec: TilingSpec, element_size: int) -> float:
+    # The maps are in the run's precision: exactly halved for 16 bits.
+    return pixels * spec.map_bytes_per_pixel * min(element_size, 4) / 4
+
+
+def streamed_bytes(height: int, width: int, tile: int, spec: TilingSpec, element_size: int = 4) -> int:
+    """Estimated peak memory of streamed tiling (see the module docstring) of an ``height × width`` image with
+    cores of ``tile``: the full-size feature maps plus one tile's window (the core and ``stream_halo``)."""
+    wh, ww = (min(tile + 2 * spec.stream_halo, n) for n in (height, width))
+    tile_bytes = wh * ww * spec.stream_bytes_per_pixel * _precision_factor(element_size)
+    return int(_maps_bytes(height * width, spec, element_size) + tile_bytes)
 
 
 def auto_tile(height: int, width: int, spec: TilingSpec, budget: int, element_size: int = 4,
-              overlap: int | None = None) -> int:
+              overlap: int | None = None, streamed: bool = False) -> int:
     """Core size for an image under a memory ``budget``: 0 (no tiling) when the whole image fits.
 
     The tile window is the core plus ``overlap`` context on both sides, so the largest window ``E`` with
     ``activation_bytes(E²) ≤ budget`` gives ``core = E - 2·overlap`` (aligned down, at least
-    :data:`MIN_AUTO_TILE`).
+    :data:`MIN_AUTO_TILE`). ``streamed``: the budget first holds the full-size feature maps
+    (:func:`streamed_bytes`), the window adds the spec's ``stream_halo`` and needs no alignment.
     """
     if activation_bytes(height * width, spec, element_size) <= budget:
         return 0
+    if streamed:
+        free = budget - _maps_bytes(height * width, spec, element_size)
+        per_px = spec.stream_bytes_per_pixel * _precision_factor(element_size)
+        window = math.isqrt(int(free / per_px)) if free > 0 and per_px > 0 else 0
+        return max(window - 2 * spec.stream_halo, MIN_AUTO_TILE)
     overlap = spec.overlap if overlap is None else overlap
     per_px = activation_bytes(1_000_000, spec, element_size) / 1_000_000
     window = math.isqrt(max(int(budget / per_px), 1))
@@ -193,7 +222,8 @@ class TilePlan:
     """The tiles of an image: row spans × column spans, and the blend width at interior borders.
 
     ``periods`` are the (padded) axis lengths windows refer to: the image size, or in wrap mode the size
-    padded to ``align``.
+    padded to ``align``. ``streamed``: the tiles of the network's layer-streamed execution (see
+    :func:`plan_streamed`), not blended.
     """
 
     height: int
@@ -205,6 +235,7 @@ class TilePlan:
     cols: tuple[Span, ...]
     wrap: bool = False
     align: int = 1
+    streamed: bool = False
 
     @property
     def n_tiles(self) -> int:
@@ -228,7 +259,7 @@ class TilePlan:
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1, blend: int | None = None,
-               wrap: bool = False) -> TilePlan:
+               wrap: bool = False, streamed: bool = False) -> TilePlan:
     """Tile plan for an ``height × width`` input; ``tile <= 0`` means one tile (the whole image).
 
     ``blend`` (default: ``overlap``) is the width of the hand-over ramp centred on each interior core border;
@@ -245,7 +276,20 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1,
     cores = [s.stop - s.start for axis in (rows, cols) if len(axis) > 1 for s in axis]
     blend = max(0, min(blend, 2 * overlap_eff, min(cores) if cores else 0))
     return TilePlan(height, width, tile if tiled else 0, overlap_eff, blend, tuple(rows), tuple(cols),
-                    wrap=wrap, align=align)
+                    wrap=wrap, align=align, streamed=streamed and tiled)
+
+
+def can_stream(module: torch.nn.Module | None, spec: TilingSpec) -> bool:
+    """Whether ``module`` tiles exactly by layer-streamed execution: an inference form with ``forward_tiled``
+    of a network with global operators (not its training form, not an ONNX graph)."""
+    return spec.global_context and getattr(module, "forward_tiled", None) is not None
+
+
+def plan_streamed(height: int, width: int, tile: int, spec: TilingSpec) -> TilePlan:
+    """The tiles of layer-streamed execution with cores of at most ``tile``: cut as the inference form cuts
+    them (evenly, no alignment: every tile computes exactly what the whole image does), windows with the
+    network's ``stream_halo``, no blending. One tile (``streamed`` False) when ``tile`` covers the image."""
+    return plan_tiles(height, width, tile, spec.stream_halo, 1, blend=0, streamed=True)
 
 
 # ------------------------------------------------------------------------------------------------- weights

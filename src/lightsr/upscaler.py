@@ -29,6 +29,7 @@ from lightsr.device import resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
+    DEFAULT_MAX_OUTPUT_PIXELS,
     DEFAULT_MAX_PIXELS,
     ImageData,
     array_to_tensor,
@@ -125,13 +126,19 @@ class Upscaler:
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
     the network's output with MATLAB's antialiased bicubic (:func:`lightsr.resize.imresize`), as
     Real-ESRGAN's ``--outscale`` does with its own resize; None keeps the network's scale.
+    ``max_output_pixels``: refuse (:class:`UsageError`, before the network runs) an image whose output — or the
+    network's output before an ``outscale`` resize, if larger — would have more pixels (default
+    :data:`lightsr.imageio.DEFAULT_MAX_OUTPUT_PIXELS`; None: no limit).
     """
 
     def __init__(self, model: str | os.PathLike | SRNet = DEFAULT_MODEL, scale: int | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, device: str | torch.device = "auto",
                  precision: str = "fp32", max_memory: int | str | None = None, alpha: str = "bicubic",
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
-                 outscale: float | None = None) -> None:
+                 outscale: float | None = None,
+                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS) -> None:
+        if max_output_pixels is not None and not max_output_pixels >= 1:
+            raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
             raise UsageError(f"--alpha {alpha!r}: choose bicubic or model")
         if tile is not None and tile < 0:
@@ -152,6 +159,7 @@ class Upscaler:
         self.progress = progress
         self.fuse = fuse
         self.outscale = outscale
+        self.max_output_pixels = max_output_pixels
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
         self.dtype = torch.float32
         self.net = self._load(model, scale, threads)
@@ -216,6 +224,22 @@ class Upscaler:
             return height * self.scale, width * self.scale
         return max(1, round(height * self.outscale)), max(1, round(width * self.outscale))
 
+    def check_output_size(self, height: int, width: int, name: str = "") -> None:
+        """Refuse, in one line naming ``name``, an ``height × width`` input whose output (or the network's output
+        before the ``outscale`` resize, if larger) exceeds ``max_output_pixels``: before any allocation."""
+        limit = self.max_output_pixels
+        if limit is None:
+            return
+        s = self.scale
+        oh, ow = self.output_size(height, width)
+        note = ""
+        if oh * ow < height * s * width * s:
+            oh, ow, note = height * s, width * s, f" (the network's ×{s} output, before --outscale)"
+        if oh * ow > limit:
+            raise UsageError(f"{name + ': ' if name else ''}{width}×{height} → {ow}×{oh} = {oh * ow:,} output "
+                             f"pixels{note} exceeds the limit of {limit:,} (raise it with --max-output-pixels; "
+                             "0: no limit)")
+
     # -- planning
 
     @property
@@ -226,11 +250,20 @@ class Upscaler:
         return arch_tiling(self.arch).overlap if self.tile_overlap is None else self.tile_overlap
 
     def plan(self, height: int, width: int, channels: int = 3, bytes_per_sample: int = 1) -> TilePlan:
-        """The tile plan for an image of this size: exactly what :meth:`upscale` would run."""
+        """The tile plan for an image of this size: exactly what :meth:`upscale` would run.
+
+        Networks with global operators tile exactly, streamed (:func:`lightsr.tiling.plan_streamed`), when
+        their inference form can (:func:`lightsr.tiling.can_stream`; ``tile_overlap`` is then not used). With
+        automatic tiles that needs the full-size feature maps within ``max_memory``; when they do not fit, the
+        image gets blended tiles (approximate) and a warning.
+        """
+        from lightsr.tiling import can_stream, plan_streamed, streamed_bytes
+
         spec = arch_tiling(self.arch)
         overlap = self._overlap()
         # Wrap mode needs seam hooks inside the network: only possible in a PyTorch module, not an ONNX session.
         wrap = spec.wrap and self.net.module is not None
+        streamed = can_stream(self.net.module, spec)
         tile = self.tile
         if tile is None:
             elem = torch.tensor([], dtype=self.dtype).element_size()
@@ -244,40 +277,81 @@ class Upscaler:
             if on_host and self.outscale is not None:  # the final image and one channel's float64 resize buffers
                 fh, fw = self.output_size(height, width)
                 fixed += fh * fw * channels * bytes_per_sample + 8 * (fh * width * s + fh * fw)
-            tile = auto_tile(height, width, spec, self.max_memory - fixed, elem, overlap)
-            if tile and on_host:
-                strip = 2 * 4 * channels * (tile + overlap) * s * width * s
-                tile = auto_tile(height, width, spec, self.max_memory - fixed - strip, elem, overlap)
+
+            def fit(streamed: bool) -> tuple[int, int]:
+                """(tile, budget left for the network) under the memory budget."""
+                budget = self.max_memory - fixed
+                tile = auto_tile(height, width, spec, budget, elem, overlap, streamed)
+                if tile and on_host:
+                    budget -= 2 * 4 * channels * (tile + overlap) * s * width * s
+                    tile = auto_tile(height, width, spec, budget, elem, overlap, streamed)
+                return tile, budget
+
+            tile, budget = fit(streamed)
+            if tile and streamed and streamed_bytes(height, width, tile, spec, elem) > budget:
+                log.warning("%d×%d: exact tiling needs %.0f MB (feature maps of the whole image and one tile), "
+                            "beyond the memory budget; using blended tiles (approximate)", width, height,
+                            streamed_bytes(height, width, tile, spec, elem) / 2**20)
+                streamed = False
+                tile, _ = fit(False)
+        if streamed and tile:
+            plan = plan_streamed(height, width, tile, spec)
+            if plan.n_tiles > 1:
+                return plan
         return plan_tiles(height, width, tile, overlap, spec.align, wrap=wrap)
 
     # -- running
 
-    def _forward_fn(self, net: _Net, hooks: SeamHooks | None, what: str) -> Callable:
+    def _forward_fn(self, net: _Net, hooks: SeamHooks | None, what: str, streamed: bool = False) -> Callable:
+        """``fn(tile, seams)`` → the network's output for one tile; ``streamed``: ``fn(x, tile, sink, progress)``
+        running the whole ``C×H×W`` image through the network's layer-streamed execution instead."""
         # onnxruntime takes host arrays (and picks its own device from the session's providers).
         dtype, device = (self.dtype, self.device) if net.module is not None else (torch.float32, "cpu")
 
-        def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
-            if hooks is not None:
-                hooks.seams = seams
-            y = net.forward(t.to(device, dtype))
+        def check(y: torch.Tensor) -> None:
             if not bool(torch.isfinite(y).all()):
                 raise NonFiniteOutputError(
                     f"the network produced NaN/Inf in the {what} ({self.precision} on {self.device.type})"
                     + ("; fp16 overflows in this network — use --precision bf16 or fp32"
                        if self.precision == "fp16" else ""))
+
+        if streamed:
+            def run(x: torch.Tensor, tile: int, sink: Callable, progress: Callable | None) -> None:
+                def checked(y0: int, block: torch.Tensor) -> None:
+                    check(block)
+                    sink(y0, block)
+
+                net.module.forward_tiled(x[None].to(device, dtype), tile, checked, progress)
+
+            return run
+
+        def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
+            if hooks is not None:
+                hooks.seams = seams
+            y = net.forward(t.to(device, dtype))
+            check(y)
             return y
 
         return fn
 
     def _run(self, x: torch.Tensor, plan: TilePlan, fn: Callable, sink: Callable, bar_label: str) -> None:
+        """``fn`` from :meth:`_forward_fn` over ``x`` as ``plan`` says (streamed plans: a streamed ``fn``)."""
         bar = None
         if self.progress and plan.n_tiles > 1:
             from tqdm import tqdm
 
             bar = tqdm(total=plan.n_tiles, desc=bar_label, unit="tile", leave=False, file=sys.stderr)
+
+        def steps(done: int, total: int) -> None:  # streamed: every pass over the tiles counts
+            bar.total = total
+            bar.update(done - bar.n)
+
         try:
             with torch.inference_mode():
-                run_tiled(fn, x, self.scale, plan, sink=sink, progress=bar.update if bar else None)
+                if plan.streamed:
+                    fn(x, plan.tile, sink, steps if bar else None)
+                else:
+                    run_tiled(fn, x, self.scale, plan, sink=sink, progress=bar.update if bar else None)
         finally:
             if bar is not None:
                 bar.close()
@@ -294,7 +368,7 @@ class Upscaler:
                     with hooks:
                         self._run(rgb, plan, self._forward_fn(self.net, hooks, what), sink, "tiles")
                 else:
-                    self._run(rgb, plan, self._forward_fn(self.net, None, what), sink, "tiles")
+                    self._run(rgb, plan, self._forward_fn(self.net, None, what, plan.streamed), sink, "tiles")
                 return plan
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if isinstance(e, LightSRError) or not _is_oom(e):
@@ -307,11 +381,23 @@ class Upscaler:
                                        "use --device cpu or a smaller --max-memory") from None
                 log.warning("out of memory with %d-pixel tiles on %s; retrying with %d", core, self.device,
                             core // 2)
-                plan = plan_tiles(plan.height, plan.width, core // 2, self._overlap(), plan.align, wrap=plan.wrap)
+                from lightsr.tiling import can_stream, plan_streamed
+
+                spec = arch_tiling(self.arch)
+                if plan.streamed or (plan.n_tiles == 1 and can_stream(self.net.module, spec)):
+                    plan = plan_streamed(plan.height, plan.width, core // 2, spec)
+                else:
+                    plan = plan_tiles(plan.height, plan.width, core // 2, self._overlap(), plan.align,
+                                      wrap=plan.wrap)
 
     def _run_alpha(self, alpha: torch.Tensor, sink: Callable, plan: TilePlan) -> None:
         s = self.scale
         h, w = alpha.shape
+        if self.alpha == "model" and plan.streamed:
+            run = self._forward_fn(self.net, None, "alpha channel", streamed=True)
+            self._run(alpha[None].expand(3, -1, -1), plan, run,
+                      lambda y0, b: sink(y0, b.clamp(0, 1).mean(0, keepdim=True)), "alpha tiles")
+            return
         if self.alpha == "model":
             colour_fn = self._forward_fn(self.net, None, "alpha channel")
             hooks = SeamHooks(self.net.module) if plan.wrap else None
@@ -342,9 +428,13 @@ class Upscaler:
         With ``sink(row0, block, channel0)`` the output is streamed in row blocks at the network's scale (no
         ``outscale`` resize) instead of returned.
         """
+        if x.ndim != 3:
+            raise UsageError(f"expected a C×H×W tensor, got shape {tuple(x.shape)}")
         c, h, w = x.shape
         if c not in (1, 2, 3, 4):
             raise UsageError(f"expected 1 to 4 channels (L, LA, RGB, RGBA), got {c}")
+        _check_not_empty(x.shape, "tensor")
+        self.check_output_size(h, w)
         x = x.detach().to("cpu", torch.float32)
         s = self.scale
         out = None
@@ -390,6 +480,8 @@ class Upscaler:
         """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale."""
         px = data.pixels
         h, w, c = px.shape
+        _check_not_empty(px.shape, "image")
+        self.check_output_size(h, w)
         s = self.scale
         out = np.empty((h * s, w * s, c), dtype=px.dtype)
 
@@ -423,8 +515,17 @@ class Upscaler:
             raise OutputExistsError(f"{dst}: is the input; refusing to overwrite it")
         if dst.exists() and not overwrite:
             raise OutputExistsError(f"{dst}: exists (use --overwrite)")
-        data = load_image(src, max_pixels=max_pixels)
-        result = self.upscale_data(data)
+        # The output size is checked from the file's header, before its pixels are decoded.
+        data = load_image(src, max_pixels=max_pixels, check_size=lambda w, h: self.check_output_size(h, w, str(src)))
+        try:
+            result = self.upscale_data(data)
+        except (MemoryError, RuntimeError) as e:  # the image buffers (the network's own OOM retries smaller tiles)
+            if isinstance(e, LightSRError) or not (isinstance(e, MemoryError) or _is_oom(e)):
+                raise
+            h, w = data.pixels.shape[:2]
+            oh, ow = self.output_size(h, w)
+            raise LightSRError(f"{src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
+                               "or free memory") from None
         if data.has_alpha and fmt not in ALPHA_FORMATS:
             log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped", dst, fmt, src.name)
         if data.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
@@ -452,6 +553,11 @@ def _resize_pixels(px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
+def _check_not_empty(shape: tuple[int, ...], what: str) -> None:
+    if 0 in tuple(shape):
+        raise UsageError(f"{what} input has no pixels (shape {tuple(shape)})")
+
+
 def _is_oom(e: BaseException) -> bool:
     if isinstance(e, torch.OutOfMemoryError):
         return True
@@ -475,7 +581,7 @@ def _data_to_pil(data: ImageData) -> Any:
     if data.bit_depth == 16:
         if data.mode != "L":  # Pillow has no 16-bit colour mode; only reachable from I;16 inputs (gray)
             raise UsageError("16-bit colour cannot be returned as a PIL image; pass a numpy array instead")
-        im = Image.fromarray(px[:, :, 0].astype("<u2"), mode="I;16")
+        im = Image.fromarray(px[:, :, 0].astype("<u2"))  # little-endian uint16: Pillow's mode I;16
     else:
         im = Image.fromarray(px[:, :, 0] if px.shape[2] == 1 else px, mode=data.mode)
     if data.icc_profile:
@@ -491,6 +597,7 @@ def _dispatch(up: Upscaler, image: Any) -> Any:
     if isinstance(image, torch.Tensor):
         if not image.is_floating_point():
             raise UsageError(f"tensor input must be float in [0, 1], got {image.dtype}")
+        _check_not_empty(image.shape, "tensor")
         if image.ndim == 3:
             return up.upscale_tensor(image).to(image.device, image.dtype)
         if image.ndim == 4:
@@ -499,6 +606,7 @@ def _dispatch(up: Upscaler, image: Any) -> Any:
     if isinstance(image, np.ndarray):
         if image.ndim not in (2, 3):
             raise UsageError(f"array input must be H×W or H×W×C, got shape {image.shape}")
+        _check_not_empty(image.shape, "array")
         if image.dtype.kind == "f":
             t = torch.from_numpy(np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None]))
             y = up.upscale_tensor(t.permute(2, 0, 1).float()).permute(1, 2, 0).numpy()

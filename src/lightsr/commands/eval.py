@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         check_creatable(args.output, "--output")
     if args.save_images:
-        check_creatable(Path(args.save_images) / "x", "--save-images")
+        check_creatable(args.save_images, "--save-images", folder=True)
     entries = _entries(args)
     scales = {m.scale for _, m, _ in entries if m is not None} | ({args.scale} if args.scale else set())
     if len(scales) > 1:

@@ -6,10 +6,10 @@ import argparse
 from pathlib import Path
 
 from lightsr._files import check_creatable
-from lightsr.checkpoints import resolve_model
 from lightsr.commands import _args
 from lightsr.errors import UsageError
 from lightsr.export import MIN_OPSET, export_onnx
+from lightsr.hub import resolve_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

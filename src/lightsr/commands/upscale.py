@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from lightsr._files import check_creatable
-from lightsr.checkpoints import resolve_model
 from lightsr.commands import _args
 from lightsr.device import PRECISIONS
 from lightsr.errors import LightSRError, UsageError
-from lightsr.imageio import DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
+from lightsr.hub import resolve_model
+from lightsr.imageio import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
 from lightsr.upscaler import NonFiniteOutputError, Upscaler
 
 log = logging.getLogger("lightsr")
@@ -44,7 +44,8 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
                      help="output format (default: the input's)")
     out.add_argument("--suffix", default="_x{scale}",
-                     help="added to file names written into a folder (default: _x{scale}; '' for none)")
+                     help="added to file names written into a folder (default: _x{scale}; '' for none; no path "
+                          "separators or '..')")
     exists = out.add_mutually_exclusive_group()
     exists.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     exists.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
@@ -53,6 +54,10 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
                      help="how the alpha channel is upscaled (default: bicubic)")
     out.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"refuse inputs with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
+    out.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
+                     help="refuse images whose output would have more pixels, checked from the file's header "
+                          "before anything is decoded or run (default: "
+                          f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M, a ×4 of a --max-pixels image; 0: no limit)")
     run = u.add_argument_group("execution")
     run.add_argument("--tile", type=_args.tile_size, default=None, metavar="SIZE",
                      help="tile core size in input pixels; auto (default: from --max-memory) or 0 (never tile)")
@@ -105,30 +110,62 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
     return list(unique.values()), errors
 
 
-def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
+def _single_file(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> bool:
+    """One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
+    extension): write exactly there. Anything else is a folder (created when missing)."""
     out = Path(args.output)
-    # One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
-    # extension): write exactly there. Anything else is a folder (created when missing).
     named_file = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
-    single_file = (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
-                   and (out.suffix.lower() in FORMATS if not named_file else out.suffix != ""))
-    jobs: list[_Job] = []
-    conflicts: list[str] = []
-    if single_file:
-        src = found[0][0]
+    return (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
+            and (out.suffix.lower() in FORMATS if not named_file else out.suffix != ""))
+
+
+def _suffix(args: argparse.Namespace, scale: float) -> str:
+    """``--suffix`` with ``{scale}`` substituted; it names files inside the -o folder, never a path."""
+    def check(text: str) -> None:
+        if any(sep in text for sep in ("/", "\\", os.sep, "\0")) or ".." in text:
+            raise UsageError(f"--suffix {args.suffix!r}: may not contain path separators or '..' (outputs stay "
+                             "in the -o folder)")
+
+    check(args.suffix)
+    try:
+        suffix = args.suffix.format(scale=int(scale) if float(scale).is_integer() else scale)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UsageError(f"--suffix {args.suffix!r}: only {{scale}} can be substituted ({e})") from None
+    check(suffix)
+    return suffix
+
+
+def _check_outputs(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> bool:
+    """The checks of -o, --ext and --suffix that need no model (run before one loads); True for one output file."""
+    out = Path(args.output)
+    if _single_file(args, found):
         if out.suffix.lower() not in FORMATS:
             raise UsageError(f"-o {out}: unknown image extension; use .png, .jpg, .webp, .tif or .bmp (or a "
                              "folder)")
         if args.ext and FORMATS[out.suffix.lower()] != FORMATS["." + args.ext]:
             raise UsageError(f"-o {out} and --ext {args.ext} disagree")
-        jobs.append(_Job(src, out))
+        return True
+    if out.suffix.lower() in FORMATS and not out.is_dir():
+        raise UsageError(f"-o {out}: several inputs need an output folder")
+    _suffix(args, 4)  # the syntax; the scale's own value is substituted once the model is known
+    if not args.ext:  # outputs keep their input's format: one lightsr cannot write needs --ext
+        unwritable = [src for src, _ in found if src.suffix.lower() not in FORMATS]
+        if unwritable:
+            kind = unwritable[0].suffix.lstrip(".").upper() or "extension-less"
+            more = f" (and {len(unwritable) - 1} more input(s))" if len(unwritable) > 1 else ""
+            raise UsageError(f"{unwritable[0]}: cannot write {kind} files{more}; choose an output format with "
+                             f"--ext ({', '.join(sorted({s.lstrip('.') for s in FORMATS}))})")
+    return False
+
+
+def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
+    out = Path(args.output)
+    jobs: list[_Job] = []
+    conflicts: list[str] = []
+    if _check_outputs(args, found):
+        jobs.append(_Job(found[0][0], out))
     else:
-        if out.suffix.lower() in FORMATS and not out.is_dir():
-            raise UsageError(f"-o {out}: several inputs need an output folder")
-        try:
-            suffix = args.suffix.format(scale=int(scale) if float(scale).is_integer() else scale)
-        except (KeyError, IndexError, ValueError) as e:
-            raise UsageError(f"--suffix {args.suffix!r}: only {{scale}} can be substituted ({e})") from None
+        suffix = _suffix(args, scale)
         for src, rel in found:
             ext = "." + args.ext if args.ext else src.suffix.lower()
             jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{ext}"))
@@ -143,8 +180,9 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
         log.warning("%d input(s) are this batch's own outputs (e.g. %s, from %s) and are not upscaled again",
                     len(ours), ours[0].src, writes[ours[0].src.resolve()].name)
     jobs = kept_jobs
+    probed: set[Path] = set()
     for j in jobs:
-        check_creatable(j.dst, "-o")
+        check_creatable(j.dst, "-o", probed)
     inputs = {j.src.resolve() for j in jobs}
     seen: dict[Path, Path] = {}
     kept = []
@@ -179,13 +217,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
+    # Everything about the outputs that needs no model is checked before one loads.
+    single = _check_outputs(args, found)
+    check_creatable(args.output, "-o", folder=not single)
     if args.onnx:
         model: Any = args.onnx
     else:
         model = resolve_model(args.model, args.weights, args.scale)
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
-                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale)
+                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale,
+                  max_output_pixels=args.max_output_pixels)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
     jobs, conflicts = _plan_jobs(args, found, up.output_scale)

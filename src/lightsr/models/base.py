@@ -7,6 +7,7 @@ known to run in, and the sizes it pads inputs to internally (so an exported grap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,20 @@ class SRNet(nn.Module):
 
 
 class InferenceForm(nn.Module):
-    """Base of the modules :meth:`SRNet.fuse` returns: they carry the training form's :class:`ModelInfo`."""
+    """Base of the modules :meth:`SRNet.fuse` returns: they carry the training form's :class:`ModelInfo`.
+
+    ``forward_tiled(x, tile, sink, progress=None)``: defined by the inference forms of networks that pool or
+    attend over the whole image (their spec's ``TilingSpec.global_context``), None elsewhere. It computes
+    ``forward(x)`` for one image ``x`` (``1×C×H×W`` on the module's device and dtype) in tiles of at most
+    ``tile`` pixels, layer by layer, with the global statistics summed over the whole image
+    (:mod:`lightsr.models._stream`): the result equals ``forward(x)`` up to float rounding at any tile size,
+    and memory is the LR-resolution feature maps plus one tile. Output rows go to ``sink(row0, block)``
+    (``block``: CPU float32 ``C×rows×s·W``) top to bottom; ``progress(done, total)`` counts tiles of passes.
+    ``stream_halo``: the largest context a tile of it reads on each side.
+    """
+
+    forward_tiled: Callable[..., None] | None = None
+    stream_halo: int = 0
 
     def __init__(self, info: ModelInfo) -> None:
         super().__init__()

@@ -21,6 +21,8 @@ StateDict = dict[str, "torch.Tensor"]
 ConfigReader = Callable[[StateDict, str], dict[str, Any]]
 # (state dict in a foreign layout, source) → the same weights under lightsr's keys
 Converter = Callable[[StateDict, str], StateDict]
+# config → None, or ValueError("key: what is wrong") for a value outside what the network is meant to run with
+ConfigCheck = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,23 @@ class TilingSpec:
     benchmarks/README.md); about halved for 16-bit precisions. ``wrap``: the network mixes opposite image
     borders (ELAN's cyclically shifted windows), so border tiles take their context from the opposite border
     too (see :class:`lightsr.tiling.SeamHooks`).
+
+    ``global_context``: the network pools or attends over the whole image, so blended tiles are only
+    approximate; its inference form tiles exactly instead, layer by layer
+    (:attr:`lightsr.models.base.InferenceForm.forward_tiled`), keeping LR-resolution feature maps of the whole
+    image. Its memory, measured like ``bytes_per_pixel`` (fp32; exactly halved for 16-bit maps):
+    ``map_bytes_per_pixel`` per pixel of the image (the full-size maps) plus ``stream_bytes_per_pixel`` per
+    pixel of one tile's window, the core plus ``stream_halo`` pixels on each side.
     """
 
     overlap: int = 48
     align: int = 1
     bytes_per_pixel: int = 16_000
     wrap: bool = False
+    global_context: bool = False
+    map_bytes_per_pixel: int = 0
+    stream_bytes_per_pixel: int = 0
+    stream_halo: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,24 @@ class Layout:
 
 
 @dataclass(frozen=True)
+class PublishedWeights:
+    """A checkpoint published by others, fetched on first use (:mod:`lightsr.hub`).
+
+    ``param_key``: the container entry its publisher evaluates (None: lightsr's default choice). ``scores``:
+    ``(set, Y-PSNR, SSIM)`` ×scale as lightsr measures them (tests/test_evaluate.py checks them).
+    """
+
+    name: str
+    scale: int
+    url: str
+    sha256: str
+    license: str
+    source: str
+    param_key: str | None = None
+    scores: tuple[tuple[str, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One registered network: how to build it, recognise its checkpoints, tile, export and train it.
 
@@ -60,8 +91,10 @@ class ModelSpec:
     family; a checkpoint of the family is given the registry name whose ``defaults`` it matches.
     ``config_from_weights`` reads the constructor arguments from a state dict in lightsr's keys; settings in
     ``undetectable`` leave no trace in the weights: lightsr's own files store them, anything else gets the
-    defaults (and the log says so). ``output_prefixes``: keys of the layers whose shape depends on the scale,
+    defaults (and the log says so); ``check_config`` bounds the values a file's metadata may give them (the
+    tensors bound everything else). ``output_prefixes``: keys of the layers whose shape depends on the scale,
     the only ones a warm start from another scale may skip. ``precisions``: what the network runs in.
+    ``published``: checkpoints of others that :mod:`lightsr.hub` downloads on demand.
     """
 
     name: str
@@ -73,9 +106,11 @@ class ModelSpec:
     family: str = ""
     layouts: tuple[Layout, ...] = ()
     undetectable: tuple[str, ...] = ()
+    check_config: ConfigCheck | None = None
     tiling: TilingSpec = field(default_factory=TilingSpec)
     output_prefixes: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    published: tuple[PublishedWeights, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.family:

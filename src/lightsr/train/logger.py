@@ -72,7 +72,10 @@ class RunLogger(NullLogger):
 
     def close(self) -> None:
         self._bar.close()
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # a full disk: the error that stopped the run is the one to report
+            pass
         if self._tb is not None:
             self._tb.close()
 

@@ -14,6 +14,7 @@ directory that resuming ignores and removes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from lightsr.checkpoints import CheckpointError, detect, read_checkpoint, save_model
+from lightsr.errors import LightSRError, WriteError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import model_spec
 
@@ -79,33 +81,59 @@ def write_atomic_dir(final: Path, files: Mapping[str, Any]) -> Path:
     picklable-safe dict for ``torch.save``), atomically replacing an existing one.
 
     An existing ``final`` is first renamed to ``.<name>.old.tmp``; :func:`recover_atomic_dir` puts it back if the
-    process died between the two renames."""
+    process died between the two renames. A failed write (a full disk: ``OSError``, safetensors'
+    ``SafetensorError``, torch's ``PytorchStreamWriter`` error) or an interruption (Ctrl-C, SIGTERM) removes the
+    temporary directory and leaves ``final`` as it was; a failure is a one-line :class:`WriteError`."""
     tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     extra = {"checkpoint": final.name}
-    for name, obj in files.items():
-        dst = tmp / name
-        if isinstance(obj, SRNet):
-            save_model(obj, dst, extra=extra)
-        elif isinstance(obj, str):
-            dst.write_text(obj)
-        else:
-            torch.save(obj, dst)
-        _fsync(dst)
-    _fsync(tmp)
+    current = None
     old = None
-    if final.exists():  # e.g. 'best': move the old one aside first, so some complete copy always exists
-        old = final.with_name(f".{final.name}.old.tmp")
-        if old.exists():
-            shutil.rmtree(old)
-        final.rename(old)
-    tmp.rename(final)
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        for current, obj in files.items():
+            dst = tmp / current
+            if isinstance(obj, SRNet):
+                save_model(obj, dst, extra=extra)
+            elif isinstance(obj, str):
+                dst.write_text(obj)
+            else:
+                torch.save(obj, dst)
+            _fsync(dst)
+        current = None
+        _fsync(tmp)
+        if final.exists():  # e.g. 'best': move the old one aside first, so some complete copy always exists
+            old = final.with_name(f".{final.name}.old.tmp")
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        tmp.rename(final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists() and not final.exists():
+            with contextlib.suppress(OSError):
+                old.rename(final)
+        if isinstance(e, Exception):
+            raise _write_error(final, current, tmp, e) from None
+        raise
     _fsync(final.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _write_error(final: Path, name: str | None, tmp: Path, e: Exception) -> WriteError:
+    """One line naming the file (as it would have been called in ``final``) and the reason."""
+    where = final / name if name else final
+    if isinstance(e, LightSRError):  # save_model's own one-line error, naming the temporary directory
+        text = str(e).replace(str(tmp), str(final))
+    elif isinstance(e, OSError):
+        text = f"{where}: cannot write ({e.strerror or e})"
+    else:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        text = f"{where}: cannot write ({type(e).__name__}: {lines[0][:200] if lines else '?'})"
+    return WriteError(f"{text}; {final.name} not written")
 
 
 def recover_atomic_dir(final: Path) -> bool:
@@ -166,11 +194,8 @@ def warm_start(model: SRNet, path: str | Path) -> tuple[list[str], list[str]]:
     Everything else must match exactly: another architecture or width is an error naming the keys.
     """
     source = str(path)
-    sd, meta = read_checkpoint(path)
-    if "arch" in meta:
-        arch = meta["arch"]
-    else:
-        arch, _, _, sd = detect(sd, source)
+    sd, _meta = read_checkpoint(path)
+    arch, _, _, sd = detect(sd, source)  # the tensors say what they are, whatever a file's metadata claims
     spec = model_spec(model.arch)
     if model_spec(arch).family != spec.family:
         raise CheckpointError(f"{source}: holds {arch} weights; the configured network is {model.arch}")

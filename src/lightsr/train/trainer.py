@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightsr.errors import LightSRError
+from lightsr._files import atomic_write
+from lightsr.errors import LightSRError, WriteError
 from lightsr.train import distributed as D
 from lightsr.train.config import Config, ConfigError, config_to_dict, diff_configs, dump_config
 from lightsr.train.ema import ModelEMA
@@ -390,9 +391,8 @@ class Trainer:
                 self.logger.event("warning", f"the learning-rate schedule changed ({', '.join(self._schedule_changed)}"
                                   f"): it continues as the new schedule stands at iteration {self.iteration} "
                                   f"(lr {self.current_lr():.3g})")
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(f"# effective config (paths relative to {Path.cwd()})\n" + dump_config(self.cfg))
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            tmp.write_text(f"# effective config (paths relative to {Path.cwd()})\n" + dump_config(self.cfg))
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -462,7 +462,12 @@ class Trainer:
             if self.ema is not None:
                 files[EMA_FILE] = self.ema.module
             files[STATE_FILE] = self._state()
-            write_atomic_dir(path, files)
+            try:
+                write_atomic_dir(path, files)
+            except WriteError as e:
+                last = (f"the last complete checkpoint is {self.last_checkpoint} (continue with --resume)"
+                        if self.last_checkpoint else "no checkpoint had been written yet")
+                raise WriteError(f"{e}; training stopped at iteration {self.iteration} — {last}") from None
             prune_checkpoints(self.ckpt_dir, self.cfg.checkpoint.keep_last)
             self.logger.record({"event": "checkpoint", "iter": self.iteration, "path": str(path)})
         D.barrier(self.ctx)
@@ -623,6 +628,13 @@ class Trainer:
                 self._dump_rank_weights()
             self.logger.event("end", None, iter=self.iteration, time=self.elapsed())
             return TrainResult(self.run_dir, self.iteration, self.last_checkpoint, self.best)
+        except OSError as e:  # e.g. the log on a full disk; one line, and where the run can be continued from
+            if isinstance(e, LightSRError):
+                raise
+            last = (f"the last complete checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                    else "no checkpoint had been written yet")
+            raise WriteError(f"{e.filename or self.run_dir}: {e.strerror or e}; training stopped at iteration "
+                             f"{self.iteration} — {last}") from None
         finally:
             self.close()
 

@@ -6,6 +6,7 @@ files store them in their metadata; any other file is loaded with the paper's (4
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -32,6 +33,16 @@ def config_from_state_dict(sd: StateDict, source: str) -> dict[str, Any]:
         exp_ratio=sd["body.0.lfe.conv0.weight"].shape[0] // channels,
         window_sizes=[4, 8, 16],
     )
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Window sizes a file may ask for: 1 to 8 of them, each 1…64 pixels (inputs are padded to their lcm)."""
+    ws = config.get("window_sizes")
+    if not (isinstance(ws, list) and 1 <= len(ws) <= 8
+            and all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 64 for w in ws)):
+        raise ValueError(f"window_sizes: expected 1 to 8 integers in 1…64, got {ws!r}")
+    if math.lcm(*ws) > 256:
+        raise ValueError(f"window_sizes: {ws} pad every input to a multiple of {math.lcm(*ws)}; at most 256")
 
 
 def _check_constant(t: torch.Tensor, expected: torch.Tensor, what: str, source: str) -> None:

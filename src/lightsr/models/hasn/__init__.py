@@ -3,7 +3,7 @@
 from lightsr.models.hasn.fused import FusedHASN
 from lightsr.models.hasn.layouts import LAYOUTS, config_from_state_dict
 from lightsr.models.hasn.network import HASN, MIN_INPUT
-from lightsr.models.spec import ModelSpec, TilingSpec
+from lightsr.models.spec import ModelSpec, PublishedWeights, TilingSpec
 
 SPECS = (
     ModelSpec(
@@ -15,8 +15,24 @@ SPECS = (
         defaults=dict(channels=52, num_blocks=6),
         layouts=LAYOUTS,
         # ESA pools on a 6-pixel grid (stride-2 conv, then stride-3 max-pool): tiles align to it.
-        tiling=TilingSpec(overlap=48, align=6, bytes_per_pixel=6_300),
+        # CAB's channel attention pools the whole image: exact tiling streams layer by layer (fused.py,
+        # forward_tiled), where ESA's pooled map is made for the whole image and tiles need no alignment.
+        tiling=TilingSpec(overlap=48, align=6, bytes_per_pixel=6_300, global_context=True, map_bytes_per_pixel=460,
+                          stream_bytes_per_pixel=2_200, stream_halo=8),
         output_prefixes=("upsampler.",),
+        published=(
+            PublishedWeights(
+                name="hasn_x4_official",
+                scale=4,
+                url="https://github.com/nathan66666/HASN/raw/bd8d5c035ca613f77e6d14d69cdd8b07fc36dd86/"
+                    "experiments/HASN.pth",
+                sha256="3d70a22008332a7ab35aeedf7722484e6e7607244bc6ddd8adeab0ab864bcb93",
+                license="not stated by the authors",
+                source="official HASN ×4 (nathan66666/HASN, BasicSR format)",
+                param_key="params",  # what BasicSR's test script (and the paper's numbers) use
+                scores=(("Set5", 32.176, 0.8947), ("Set14", 28.608, 0.7815), ("B100", 27.571, 0.7360)),
+            ),
+        ),
     ),
 )
 

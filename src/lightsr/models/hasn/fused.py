@@ -19,7 +19,21 @@ from torch import Tensor, nn
 
 from lightsr.models._common import pad_to_multiple
 from lightsr.models._fuse import CHUNK, CL, conv_from, fold_pre_affine, layer_norm_cl, whole_graph
+from lightsr.models._stream import (
+    Grid,
+    Progress,
+    Sink,
+    Steps,
+    Tile,
+    check_batch,
+    conv_reach,
+    feature_map,
+    stream_rows,
+)
 from lightsr.models.base import InferenceForm
+
+# ESA's max-pool (RLFN): 7×7 windows, stride 3.
+_POOL, _POOL_STRIDE = 7, 3
 
 
 class FusedHASB(nn.Module):
@@ -54,8 +68,16 @@ class FusedHASB(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = layer_norm_cl(self.dwconv(x), self.c, self.eps)
         c1_, cf = self.esa_in(y).split(self.esa_f, dim=1)
-        c3 = self.esa_conv3(F.max_pool2d(self.esa_conv2(c1_), kernel_size=7, stride=3))
+        c3 = self.esa_conv3(self._pool(c1_))
         c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False).add_(cf)
+        out = self._body(x, y, c3)
+        return out.mul_(self.channel_scale(out.mean(dim=(2, 3), keepdim=True)))
+
+    def _pool(self, c1_: Tensor) -> Tensor:
+        return F.max_pool2d(self.esa_conv2(c1_), kernel_size=_POOL, stride=_POOL_STRIDE)
+
+    def _body(self, x: Tensor, y: Tensor, c3: Tensor) -> Tensor:
+        """Everything between ESA's upsampled gate ``c3`` and the channel attention: CAB's convolutions' output."""
         if whole_graph():
             x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
             gate = self.esa_conv4(c3).sigmoid_()
@@ -63,9 +85,56 @@ class FusedHASB(nn.Module):
         else:
             t = self._expand_gate_reduce(y, c3)
         out = self.dwconv2(t).add_(x)
-        out = self.cab_conv2(F.gelu(self.cab_conv1(out)))
-        s = torch.sigmoid(self.ca_up(F.relu(self.ca_down(out.mean(dim=(2, 3), keepdim=True)))))
-        return out.mul_(s)
+        return self.cab_conv2(F.gelu(self.cab_conv1(out)))
+
+    def channel_scale(self, mean: Tensor) -> Tensor:
+        """CAB's channel attention: per-channel scale (b, c, 1, 1) from the mean over all pixels."""
+        return torch.sigmoid(self.ca_up(F.relu(self.ca_down(mean))))
+
+    # -- tiled execution (FusedHASN.forward_tiled)
+
+    @property
+    def body_reach(self) -> int:
+        """Context a core of :meth:`body` output needs around it in the block input."""
+        return sum(conv_reach(m) for m in (self.dwconv, self.dwconv2, self.cab_conv1, self.cab_conv2))
+
+    def pooled_size(self, height: int, width: int) -> tuple[int, int]:
+        """ESA's pooled map size for an ``height × width`` input (stride-2 3×3 conv, then 7×7/3 max-pool)."""
+        (k, _), (s, _) = self.esa_conv2.kernel_size, self.esa_conv2.stride
+
+        def n(v: int) -> int:
+            return ((v - k) // s + 1 - _POOL) // _POOL_STRIDE + 1
+
+        return n(height), n(width)
+
+    def pooled(self, x: Tensor, t: Tile) -> Tensor:
+        """ESA's max-pooled map at pooled rows/columns ``t`` (a tile of the pooled grid), from the block input.
+
+        Pooled index ``j`` reads the stride-2 conv's rows ``[3j, 3j + 7)``, which read ``c1_``'s rows
+        ``[6j, 6j + 15)``; those need the depthwise conv's reach more of ``x`` (clipped at the image border,
+        where the conv zero-pads as on the whole image).
+        """
+        (k, _), (s, _) = self.esa_conv2.kernel_size, self.esa_conv2.stride
+        height, width = x.shape[-2:]
+
+        def span(j0: int, j1: int) -> tuple[int, int]:
+            return s * _POOL_STRIDE * j0, s * (_POOL_STRIDE * (j1 - 1) + _POOL - 1) + k
+
+        (ra, rb), (ca, cb) = span(t.r0, t.r1), span(t.c0, t.c1)
+        reach = conv_reach(self.dwconv)
+        xa, xb, xc, xd = max(0, ra - reach), min(height, rb + reach), max(0, ca - reach), min(width, cb + reach)
+        y = layer_norm_cl(self.dwconv(x[..., xa:xb, xc:xd].contiguous(memory_format=CL)), self.c, self.eps)
+        c1_ = self.esa_in(y[..., ra - xa:rb - xa, ca - xc:cb - xc])[:, : self.esa_f]
+        return self._pool(c1_)
+
+    def body(self, xw: Tensor, c3: Tensor, window: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
+        """:meth:`_body` on a window ``(row0, row1, col0, col1)`` ``xw`` of the block input of size ``size``;
+        ``c3``: ESA's coarse map of the whole image (after conv3), upsampled here for the window's pixels as
+        ``F.interpolate`` upsamples it to the whole image."""
+        y = layer_norm_cl(self.dwconv(xw), self.c, self.eps)
+        cf = self.esa_in(y)[:, self.esa_f :]
+        up = _bilinear_window(c3, size, window).add_(cf)
+        return self._body(xw, y, up)
 
     def _expand_gate_reduce(self, y: Tensor, c3: Tensor) -> Tensor:
         """``g(ReLU6(f1 y)·f2 y + f3 y·σ(conv4 c3))`` in chunks of pixels that stay in cache.
@@ -101,6 +170,30 @@ class FusedHASB(nn.Module):
         return out.permute(0, 3, 1, 2)
 
 
+def _taps(n_in: int, n_out: int, lo: int, hi: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Source indices and weights of output positions ``[lo, hi)`` of a linear resize ``n_in → n_out``
+    (``align_corners=False``), computed as PyTorch's CPU kernel does (float32 arithmetic)."""
+    scale = torch.tensor(n_in, dtype=torch.float32) / n_out
+    src = (scale * (torch.arange(lo, hi, dtype=torch.float32) + 0.5) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    lam = (src - i0).clamp(0, 1)
+    i1 = torch.where(i0 < n_in - 1, i0 + 1, i0)
+    return i0.to(device), i1.to(device), lam.to(device)
+
+
+def _bilinear_window(c: Tensor, size: tuple[int, int], window: tuple[int, int, int, int]) -> Tensor:
+    """Rows ``[r0, r1)`` × columns ``[c0, c1)`` of ``F.interpolate(c, size, mode='bilinear')`` (float32 inside,
+    like the kernel's own arithmetic), without making the whole upsampled map."""
+    r0, r1, c0, c1 = window
+    h0, h1, hl = _taps(c.shape[-2], size[0], r0, r1, c.device)
+    w0, w1, wl = _taps(c.shape[-1], size[1], c0, c1, c.device)
+    cf = c.float()
+    cols = cf.index_select(3, w0) * (1 - wl) + cf.index_select(3, w1) * wl
+    hl = hl[:, None]
+    out = cols.index_select(2, h0) * (1 - hl) + cols.index_select(2, h1) * hl
+    return out.to(c.dtype).contiguous(memory_format=CL)
+
+
 def _with_bias_row(conv: nn.Conv2d) -> Tensor:
     """A 1×1 conv's ``(in + 1) × out`` matrix for operands with a trailing column of ones."""
     return torch.cat([conv.weight[:, :, 0, 0].t(), conv.bias[None]])
@@ -122,4 +215,67 @@ class FusedHASN(InferenceForm):
         feat = self.head(x.contiguous(memory_format=CL))
         out = self.upsampler(self.body_conv(self.blocks(feat)).add_(feat))
         return out[..., : h * self.scale, : w * self.scale]
+
+    @property
+    def stream_halo(self) -> int:
+        return max(self._halos())
+
+    def _halos(self) -> tuple[int, int]:
+        """Context per side of the tiles of a block's second pass and of the head / output stage (ESA's pooling
+        pass reads its own windows, see :meth:`FusedHASB.pooled`)."""
+        body = max(b.body_reach for b in self.blocks)
+        last = max(conv_reach(self.head), conv_reach(self.body_conv)) + conv_reach(self.upsampler[0])
+        return body, last
+
+    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None) -> None:
+        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`).
+
+        Kept for the whole image: the block input and output (two ``C×H×W`` maps; the head's features are
+        recomputed from the input where needed) and ESA's pooled map (1/36 of the pixels). Per block, pass 1
+        makes ESA's pooled map tile by tile (its tiles are tiles of the pooled grid); conv3 runs on the whole
+        pooled map; pass 2 writes the output of CAB's convolutions and sums it per channel over all tiles (in
+        float32); then the whole map is scaled by the channel attention of the mean. ESA's bilinear upsampling
+        depends on the whole image's size, so every tile computes it for its own pixels from the whole map.
+        """
+        check_batch(x)
+        h, w = x.shape[-2:]
+        if h < self.min_input or w < self.min_input:
+            x = pad_to_multiple(x, 1, min_size=self.min_input)
+        x = x.contiguous(memory_format=CL)
+        height, width = x.shape[-2:]
+        c = self.body_conv.in_channels
+        grid = Grid(height, width, tile)
+        body, last = self._halos()
+        first = self.blocks[0]
+        ph, pw = first.pooled_size(height, width)
+        # A pooled pixel stands for a 6×6 patch: tiles of the pooled grid cover about `tile` input pixels too.
+        stride = first.esa_conv2.stride[0] * _POOL_STRIDE
+        pooled_grid = Grid(ph, pw, max(1, tile // stride))
+        steps = Steps(progress, len(grid) * (len(self.blocks) + 2) + len(pooled_grid) * len(self.blocks))
+        cur = feature_map(x, c, height, width)
+        for t in grid:
+            t.of(cur).copy_(t.core(self.head(t.read(x, 1)), 1))
+            steps()
+        nxt = torch.empty_like(cur)
+        for blk in self.blocks:
+            pooled = feature_map(x, blk.esa_f, ph, pw)
+            for t in pooled_grid:
+                t.of(pooled).copy_(blk.pooled(cur, t))
+                steps()
+            c3 = blk.esa_conv3(pooled)
+            del pooled
+            total = torch.zeros(1, c, dtype=torch.float32, device=x.device)
+            for t in grid:
+                out = t.core(blk.body(t.read(cur, body), c3, t.window(body), (height, width)), body)
+                t.of(nxt).copy_(out)
+                total += out.float().sum(dim=(2, 3))
+                steps()
+            nxt.mul_(blk.channel_scale((total / (height * width)).to(x.dtype)[:, :, None, None]))
+            cur, nxt = nxt, cur
+        del nxt
+
+        def output(t: Tile) -> Tensor:
+            return self.upsampler(self.body_conv(t.read(cur, last)).add_(self.head(t.read(x, last))))
+
+        stream_rows(grid, last, output, self.scale, sink, steps, (h * self.scale, w * self.scale))
 

@@ -2,7 +2,7 @@
 
 from lightsr.models.lksmn.constants import DEFAULT_KERNELS
 from lightsr.models.lksmn.fused import FusedLKSMN
-from lightsr.models.lksmn.layouts import LAYOUTS, config_from_state_dict
+from lightsr.models.lksmn.layouts import LAYOUTS, check_config, config_from_state_dict
 from lightsr.models.lksmn.network import (
     LKSMB,
     LKSMN,
@@ -26,7 +26,10 @@ SPECS = (
         defaults=dict(channels=48, num_blocks=6),
         layouts=LAYOUTS,
         undetectable=("kernels",),  # the dilations (kernel sizes show in the shapes)
-        tiling=TilingSpec(overlap=32, align=1, bytes_per_pixel=5_800),
+        check_config=check_config,
+        # MDTA attends over the whole image: exact tiling streams layer by layer (fused.py, forward_tiled).
+        tiling=TilingSpec(overlap=32, align=1, bytes_per_pixel=5_800, global_context=True, map_bytes_per_pixel=600,
+                          stream_bytes_per_pixel=3_000, stream_halo=20),
         output_prefixes=("upsampler.",),
     ),
 )

@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightsr.models._fuse import CL, conv_from, fold_pre_affine, layer_norm_cl, whole_graph
+from lightsr.models._stream import (
+    Grid,
+    Progress,
+    Sink,
+    Steps,
+    Tile,
+    check_batch,
+    conv_reach,
+    feature_map,
+    stream_rows,
+)
 from lightsr.models.base import InferenceForm
 
 
@@ -69,16 +80,26 @@ class FusedLKSMB(nn.Module):
         self.fc2 = copy.deepcopy(mlp.fc2)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = self.msma(x)
+        y = layer_norm_cl(x, self.c, self.eps)
+        x = self._mdta(self.qk_dw(self.qk(y)), self.v_dw(self.v(y))).add_(x)
+        return self.mlp(x)
+
+    def msma(self, x: Tensor) -> Tensor:
+        """The MSMA residual stage (local: reads :attr:`msma_reach` pixels around each output pixel)."""
         c = self.c
         a, v = self.av(layer_norm_cl(x, c, self.eps)).split(c, dim=1)
         a = self.dw(F.gelu(a))
         a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
-        x = self.proj(self.pw(a).mul_(v)).add_(x)
+        return self.proj(self.pw(a).mul_(v)).add_(x)
 
-        y = layer_norm_cl(x, c, self.eps)
-        x = self._mdta(self.qk_dw(self.qk(y)), self.v_dw(self.v(y))).add_(x)
+    def mlp(self, x: Tensor) -> Tensor:
+        """The MLP residual stage."""
+        return self.fc2(F.gelu(self.mlp_dw(self.fc1(layer_norm_cl(x, self.c, self.eps))))).add_(x)
 
-        return self.fc2(F.gelu(self.mlp_dw(self.fc1(layer_norm_cl(x, c, self.eps))))).add_(x)
+    @property
+    def msma_reach(self) -> int:
+        return conv_reach(self.dw) + max(conv_reach(m) for m in self.dilated)
 
     def _mdta(self, qk: Tensor, v: Tensor) -> Tensor:
         """MDTA from its (channels-last) q|k and v, without normalising or reshaping them.
@@ -87,19 +108,28 @@ class FusedLKSMB(nn.Module):
         [q, k] gives every q·k product and every squared norm at once, and since the attention mixes channels
         at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
         """
-        b, c, h, w = v.shape
+        b, _c, h, w = v.shape
+        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, qk.shape[1])  # channels-last: a view
+        return self.mdta_apply(v, self.mdta_matrix(qk.transpose(1, 2) @ qk))
+
+    def mdta_matrix(self, g: Tensor) -> Tensor:
+        """``proj ∘ attention`` (b, c, c) from the Gram matrix (b, 2c, 2c) of [q, k] over all pixels."""
+        c = self.c
+        b = g.shape[0]
         heads = self.heads
         d = c // heads
-        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, 2 * c)  # channels-last: views
-        v = v.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        g = qk.transpose(1, 2) @ qk  # (b, 2c, 2c)
         n = g.diagonal(dim1=1, dim2=2).sqrt().clamp_min(1e-12)  # F.normalize's eps
         logits = g[:, :c, c:] / (n[:, :c, None] * n[:, None, c:])
         # The per-head diagonal blocks of the c×c products: (b, heads, d, d).
         logits = logits.reshape(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
         attn = (logits * self.temperature).softmax(dim=-1)
-        m = torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
-        y = v @ m.transpose(1, 2)  # (b, hw, c)
+        return torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
+
+    @staticmethod
+    def mdta_apply(v: Tensor, m: Tensor) -> Tensor:
+        """MDTA's output: the per-image matrix ``m`` applied to v at every pixel (v channels-last)."""
+        b, c, h, w = v.shape
+        y = v.permute(0, 2, 3, 1).reshape(b, h * w, c) @ m.transpose(1, 2)  # (b, hw, c)
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -118,6 +148,7 @@ class _PhaseDilatedDepthwise(nn.Module):
         self.register_buffer("weight", conv.weight.detach().repeat_interleave(r * r, 0), persistent=False)
         self.register_buffer("bias", conv.bias.detach().repeat_interleave(r * r), persistent=False)
         self.groups = ch * r * r
+        self.reach = r * (k // 2)  # the dilated conv's reach (for tiled execution)
 
     def forward(self, x: Tensor) -> Tensor:
         r = self.r
@@ -172,4 +203,66 @@ class FusedLKSMN(InferenceForm):
             h = blk(h)
             a2.addmm_(h.permute(0, 2, 3, 1).reshape(-1, c), w[:, i * c : (i + 1) * c].t())
         return acc.permute(0, 3, 1, 2)
+
+    @property
+    def stream_halo(self) -> int:
+        return max(self._halos())
+
+    def _halos(self) -> tuple[int, int, int]:
+        """Context per side of the tiles of: a block's first pass (MSMA, then q|k for the Gram matrix), its
+        second pass (v, then the MLP) and the output stage (shallow / MLFA conv, then the upsampler)."""
+        blk = self.blocks[0]
+        first = max(b.msma_reach for b in self.blocks) + conv_reach(blk.qk_dw)
+        second = conv_reach(blk.v_dw) + conv_reach(blk.mlp_dw)
+        last = max(conv_reach(self.shallow), conv_reach(self.mlfa_conv)) + conv_reach(self.upsampler[0])
+        return first, second, last
+
+    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None) -> None:
+        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`).
+
+        Kept for the whole image: the block input (later its output), the MSMA output x₁ and the MLFA sum
+        (three ``C×H×W`` maps; the shallow features are recomputed from the input where needed). Per block,
+        pass 1 writes x₁ and sums the Gram matrix of [q, k] over all tiles (in float32); pass 2 applies
+        MDTA's now known C×C matrix and the MLP, and adds the block's share of MLFA's fusion.
+        """
+        check_batch(x)
+        x = x.contiguous(memory_format=CL)
+        _, _, h, w = x.shape
+        c = self.mlfa_conv.in_channels
+        grid = Grid(h, w, tile)
+        first, second, last = self._halos()
+        steps = Steps(progress, len(grid) * (2 * len(self.blocks) + 2))
+        cur = feature_map(x, c, h, w)
+        for t in grid:
+            t.of(cur).copy_(t.core(self.shallow(t.read(x, 1)), 1))
+            steps()
+        x1 = torch.empty_like(cur)
+        acc = torch.empty_like(cur)
+        acc.copy_(self.mlfa_fuse.bias.view(1, c, 1, 1))
+        fuse_w = self.mlfa_fuse.weight[:, :, 0, 0]
+        for i, blk in enumerate(self.blocks):
+            g = torch.zeros(1, 2 * c, 2 * c, dtype=torch.float32, device=x.device)
+            for t in grid:
+                y = t.shrink(blk.msma(t.read(cur, first)), first, 1)  # x₁ on the core ± 1
+                t.of(x1).copy_(t.core(y, 1))
+                qk = t.core(blk.qk_dw(blk.qk(layer_norm_cl(y, c, blk.eps))), 1)
+                qk = qk.permute(0, 2, 3, 1).reshape(-1, 2 * c).float()
+                g[0].addmm_(qk.t(), qk)
+                steps()
+            m = blk.mdta_matrix(g.to(x.dtype))
+            for t in grid:
+                y = t.read(x1, second)
+                y = blk.mlp(blk.mdta_apply(blk.v_dw(blk.v(layer_norm_cl(y, c, blk.eps))), m).add_(y))
+                out = t.core(y, second)
+                t.of(cur).copy_(out)
+                part = t.of(acc).permute(0, 2, 3, 1).reshape(-1, c)  # a copy unless the core spans whole rows
+                part.addmm_(out.permute(0, 2, 3, 1).reshape(-1, c), fuse_w[:, i * c : (i + 1) * c].t())
+                t.of(acc).copy_(part.view(1, t.r1 - t.r0, t.c1 - t.c0, c).permute(0, 3, 1, 2))
+                steps()
+        del x1, cur
+
+        def output(t: Tile) -> Tensor:
+            return self.upsampler(self.mlfa_conv(t.read(acc, last)).add_(self.shallow(t.read(x, last))))
+
+        stream_rows(grid, last, output, self.scale, sink, steps)
 

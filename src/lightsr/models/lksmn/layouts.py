@@ -37,4 +37,17 @@ def config_from_state_dict(sd: StateDict, source: str) -> dict[str, Any]:
     )
 
 
+def check_config(config: dict[str, Any]) -> None:
+    """Scales a file may ask for: 1 to 8 of [kernel, dilated kernel, dilation], odd kernels up to 31, dilations
+    1…16."""
+    ks = config.get("kernels")
+
+    def ok(k: object) -> bool:
+        return (isinstance(k, list) and len(k) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in k)
+                and all(1 <= v <= 31 and v % 2 for v in k[:2]) and 1 <= k[2] <= 16)
+
+    if not (isinstance(ks, list) and 1 <= len(ks) <= 8 and all(ok(k) for k in ks)):
+        raise ValueError(f"kernels: expected 1 to 8 [odd kernel ≤ 31, odd kernel ≤ 31, dilation 1…16], got {ks!r}")
+
+
 LAYOUTS = (Layout("lightsr", "blocks.0.msma.", notes="dilations read as the defaults"),)
