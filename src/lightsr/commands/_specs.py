@@ -28,7 +28,8 @@ def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
     A file wins over a network name of the same spelling.
     """
     # Imported here, not above: ``lightsr compare --help`` stays fast (no torch).
-    from lightsr.checkpoints import CheckpointError, bundled_model, load_model
+    from lightsr.checkpoints import CheckpointError, bundled_model
+    from lightsr.hub import load_model, published
     from lightsr.models.registry import list_models
 
     label, target = split_spec(spec)
@@ -37,7 +38,15 @@ def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
         return label or checkpoint_label(path), load_model(path, scale=scale, param_key=param_key)
     if allow_names and target in list_models():
         return label or target, bundled_model(target, scale, option=option)
-    what = f"neither a file nor a network name ({', '.join(list_models())})" if allow_names else "no such file"
+    if target in published() or not path.suffix:  # a published checkpoint or a bundled file by name
+        try:
+            return label or target, load_model(target, scale=scale, param_key=param_key)
+        except CheckpointError as e:
+            if target in published() or "no such checkpoint file" not in str(e):
+                raise
+    names = ", ".join(sorted(published()))
+    what = (f"neither a file, a network name ({', '.join(list_models())}) nor published weights ({names})"
+            if allow_names else f"no such file, nor published weights ({names})")
     raise CheckpointError(f"{option} {spec}: {what}")
 
 

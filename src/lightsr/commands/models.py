@@ -1,4 +1,4 @@
-"""``lightsr models``: the networks, their sizes and the bundled weights with their scores, as Markdown."""
+"""``lightsr models``: the networks, their sizes, the bundled and the published weights with their scores."""
 
 from __future__ import annotations
 
@@ -38,4 +38,23 @@ def run(args: argparse.Namespace) -> int:
                      else "—" for k in ("Set5", "Set14", "B100")]
             print(f"| {path.name} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
                   f"{meta.get('hardware', '?')} | " + " | ".join(cells) + " |")
+    _published()
     return 0
+
+
+def _published() -> None:
+    from lightsr.hub import cached_path, home, published
+
+    table = published()
+    if not table:
+        return
+    print(f"\nPublished weights (downloaded on first use into {home()}, checked by SHA-256; use the name where a "
+          "path is expected, e.g. --weights NAME; Y-PSNR/SSIM as lightsr measures them):\n")
+    print("| name | network | source | licence | Set5 | Set14 | B100 | cached |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (spec, entry) in sorted(table.items()):
+        scores = {s: (p, q) for s, p, q in entry.scores}
+        cells = [f"{scores[k][0]:.2f} / {scores[k][1]:.4f}" if k in scores else "—" for k in ("Set5", "Set14", "B100")]
+        cached = "yes" if cached_path(entry).is_file() else "no"
+        print(f"| {name} | {spec.name} ×{entry.scale} | {entry.source} | {entry.license} | " + " | ".join(cells)
+              + f" | {cached} |")
