@@ -131,7 +131,7 @@ def test_compare_errors_come_before_any_work(tmp_path: Path, capsys) -> None:
         (["-o", str(tmp_path / "a.png")], "would overwrite the input image"),
         (["-o", str(tmp_path / "fig")], "-o " + str(tmp_path / "fig") + ": the file name must end with one of"),
         (["-o", str(tmp_path / "f.png"), "--crop", "60,60,10,10"], "--crop 60,60,10,10 lies outside the 64×64"),
-        (["-o", str(tmp_path / "f.png"), "--models", "lksnm"], "--models lksnm: neither a file nor a network"),
+        (["-o", str(tmp_path / "f.png"), "--models", "lksnm"], "--models lksnm: neither a file, a network name"),
     ]
     for extra, message in cases:
         assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, *extra]) == 2
