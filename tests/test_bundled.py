@@ -203,7 +203,7 @@ def test_model_specs_and_labels(tmp_path: Path) -> None:
     assert checkpoint_label("/home/me/Downloads/model.pth") == "model"
     assert checkpoint_label("HASN_x4.pth") == "HASN_x4"
     assert unique_labels(["a", "a", "a-2", "b"]) == ["a", "a-3", "a-2", "b"]
-    with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file$"):
+    with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file, nor published weights \(.*\)$"):
         load_spec("hasn", allow_names=False, option="--weights")
     from lightsr.hub import resolve_model
 
