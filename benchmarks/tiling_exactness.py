@@ -10,6 +10,7 @@ uint8 output (inf when identical), the largest difference in levels, and the tim
     python benchmarks/tiling_exactness.py                      # bundled LKSMN and HASN ×4, official HASN ×4
     python benchmarks/tiling_exactness.py --models elan_light --tiles 64 auto
     python benchmarks/tiling_exactness.py --models lksmn --tiles 64 128 --blended
+    python benchmarks/tiling_exactness.py --models lksmn --time 64 --rounds 3   # A/B timing only
 
 Exits with status 1 when a streamed run is below 60 dB or more than 2 levels off.
 """
@@ -62,6 +63,30 @@ def _describe(plan) -> str:
     return f"{kind}, {plan.n_tiles} tiles ≤ {max(r.stop - r.start for r in plan.rows)} px"
 
 
+def _time_ab(args: argparse.Namespace, img: np.ndarray) -> None:
+    """Whole image, streamed and blended tiles of one size, timed alternately; minimum and median of the rounds."""
+    h, w = img.shape[:2]
+    print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.precision}, {args.threads} threads, tile {args.time}, "
+          f"{args.rounds} alternating rounds")
+    print("| weights | run | min (s) | median (s) |\n|---|---|---|---|")
+    for name in args.models:
+        model = _model(name)
+        whole = lightsr.Upscaler(model, tile=0, precision=args.precision)
+        tiled = lightsr.Upscaler(model, tile=args.time, precision=args.precision)
+        spec = arch_tiling(tiled.arch)
+        x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+        runs = {"whole image": (whole, whole.plan(h, w)), "streamed": (tiled, tiled.plan(h, w)),
+                "blended": (tiled, plan_tiles(h, w, args.time, spec.overlap, spec.align))}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.rounds):
+            for k, (up, plan) in runs.items():
+                t0 = time.perf_counter()
+                up.upscale_tensor(x, plan=plan)
+                times[k].append(time.perf_counter() - t0)
+        for k, ts in times.items():
+            print(f"| {name} | {k} | {min(ts):.1f} | {float(np.median(ts)):.1f} |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["lksmn", "hasn", "hasn_official"],
@@ -72,10 +97,16 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--blended", action="store_true", help="also run blended tiles of the same sizes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time", type=int, metavar="TILE",
+                    help="only time whole, streamed and blended runs at this tile, alternately (--rounds each)")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     img = _image(args.size)
     h, w = img.shape[:2]
+    if args.time:
+        _time_ab(args, img)
+        return 0
     print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.precision}, {args.threads} threads")
     print("| weights | tile | plan | PSNR vs whole (dB) | max diff (levels) | time (s) |\n|---|---|---|---|---|---|")
     ok = True

@@ -59,7 +59,8 @@ def check_creatable(path: str | Path, option: str = "", probed: set[Path] | None
                 raise UsageError(f"{label}: {parent} is a file, not a folder")
             if probed is None or parent not in probed:
                 try:
-                    fd, probe = tempfile.mkstemp(prefix=".lightsr-probe-", dir=parent)
+                    fd, probe = tempfile.mkstemp(prefix=f".probe.lightsr-{_host_tag()}-{os.getpid()}-",
+                                                 suffix=".tmp", dir=parent)  # named as atomic temporaries are
                 except OSError as e:
                     raise UsageError(f"{label}: cannot write in {parent} ({e.strerror or e})") from None
                 os.close(fd)

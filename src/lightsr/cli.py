@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 # Subcommand → help, in the order ``lightsr --help`` lists them. Each is the module lightsr.commands.<name>, with
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -88,7 +89,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     temporaries removed, a run's last complete checkpoint kept. The previous handler is restored afterwards."""
     from lightsr.errors import Terminated
 
+    sigchld = getattr(signal, "SIGCHLD", None)
+    replaced: list[Any] = []
+
     def handler(signum: int, frame: object) -> None:
+        if sigchld is not None:
+            # Child processes (DataLoader workers) got the signal too: their end is expected now, not an error to
+            # report (PyTorch's SIGCHLD handler raises one, with a traceback, while it joins them).
+            replaced.append(signal.signal(sigchld, _children_ending))
         raise Terminated()
 
     try:
@@ -100,6 +108,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if replaced and signal.getsignal(sigchld) is _children_ending:
+            signal.signal(sigchld, replaced[0])
+
+
+def _children_ending(signum: int, frame: object) -> None:
+    """SIGCHLD after SIGTERM: nothing to do."""
 
 
 if __name__ == "__main__":

@@ -587,6 +587,7 @@ class Trainer:
         if self.iteration >= max_iters:
             self.logger.event("warning", f"the run is already at iteration {self.iteration} and train.max_iters is "
                               f"{max_iters}: nothing to train (raise train.max_iters to continue it)")
+        batches = None
         try:
             batches = iter(self.loader)
             while self.iteration < max_iters:
@@ -636,6 +637,9 @@ class Trainer:
             raise WriteError(f"{e.filename or self.run_dir}: {e.strerror or e}; training stopped at iteration "
                              f"{self.iteration} — {last}") from None
         finally:
+            # DataLoader workers are joined now, also when stopped by Ctrl-C or SIGTERM (which reached them too),
+            # not whenever the traceback holding the iterator is collected.
+            del batches
             self.close()
 
     def _dump_rank_weights(self) -> None:
