@@ -29,12 +29,16 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from lightsr.errors import DatasetError
+
+if TYPE_CHECKING:
+    from lightsr.train.config import DegradationConfig
 from lightsr.imageio import INPUT_EXTENSIONS, read_image
 from lightsr.resize import imresize
 
@@ -54,8 +58,13 @@ log = logging.getLogger("lightsr")
 # ±2 LR pixels around each output pixel, so 2 suffices; one more keeps us clear of the rounding of its edges.
 LR_MARGIN = 3
 
+# LR pixels of context degraded with a patch on the real-world track: covers the first stage's largest blur
+# (21 HR pixels: 10 on each side, 2.5 LR pixels at ×4) and part of the later ones at LR size, at 1.6× the area
+# of a 32-pixel patch (the blur dominates the cost of a sample).
+DEGRADE_MARGIN = 4
+
 # Domain tags keep the generators for epoch order and per-sample crops from ever sharing a seed sequence.
-_ORDER_STREAM, _SAMPLE_STREAM = 1, 2
+_ORDER_STREAM, _SAMPLE_STREAM, _DEGRADE_STREAM = 1, 2, 3
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -154,7 +163,8 @@ class SRPatchDataset(Dataset):
 
     def __init__(self, hr_dirs: Sequence[str | Path], scale: int, patch_size: int,
                  lr_dirs: Sequence[str | Path] = (), repeat: int = 1, hflip: bool = True, rot: bool = True,
-                 seed: int = 0, cache_max_bytes: int = 4 << 30, verbose: bool = True) -> None:
+                 seed: int = 0, cache_max_bytes: int = 4 << 30, verbose: bool = True,
+                 degradation: DegradationConfig | None = None) -> None:
         if patch_size % scale:
             raise DatasetError(f"patch size {patch_size} is not a multiple of the scale {scale}")
         if lr_dirs and len(lr_dirs) != len(hr_dirs):
@@ -162,6 +172,9 @@ class SRPatchDataset(Dataset):
         self.scale, self.patch_size, self.lr_patch = scale, patch_size, patch_size // scale
         self.repeat, self.hflip, self.rot, self.seed = repeat, hflip, rot, seed
         self.paired = bool(lr_dirs)
+        self.degradation = degradation if degradation is not None and degradation.type != "bicubic" else None
+        if self.degradation is not None and self.paired:
+            raise DatasetError("degradations make LR from HR folders; paired LR folders are used as they are")
 
         hr_paths: list[Path] = []
         lr_paths: list[Path] = []
@@ -237,9 +250,29 @@ class SRPatchDataset(Dataset):
         if self.paired:
             assert self.lr_cache is not None
             lr = self.lr_cache[self._hr_index[item.hr]][ly:ly + p, lx:lx + p]
+        elif self.degradation is not None:
+            lr = self._degraded_patch(hr_img, ly, lx, item.lr_size, (self.seed, _DEGRADE_STREAM, epoch, index))
         else:
             lr = bicubic_lr_patch(hr_img, s, ly, lx, p, item.lr_size)
         return tuple(augment((lr, hr), flips[0] and self.hflip, flips[1] and self.rot, flips[2] and self.rot))
+
+
+    def _degraded_patch(self, hr_img: np.ndarray, ly: int, lx: int, lr_size: tuple[int, int],
+                        seed: tuple[int, ...]) -> np.ndarray:
+        """The LR patch at ``(ly, lx)`` through the real-world track, from a region with up to
+        :data:`DEGRADE_MARGIN` LR pixels of context on each side (so that blur and resize see real neighbours,
+        not reflected borders), drawn from its own generator (the crop and flips stay those of the bicubic track)."""
+        from lightsr.degradations import degrade_real
+
+        assert self.degradation is not None
+        rng = np.random.default_rng(seed)
+        s, p = self.scale, self.lr_patch
+        if rng.random() < self.degradation.clean_prob:
+            return bicubic_lr_patch(hr_img, s, ly, lx, p, lr_size)
+        y0, x0 = max(0, ly - DEGRADE_MARGIN), max(0, lx - DEGRADE_MARGIN)
+        y1, x1 = min(lr_size[0], ly + p + DEGRADE_MARGIN), min(lr_size[1], lx + p + DEGRADE_MARGIN)
+        lr = degrade_real(hr_img[y0 * s:y1 * s, x0 * s:x1 * s], s, self.degradation, rng)
+        return lr[ly - y0:ly - y0 + p, lx - x0:lx - x0 + p]
 
 
 def bicubic_lr_patch(hr: np.ndarray, scale: int, ly: int, lx: int, size: int,

@@ -153,9 +153,19 @@ def evaluate(
     self_ensemble: bool = False,
     save_dir: str | Path | None = None,
     progress: bool = True,
+    degrade: str | None = None,
 ) -> list[SetScore]:
-    """PSNR/SSIM of ``model`` (``None``: the bicubic baseline) on each set; per-image scores included."""
+    """PSNR/SSIM of ``model`` (``None``: the bicubic baseline) on each set; per-image scores included.
+
+    ``degrade`` (e.g. ``"noise:10,jpeg:60"``, :func:`lightsr.degradations.parse_degrade`) is applied to every LR
+    image first, seeded by ``<set>/<image name>``, so every run and machine scores the same inputs."""
     from tqdm import tqdm
+
+    ops = None
+    if degrade:
+        from lightsr.degradations import apply_degrade, parse_degrade
+
+        ops = parse_degrade(degrade)
 
     if model is not None and getattr(model, "scale", scale) != scale:
         raise UsageError(f"--scale {scale} does not match the model's ×{model.scale}")
@@ -164,10 +174,11 @@ def evaluate(
         images = load_set(data_root, set_name, scale)
         scores = []
         for im in tqdm(images, desc=f"{set_name} ×{scale}", disable=not progress, leave=False, file=sys.stderr):
+            lr = im.lr if ops is None else apply_degrade(im.lr, ops, f"{set_name}/{im.name}")
             if model is None:
-                sr = imresize(im.lr, scale)
+                sr = imresize(lr, scale)
             else:
-                sr = super_resolve(model, im.lr, self_ensemble)
+                sr = super_resolve(model, lr, self_ensemble)
                 if im.hr.ndim == 2 and gray_mode == "raw":
                     # The network sees the gray image as RGB; its gray answer is the channel mean.
                     sr = np.round(sr.astype(np.float64).mean(axis=2)).astype(np.uint8)
@@ -186,9 +197,12 @@ def evaluate(
     return results
 
 
-def markdown_table(results: list[SetScore], label: str) -> str:
-    lines = [f"| {label} | set | scale | PSNR | SSIM | images |", "|---|---|---|---|---|---|"]
-    lines += [f"| {label} | {r.set} | ×{r.scale} | {r.psnr:.4f} | {r.ssim:.4f} | {r.count} |" for r in results]
+def markdown_table(results: list[SetScore], label: str, degrade: str | None = None) -> str:
+    """One row per set; with ``degrade`` a column names the degradation of the LR inputs."""
+    d_head, d_sep, d_cell = (" LR degraded by |", "---|", f" {degrade} |") if degrade else ("", "", "")
+    lines = [f"| {label} |{d_head} set | scale | PSNR | SSIM | images |", f"|---|{d_sep}---|---|---|---|---|"]
+    lines += [f"| {label} |{d_cell} {r.set} | ×{r.scale} | {r.psnr:.4f} | {r.ssim:.4f} | {r.count} |"
+              for r in results]
     return "\n".join(lines)
 
 

@@ -120,12 +120,15 @@ def compare_figure(
     crop: tuple[int, int, int, int] | None = None,
     lr: np.ndarray | None = None,
     dpi: int = 100,
+    degrade: str | None = None,
 ) -> FigureResult:
     """Side-by-side zoomed crops of HR, bicubic and each ``(label, model)`` with Y-PSNR (crop border = scale).
 
     ``hr``: uint8 ``H×W×3`` (or ``H×W``); it is modcropped to a multiple of ``scale``. ``crop``: ``(x, y, w, h)``
     in HR pixels (default: the square where bicubic errs most). ``lr``: the LR input (default: MATLAB bicubic
     downscale of ``hr``). ``models``: anything :class:`lightsr.Upscaler` accepts (an SRNet, a name, a path).
+    ``degrade``: a :func:`lightsr.degradations.parse_degrade` spec applied to the LR input (seeded by
+    ``"compare"``), named in the HR panel's title.
     """
     from lightsr.metrics import calculate_psnr
     from lightsr.resize import imresize, modcrop
@@ -142,6 +145,10 @@ def compare_figure(
     if lr is None:
         lr = imresize(hr, 1 / scale)
     lr = np.repeat(lr[..., None], 3, axis=2) if lr.ndim == 2 else lr[..., :3]
+    if degrade:
+        from lightsr.degradations import apply_degrade, parse_degrade
+
+        lr = apply_degrade(lr, parse_degrade(degrade), "compare")
     if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
         raise UsageError(f"--lr: LR image {lr.shape[1]}×{lr.shape[0]} ×{scale} does not match the HR image "
                          f"{hr.shape[1]}×{hr.shape[0]} (after cropping to a multiple of {scale})")
@@ -172,7 +179,7 @@ def compare_figure(
     from matplotlib.patches import Rectangle
 
     ov.add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, edgecolor="red", linewidth=1.5))
-    ov.set_title(f"HR {hr.shape[1]}×{hr.shape[0]}, ×{scale}", fontsize=9)
+    ov.set_title(f"HR {hr.shape[1]}×{hr.shape[0]}, ×{scale}" + (f", LR {degrade}" if degrade else ""), fontsize=9)
     ov.set_axis_off()
     for i, (label, img, psnr) in enumerate(results):
         ax = fig.add_subplot(grid[i // cols, 1 + i % cols])

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", type=_args.crop_box, metavar="X,Y,W,H",
                    help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
     p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
+    p.add_argument("--degrade", metavar="SPEC",
+                   help="degrade the LR input first (as lightsr eval --degrade), e.g. jpeg:40 or noise:10,jpeg:60")
     p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100)
 
 
@@ -45,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
     if args.scale not in (2, 3, 4):
         raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
     check_figure_path(args.output, "-o")  # before any model runs
+    if args.degrade:
+        from lightsr.degradations import parse_degrade
+
+        parse_degrade(args.degrade)
     specs = args.models
     if not specs:
         from lightsr.models.registry import list_models
@@ -55,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     hr = _read_rgb(args.image)
     lr = _read_rgb(args.lr) if args.lr else None
     models = [load_spec(s, args.scale) for s in specs]
-    res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi)
+    res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi,
+                         degrade=args.degrade)
     for p in res.panels:
         if p.psnr is not None:
             print(f"{p.title}: {p.psnr:.2f} dB")

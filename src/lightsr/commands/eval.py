@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'raw' = the gray value is Y (the classic MATLAB scripts of the bicubic rows)")
     p.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of Y")
     p.add_argument("--self-ensemble", action="store_true", help="average the 8 flip/rotate variants")
+    p.add_argument("--degrade", metavar="SPEC",
+                   help="degrade every LR image first, in order: jpeg:Q, noise:SIGMA (Gaussian, 0-255 scale), "
+                        "blur:SIGMA (Gaussian), comma-joined, e.g. noise:10,jpeg:60; seeded per image name")
     p.add_argument("--param-key", help="checkpoint entry to use (e.g. params or params_ema)")
     p.add_argument("--save-images", metavar="DIR", help="write the SR outputs here (DIR/<label>/ for several)")
     p.add_argument("--output", metavar="PATH", help="write PATH.json and PATH.csv with per-image scores "
@@ -72,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
     # the output path must not cost a whole evaluation.
     if args.plot:
         check_figure_path(args.plot, "--plot")
+    if args.degrade:
+        from lightsr.degradations import describe_degrade, parse_degrade
+
+        args.degrade = describe_degrade(parse_degrade(args.degrade))  # checked and normalised before any work
     device = resolve_device(args.device)
     check_sets(args.data, args.sets, "--data, --sets")
     if args.output:
@@ -99,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
         results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
                            self_ensemble=args.self_ensemble, save_dir=save_dir,
-                           progress=not args.no_progress)
-        print(markdown_table(results, label))
+                           progress=not args.no_progress, degrade=args.degrade)
+        print(markdown_table(results, label, args.degrade))
         if args.output:
             meta = {"model": label, "arch": arch,
                     "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
-                    "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble}
+                    "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble,
+                    "degrade": args.degrade}
             base = args.output[:-5] if args.output.endswith(".json") else args.output.removesuffix(".csv")
             out = f"{base}-{label}" if several else args.output
             for p in write_reports(results, out, meta):

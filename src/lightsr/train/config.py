@@ -37,10 +37,13 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "DebugConfig",
+    "DegradationConfig",
     "LogConfig",
     "ModelConfig",
     "OptimizerConfig",
     "SchedulerConfig",
+    "SecondStageConfig",
+    "StageConfig",
     "TrainConfig",
     "ValConfig",
     "apply_overrides",
@@ -79,6 +82,20 @@ BETAS = _meta(lambda v: all(0 <= b < 1 for b in v), "a pair of floats in [0, 1)"
 NON_EMPTY_STR = _meta(lambda v: bool(v.strip()), "a non-empty string")
 RUN_NAME = _meta(lambda v: bool(re.fullmatch(r"[A-Za-z0-9._+-]+", v)) and v not in (".", ".."),
                   "a run name (letters, digits, . _ + -)")
+
+
+def _pair(lo: float, hi: float, what: str = "floats") -> dict[str, _Check]:
+    """A ``[low, high]`` range inside ``[lo, hi]``."""
+    return _meta(lambda v: lo <= v[0] <= v[1] <= hi, f"a pair [low, high] of {what} with {lo:g} ≤ low ≤ high ≤ {hi:g}")
+
+
+def _probs(n: int) -> dict[str, _Check]:
+    return _meta(lambda v: all(0 <= p <= 1 for p in v) and sum(v) > 0,
+                 f"{n} probabilities in [0, 1], not all 0 (they are normalised)")
+
+
+UNIT_PROB = _meta(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+KERNEL_SIZE = _meta(lambda v: 7 <= v <= 41 and v % 2 == 1, "an odd kernel size in [7, 41]")
 DEVICE = _meta(lambda v: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)), "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
@@ -95,6 +112,60 @@ class ModelConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of the real-world track: blur → resize → noise → JPEG. Defaults: Real-ESRGAN's first order
+    (Wang et al., ICCVW 2021, Sec. 3; its ``train_realesrnet_x4plus.yml``)."""
+
+    blur_prob: float = field(default=1.0, metadata=UNIT_PROB)
+    kernel_size: int = field(default=21, metadata=KERNEL_SIZE)  # largest kernel; sizes 7, 9, … are drawn
+    # iso, aniso, generalized_iso, generalized_aniso, plateau_iso, plateau_aniso
+    kernel_prob: tuple[float, float, float, float, float, float] = field(
+        default=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), metadata=_probs(6))
+    sinc_prob: float = field(default=0.1, metadata=UNIT_PROB)  # a sinc kernel instead of the mixed ones
+    blur_sigma: tuple[float, float] = field(default=(0.2, 3.0), metadata=_pair(0.05, 20))
+    betag_range: tuple[float, float] = field(default=(0.5, 4.0), metadata=_pair(0.1, 10))  # generalized Gaussian β
+    betap_range: tuple[float, float] = field(default=(1.0, 2.0), metadata=_pair(0.1, 10))  # plateau β
+    resize_prob: tuple[float, float, float] = field(default=(0.2, 0.7, 0.1), metadata=_probs(3))  # up, down, keep
+    resize_range: tuple[float, float] = field(default=(0.15, 1.5), metadata=_pair(0.05, 4))
+    gaussian_noise_prob: float = field(default=0.5, metadata=UNIT_PROB)  # else Poisson
+    noise_range: tuple[float, float] = field(default=(1.0, 30.0), metadata=_pair(0, 255))  # σ, 0–255 scale
+    poisson_scale_range: tuple[float, float] = field(default=(0.05, 3.0), metadata=_pair(0, 20))
+    gray_noise_prob: float = field(default=0.4, metadata=UNIT_PROB)
+    jpeg_range: tuple[int, int] = field(default=(30, 95), metadata=_pair(1, 100, "ints"))
+
+
+@dataclass
+class SecondStageConfig(StageConfig):
+    """The second stage; defaults: Real-ESRGAN's second order (resizes relative to the LR size)."""
+
+    blur_prob: float = field(default=0.8, metadata=UNIT_PROB)
+    blur_sigma: tuple[float, float] = field(default=(0.2, 1.5), metadata=_pair(0.05, 20))
+    resize_prob: tuple[float, float, float] = field(default=(0.3, 0.4, 0.3), metadata=_probs(3))
+    resize_range: tuple[float, float] = field(default=(0.3, 1.2), metadata=_pair(0.05, 4))
+    noise_range: tuple[float, float] = field(default=(1.0, 25.0), metadata=_pair(0, 255))
+    poisson_scale_range: tuple[float, float] = field(default=(0.05, 2.5), metadata=_pair(0, 20))
+
+
+@dataclass
+class DegradationConfig:
+    """How LR training patches are made from HR ones (:mod:`lightsr.degradations`).
+
+    ``bicubic``: MATLAB-exact bicubic, the papers' protocol. ``real``: the real-world track — Real-ESRGAN's
+    second-order model (``order: fixed``) or with each stage's operations in a random order as in BSRGAN
+    (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR.
+    """
+
+    type: Literal["bicubic", "real"] = "bicubic"
+    order: Literal["fixed", "shuffled"] = "fixed"
+    clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
+    first: StageConfig = field(default_factory=StageConfig)
+    second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
+    second: SecondStageConfig = field(default_factory=SecondStageConfig)  # its jpeg_range is the final JPEG's too
+    final_sinc_prob: float = field(default=0.8, metadata=UNIT_PROB)
+    final_kernel_size: int = field(default=21, metadata=KERNEL_SIZE)
+
+
+@dataclass
 class DataConfig:
     """Training data: HR folders (LR made on the fly by MATLAB-exact bicubic) or paired HR/LR folders."""
 
@@ -106,6 +177,7 @@ class DataConfig:
     rot: bool = True  # vertical flip + transpose; with hflip the 8 flips/rotations of BasicSR's augment
     cache_max_bytes: int = field(default=4 << 30, metadata=NON_NEGATIVE_INT)  # decoded images kept in RAM, per process
     num_workers: int = field(default=2, metadata=NON_NEGATIVE_INT)
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
     prefetch_factor: int = field(default=2, metadata=POSITIVE_INT)
 
 
@@ -117,6 +189,7 @@ class ValConfig:
     root: str = field(default="../shared/data/benchmark", metadata=NON_EMPTY_STR)
     sets: list[str] = field(default_factory=lambda: ["Set5"])
     use_ema: bool = True  # validate (and pick the best checkpoint by) the EMA weights when EMA is on
+    degrade: str | None = None  # LR inputs degraded as by ``lightsr eval --degrade`` (e.g. "noise:10,jpeg:60")
 
 
 @dataclass
@@ -370,6 +443,18 @@ def validate(cfg: Config) -> Config:
     if d.patch_size % cfg.model.scale:
         raise ConfigError(f"data.patch_size: {d.patch_size} is not a multiple of model.scale {cfg.model.scale} "
                           "(it is the HR patch side)")
+    if d.degradation.type != "bicubic" and d.lr_dirs:
+        raise ConfigError("data.degradation.type: the LR images of data.lr_dirs are used as they are; "
+                          "degradations need HR folders only")
+    if d.degradation.type == "bicubic" and config_to_dict(d.degradation) != config_to_dict(DegradationConfig()):
+        raise ConfigError("data.degradation: its settings are only used with type 'real'")
+    if cfg.val.degrade is not None:
+        from lightsr.degradations import parse_degrade
+
+        try:
+            parse_degrade(cfg.val.degrade, "val.degrade:")
+        except LightSRError as e:
+            raise ConfigError(str(e)) from None
     if cfg.val.every and not cfg.val.sets:
         raise ConfigError("val.sets: expected at least one benchmark set when val.every > 0")
     t, s = cfg.train, cfg.train.scheduler

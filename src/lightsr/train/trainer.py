@@ -347,7 +347,7 @@ class Trainer:
         dataset = SRPatchDataset(
             [resolve_path(p) for p in d.hr_dirs], self.cfg.model.scale, d.patch_size,
             lr_dirs=[resolve_path(p) for p in d.lr_dirs], repeat=d.repeat, hflip=d.hflip, rot=d.rot,
-            seed=self.cfg.seed, cache_max_bytes=d.cache_max_bytes, verbose=ctx.is_main)
+            seed=self.cfg.seed, cache_max_bytes=d.cache_max_bytes, verbose=ctx.is_main, degradation=d.degradation)
         sampler = IterationBatchSampler(len(dataset), self.cfg.train.batch_size, self.cfg.seed,
                                         self.cfg.train.max_iters, start_iter=self.iteration,
                                         rank=ctx.rank, world_size=ctx.world_size)
@@ -545,7 +545,8 @@ class Trainer:
         model.eval()
         t = time.perf_counter()
         try:
-            results = evaluate(model, resolve_path(v.root), list(v.sets), self.cfg.model.scale, progress=False)
+            results = evaluate(model, resolve_path(v.root), list(v.sets), self.cfg.model.scale, progress=False,
+                               degrade=v.degrade)
         finally:
             model.train(was_training)
         rec: dict[str, Any] = {"iter": self.iteration, "time": self.elapsed(),

@@ -1,0 +1,336 @@
+"""Image degradations: the real-world training track and the deterministic ``--degrade`` of evaluation.
+
+**Training** (:func:`degrade_real`): an HR patch becomes its LR counterpart through the second-order model of
+Real-ESRGAN (Wang et al., "Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure Synthetic Data",
+ICCVW 2021, Sec. 3): twice blur → random resize → Gaussian or Poisson noise → JPEG, then a final resize to the
+LR size with a sinc filter, before or after a last JPEG. With ``order: shuffled`` the four operations of each
+stage run in a random order, as in BSRGAN (Zhang et al., "Designing a Practical Degradation Model for Deep Blind
+Image Super-Resolution", ICCV 2021, Sec. 3.2). Blur kernels: isotropic and anisotropic Gaussian, generalized
+Gaussian and plateau-shaped (Real-ESRGAN Sec. 3.2), and the circular sinc (ideal low-pass) filter that causes
+ringing and overshoot (Sec. 3.3). Every draw comes from the ``numpy.random.Generator`` passed in, so a sample is a
+pure function of its seed; the operators run on one CPU thread in the data workers.
+
+Unlike Real-ESRGAN's trainer, the HR target is not sharpened (that serves its GAN losses) and JPEG is Pillow's
+libjpeg round trip, not a differentiable approximation.
+
+**Evaluation** (:func:`parse_degrade`, :func:`apply_degrade`): ``jpeg:Q``, ``noise:SIGMA`` (Gaussian, 0–255
+scale), ``blur:SIGMA`` (Gaussian), comma-joined in order of application, applied to a uint8 LR image with noise
+seeded by the image's name, so that every run on every machine sees the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lightsr.errors import UsageError
+
+if TYPE_CHECKING:
+    from lightsr.train.config import DegradationConfig, StageConfig
+
+__all__ = [
+    "KERNEL_TYPES",
+    "DegradeOp",
+    "apply_degrade",
+    "degrade_real",
+    "describe_degrade",
+    "filter2d",
+    "gaussian_noise",
+    "generalized_gaussian_kernel",
+    "jpeg",
+    "mixed_kernel",
+    "parse_degrade",
+    "plateau_kernel",
+    "poisson_noise",
+    "resize",
+    "sinc_kernel",
+]
+
+KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+# ------------------------------------------------------------------------------------------- kernels
+
+
+def _quadratic_form(size: int, sigma_x: float, sigma_y: float, theta: float) -> np.ndarray:
+    """``xᵀ Σ⁻¹ x`` on a ``size×size`` grid centred at 0, Σ = R diag(σx², σy²) Rᵀ with R the rotation by θ."""
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -s], [s, c]])
+    cov = rot @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ rot.T
+    inv = np.linalg.inv(cov)
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    xx, yy = np.meshgrid(r, r)
+    return inv[0, 0] * xx * xx + (inv[0, 1] + inv[1, 0]) * xx * yy + inv[1, 1] * yy * yy
+
+
+def _normalised(k: np.ndarray) -> np.ndarray:
+    return (k / k.sum()).astype(np.float32)
+
+
+def generalized_gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float,
+                                beta: float = 1.0) -> np.ndarray:
+    """``exp(-½ (xᵀΣ⁻¹x)^β)``, normalised to sum 1; ``β = 1`` is the Gaussian."""
+    return _normalised(np.exp(-0.5 * np.power(_quadratic_form(size, sigma_x, sigma_y, theta), beta)))
+
+
+def plateau_kernel(size: int, sigma_x: float, sigma_y: float, theta: float, beta: float) -> np.ndarray:
+    """``1 / (1 + (xᵀΣ⁻¹x)^β)``, normalised to sum 1: a flat top with heavy tails."""
+    return _normalised(1.0 / (1.0 + np.power(_quadratic_form(size, sigma_x, sigma_y, theta), beta)))
+
+
+def sinc_kernel(size: int, omega_c: float) -> np.ndarray:
+    """The circular ideal low-pass filter with cut-off ``omega_c`` (radians per pixel): ``ωc J₁(ωc r) / (2π r)``
+    (its value at ``r = 0`` is the limit ``ωc² / 4π``), normalised to sum 1."""
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    xx, yy = np.meshgrid(r, r)
+    rad = np.hypot(xx, yy)
+    j1 = torch.special.bessel_j1(torch.from_numpy(omega_c * rad)).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.where(rad > 0, omega_c * j1 / (2 * np.pi * rad), omega_c ** 2 / (4 * np.pi))
+    return _normalised(k)
+
+
+def mixed_kernel(rng: np.random.Generator, size: int, probs: tuple[float, ...], sigma: tuple[float, float],
+                 betag: tuple[float, float], betap: tuple[float, float]) -> np.ndarray:
+    """A blur kernel of a type drawn with ``probs`` over :data:`KERNEL_TYPES` (as Real-ESRGAN's
+    ``random_mixed_kernels``)."""
+    kind = KERNEL_TYPES[int(rng.choice(len(KERNEL_TYPES), p=np.asarray(probs) / sum(probs)))]
+    sx = float(rng.uniform(*sigma))
+    if kind.endswith("_iso") or kind == "iso":
+        sy, theta = sx, 0.0
+    else:
+        sy, theta = float(rng.uniform(*sigma)), float(rng.uniform(-math.pi, math.pi))
+    if kind in ("iso", "aniso"):
+        return generalized_gaussian_kernel(size, sx, sy, theta, 1.0)
+    if kind.startswith("generalized"):
+        # Real-ESRGAN draws β below 1 and above 1 with equal odds, whatever the range's midpoint.
+        lo, hi = betag
+        beta = float(rng.uniform(lo, 1.0) if rng.random() < 0.5 and lo < 1 else rng.uniform(max(lo, 1.0), hi))
+        return generalized_gaussian_kernel(size, sx, sy, theta, beta)
+    lo, hi = betap
+    beta = float(rng.uniform(lo, 1.0) if rng.random() < 0.5 and lo < 1 else rng.uniform(max(lo, 1.0), hi))
+    return plateau_kernel(size, sx, sy, theta, beta)
+
+
+# ------------------------------------------------------------------------------------------- operators
+# Images are float32 tensors 1×C×H×W in [0, 1] (noise may leave it; the callers clamp where the pipeline does).
+
+
+def filter2d(img: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """Correlate every channel with ``kernel`` (odd size), reflecting the borders."""
+    k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32))
+    pad = k.shape[-1] // 2
+    c = img.shape[1]
+    mode = "reflect" if min(img.shape[-2:]) > pad else "replicate"
+    x = F.pad(img, (pad, pad, pad, pad), mode=mode)
+    return F.conv2d(x, k.expand(c, 1, *k.shape), groups=c)
+
+
+def resize(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """``torch.nn.functional.interpolate`` to ``(h, w)`` with ``mode`` in area / bilinear / bicubic."""
+    if mode == "area":
+        return F.interpolate(img, size=size, mode="area")
+    return F.interpolate(img, size=size, mode=mode, align_corners=False)
+
+
+def _luma(img: torch.Tensor) -> torch.Tensor:
+    if img.shape[1] == 1:
+        return img
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype).view(1, 3, 1, 1)
+    return (img * w).sum(1, keepdim=True)
+
+
+def gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, rng: np.random.Generator) -> torch.Tensor:
+    """Add N(0, σ²) noise, ``sigma`` on the 0–255 scale; ``gray``: the same noise in every channel."""
+    shape = (1, 1 if gray else img.shape[1], *img.shape[-2:])
+    noise = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)) * (sigma / 255.0)
+    return img + noise
+
+
+def poisson_noise(img: torch.Tensor, scale: float, gray: bool, rng: np.random.Generator) -> torch.Tensor:
+    """Shot noise: ``Poisson(x·v)/v − x`` times ``scale``, with ``v`` the number of distinct 8-bit levels
+    rounded up to a power of two (Real-ESRGAN); ``gray``: drawn on luma and added to every channel."""
+    q = (img.clamp(0, 1) * 255).round() / 255
+    base = _luma(q) if gray else q
+    levels = len(np.unique(base.numpy()))
+    vals = 2.0 ** math.ceil(math.log2(max(levels, 2)))
+    noisy = rng.poisson(base.double().numpy() * vals) / vals
+    noise = torch.from_numpy(noisy.astype(np.float32)) - base
+    return img + noise * scale
+
+
+def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
+    """A JPEG round trip at ``quality`` through Pillow (libjpeg, 4:2:0 as Pillow's default), from the image rounded
+    to 8 bits."""
+    from PIL import Image
+
+    arr = (img[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    gray = arr.shape[2] == 1
+    pil = Image.fromarray(arr[..., 0] if gray else arr, "L" if gray else "RGB")
+    buf = io.BytesIO()
+    pil.save(buf, "JPEG", quality=int(quality))
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode))
+    out = out[..., None] if gray else out
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+# ------------------------------------------------------------------------------------------- the training track
+
+
+def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    return float(rng.uniform(lo_hi[0], lo_hi[1]))
+
+
+def _kernel_size(rng: np.random.Generator, max_size: int) -> int:
+    return int(rng.choice(np.arange(7, max_size + 1, 2)))
+
+
+def _blur(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+    size = _kernel_size(rng, st.kernel_size)
+    if rng.random() < st.sinc_prob:
+        # Smaller kernels get a higher cut-off, as in Real-ESRGAN, so that the sinc stays visible.
+        omega = float(rng.uniform(math.pi / 3 if size < 13 else math.pi / 5, math.pi))
+        k = sinc_kernel(size, omega)
+    else:
+        k = mixed_kernel(rng, size, st.kernel_prob, st.blur_sigma, st.betag_range, st.betap_range)
+    return filter2d(img, k)
+
+
+def _random_resize(img: torch.Tensor, st: StageConfig, rng: np.random.Generator,
+                   base: tuple[int, int]) -> torch.Tensor:
+    kind = int(rng.choice(3, p=np.asarray(st.resize_prob) / sum(st.resize_prob)))  # up, down, keep
+    factor = (_uniform(rng, (1.0, st.resize_range[1])) if kind == 0
+              else _uniform(rng, (st.resize_range[0], 1.0)) if kind == 1 else 1.0)
+    mode = RESIZE_MODES[int(rng.integers(3))]
+    size = (max(1, int(base[0] * factor)), max(1, int(base[1] * factor)))
+    return resize(img, size, mode)
+
+
+def _noise(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+    gray = bool(rng.random() < st.gray_noise_prob)
+    if rng.random() < st.gaussian_noise_prob:
+        return gaussian_noise(img, _uniform(rng, st.noise_range), gray, rng)
+    return poisson_noise(img, _uniform(rng, st.poisson_scale_range), gray, rng)
+
+
+def _jpeg(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+    return jpeg(img.clamp(0, 1), int(rng.integers(st.jpeg_range[0], st.jpeg_range[1] + 1)))
+
+
+def _stage(img: torch.Tensor, st: StageConfig, rng: np.random.Generator, shuffled: bool,
+           resize_base: tuple[int, int]) -> torch.Tensor:
+    """One stage; random resizes scale ``resize_base`` (the HR size at the first stage, the LR size later)."""
+    ops = ["blur", "resize", "noise", "jpeg"]
+    if shuffled:
+        ops = [ops[i] for i in rng.permutation(4)]
+    for op in ops:
+        if op == "blur":
+            if rng.random() < st.blur_prob:
+                img = _blur(img, st, rng)
+        elif op == "resize":
+            img = _random_resize(img, st, rng, resize_base)
+        elif op == "noise":
+            img = _noise(img, st, rng).clamp(0, 1)
+        else:
+            img = _jpeg(img, st, rng)
+    return img
+
+
+def degrade_real(hr: np.ndarray, scale: int, cfg: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
+    """uint8 HWC LR of size ``(H // scale, W // scale)`` from a uint8 HWC HR image through the configured
+    real-world track; a pure function of ``(hr, scale, cfg, rng state)``."""
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    x = torch.from_numpy(np.array(hr[:h * scale, :w * scale])).permute(2, 0, 1).unsqueeze(0).float() / 255
+    shuffled = cfg.order == "shuffled"
+    # First stage resizes relative to the HR size, the second relative to the LR size (Real-ESRGAN).
+    x = _stage(x, cfg.first, rng, shuffled, (h * scale, w * scale))
+    if rng.random() < cfg.second_prob:
+        x = _stage(x, cfg.second, rng, shuffled, (h, w))
+    mode = RESIZE_MODES[int(rng.integers(3))]
+    if rng.random() < cfg.final_sinc_prob:
+        kernel = sinc_kernel(_kernel_size(rng, cfg.final_kernel_size), float(rng.uniform(math.pi / 3, math.pi)))
+    else:
+        kernel = None
+    quality = int(rng.integers(cfg.second.jpeg_range[0], cfg.second.jpeg_range[1] + 1))
+    if rng.random() < 0.5:  # resize + sinc, then JPEG
+        x = resize(x, (h, w), mode)
+        x = filter2d(x, kernel) if kernel is not None else x
+        x = jpeg(x.clamp(0, 1), quality)
+    else:  # JPEG, then resize + sinc
+        x = jpeg(x.clamp(0, 1), quality)
+        x = resize(x, (h, w), mode)
+        x = filter2d(x, kernel) if kernel is not None else x
+    out = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class DegradeOp:
+    kind: str  # "jpeg" | "noise" | "blur"
+    value: float
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{int(self.value) if self.kind == 'jpeg' else f'{self.value:g}'}"
+
+
+_LIMITS = {"jpeg": (1, 100, "a JPEG quality 1–100"), "noise": (0, 255, "a noise σ in [0, 255]"),
+           "blur": (0.1, 20, "a blur σ in [0.1, 20]")}
+
+
+def parse_degrade(spec: str, option: str = "--degrade") -> list[DegradeOp]:
+    """``"noise:10,jpeg:60"`` → ops, in order; a malformed spec is a one-line :class:`UsageError`."""
+    ops = []
+    for part in spec.split(","):
+        kind, sep, text = part.strip().partition(":")
+        if kind not in _LIMITS or not sep:
+            raise UsageError(f"{option} {spec}: expected a comma-joined list of jpeg:Q, noise:SIGMA, blur:SIGMA, "
+                             f"got {part.strip()!r}")
+        lo, hi, desc = _LIMITS[kind]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (lo <= value <= hi) or (kind == "jpeg" and not value.is_integer()):
+            raise UsageError(f"{option} {spec}: {kind} needs {desc}, got {text!r}")
+        ops.append(DegradeOp(kind, value))
+    return ops
+
+
+def describe_degrade(ops: list[DegradeOp]) -> str:
+    return ",".join(map(str, ops))
+
+
+def _seed(key: str, ops: list[DegradeOp], i: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{key}|{describe_degrade(ops)}|{i}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def apply_degrade(img: np.ndarray, ops: list[DegradeOp], key: str) -> np.ndarray:
+    """uint8 image (HxW or HxWxC) after ``ops``, each result rounded to 8 bits; noise is seeded by ``key`` (the
+    image's name), the spec and the op's position only."""
+    if not ops:
+        return img
+    gray2d = img.ndim == 2
+    arr = img[..., None] if gray2d else img
+    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    for i, op in enumerate(ops):
+        if op.kind == "jpeg":
+            x = jpeg(x, int(op.value))
+        elif op.kind == "noise":
+            x = gaussian_noise(x, op.value, False, _seed(key, ops, i))
+        else:
+            size = 2 * math.ceil(3 * op.value) + 1
+            x = filter2d(x, generalized_gaussian_kernel(size, op.value, op.value, 0.0, 1.0))
+        x = (x.clamp(0, 1) * 255).round() / 255
+    out = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out[..., 0] if gray2d else out)
