@@ -13,7 +13,7 @@ import torch
 
 import lightsr
 from conftest import require_shared
-from lightsr.checkpoints import CheckpointError, detect, read_checkpoint
+from lightsr.checkpoints import CheckpointError, detect, load_state_dict, read_checkpoint
 
 
 def _golden_io(case: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +75,29 @@ def test_plain_state_dict_of_own_layout_with_wrappers(tmp_path, name: str) -> No
     x = torch.rand(1, 3, 9, 11)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.parametrize("container, prefix", [
+    ("params-ema", ""), ("params_ema", "netG."), ("model_state_dict", "module."), ("generator_g", ""),
+])
+def test_containers_of_spandrel_based_trainers(tmp_path, container: str, prefix: str) -> None:
+    """traiNNer-redux/neosr-style files (``params-ema``, a ``netG.`` prefix, one arbitrary top-level entry) load
+    without hints, from a file and from memory; a prefix only some keys have is kept."""
+    name = lightsr.list_models()[0]
+    torch.manual_seed(2)
+    model = lightsr.create_model(name, scale=2).eval()
+    sd = {f"{prefix}{k}": v for k, v in model.state_dict().items()}
+    torch.save({container: sd}, tmp_path / "ckpt.pth")
+    x = torch.rand(1, 3, 8, 10)
+    for loaded in (lightsr.load_model(tmp_path / "ckpt.pth"), load_state_dict({container: sd})):
+        assert (loaded.arch, loaded.scale) == (name, 2)
+        with torch.no_grad():
+            assert torch.equal(model(x), loaded(x))
+    partial = dict(model.state_dict())
+    key = next(iter(partial))
+    partial[f"netG.{key}"] = partial.pop(key)
+    with pytest.raises(CheckpointError):
+        load_state_dict(partial)
 
 
 def test_low_memory_shift_conv_variant_of_official_elan(tmp_path) -> None:

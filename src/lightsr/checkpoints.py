@@ -42,7 +42,10 @@ StateDict = dict[str, torch.Tensor]
 
 # Containers that checkpoints of popular trainers wrap the weights in, by priority (EMA first: it is what
 # BasicSR-trained papers evaluate unless told otherwise).
-_CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model_ema", "model", "net", "network", "generator")
+_CONTAINER_KEYS = ("params_ema", "params-ema", "params", "model_state_dict", "state_dict", "model_ema", "model", "net",
+                   "network", "generator")
+# Prefixes that wrappers and trainers put before every key (DataParallel/DDP, torch.compile, GAN trainers' netG).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "netG.")
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -140,6 +143,8 @@ def unwrap(obj: Any, param_key: str | None = None, source: str = "checkpoint") -
     else:
         while isinstance(obj, Mapping) and not _is_tensor_dict(obj):
             found = [k for k in _CONTAINER_KEYS if isinstance(obj.get(k), Mapping)]
+            if not found and len(obj) == 1 and isinstance(next(iter(obj.values())), Mapping):
+                found = list(obj)  # a single entry holding everything, whatever its name
             if not found:
                 raise CheckpointError(
                     f"{source}: no weights found (top-level keys: {', '.join(map(str, list(obj)[:8]))})"
@@ -149,12 +154,15 @@ def unwrap(obj: Any, param_key: str | None = None, source: str = "checkpoint") -
             obj = obj[found[0]]
     if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
         raise CheckpointError(f"{source}: the selected entry is not a dict of tensors")
-    sd = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        sd[k] = v
+    sd = dict(obj)
+    # A prefix is stripped only when every key has it: a network may have a submodule of that name.
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                stripped = True
     return sd
 
 
@@ -228,8 +236,22 @@ def load_model(
     file (a mismatch is an error naming what was detected). ``param_key`` picks a container entry
     (``params`` vs ``params_ema``).
     """
-    source = str(path)
     sd, meta = read_checkpoint(path, param_key=param_key)
+    return load_state_dict(sd, meta, name=name, scale=scale, device=device, source=str(path))
+
+
+def load_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    name: str | None = None,
+    scale: int | None = None,
+    device: str | torch.device = "cpu",
+    source: str = "state dict",
+) -> SRNet:
+    """:func:`load_model` for weights already in memory: a tensor dict (containers are unwrapped) and lightsr's
+    safetensors metadata if any; ``source`` names it in errors."""
+    sd = unwrap(dict(state_dict), source=source)
+    meta = dict(metadata or {})
     # The tensors decide what the network is; lightsr's metadata only adds the settings they cannot show, and
     # only after it has been checked against them.
     det_name, layout, config, sd = detect(sd, source)

@@ -94,7 +94,8 @@ class ModelSpec:
     defaults (and the log says so); ``check_config`` bounds the values a file's metadata may give them (the
     tensors bound everything else). ``output_prefixes``: keys of the layers whose shape depends on the scale,
     the only ones a warm start from another scale may skip. ``precisions``: what the network runs in.
-    ``published``: checkpoints of others that :mod:`lightsr.hub` downloads on demand.
+    ``published``: checkpoints of others that :mod:`lightsr.hub` downloads on demand. ``title``: the name the
+    paper uses (spandrel's architecture name).
     """
 
     name: str
@@ -111,7 +112,10 @@ class ModelSpec:
     output_prefixes: tuple[str, ...] = ()
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
     published: tuple[PublishedWeights, ...] = ()
+    title: str = ""  # the paper's name for it ("ELAN-light"); default: the registry name upper-cased
 
     def __post_init__(self) -> None:
         if not self.family:
             object.__setattr__(self, "family", self.name)
+        if not self.title:
+            object.__setattr__(self, "title", self.name.upper())

@@ -9,9 +9,11 @@ from lightsr.models.spec import ModelSpec, PublishedWeights, TilingSpec
 _PAPER = "Zhang et al., Efficient Long-Range Attention Network for Image Super-resolution, ECCV 2022"
 
 
-def _spec(name: str, defaults: dict, bytes_per_pixel: int, published: tuple[PublishedWeights, ...] = ()) -> ModelSpec:
+def _spec(name: str, title: str, defaults: dict, bytes_per_pixel: int,
+          published: tuple[PublishedWeights, ...] = ()) -> ModelSpec:
     return ModelSpec(
         name=name,
+        title=title,
         network=ELAN,
         paper=_PAPER,
         config_from_weights=config_from_state_dict,
@@ -29,7 +31,8 @@ def _spec(name: str, defaults: dict, bytes_per_pixel: int, published: tuple[Publ
 
 
 SPECS = (
-    _spec("elan_light", dict(num_blocks=24, channels=60, n_share=1, exp_ratio=2, window_sizes=(4, 8, 16)), 8_200,
+    _spec("elan_light", "ELAN-light",
+          dict(num_blocks=24, channels=60, n_share=1, exp_ratio=2, window_sizes=(4, 8, 16)), 8_200,
           published=(PublishedWeights(
               name="elan_light_x4_friedricelab",
               scale=4,
@@ -41,7 +44,8 @@ SPECS = (
                      "exist)",
               scores=(("Set5", 32.438, 0.8979), ("Set14", 28.790, 0.7862), ("B100", 27.689, 0.7407)),
           ),)),
-    _spec("elan", dict(num_blocks=36, channels=180, n_share=0, exp_ratio=2, window_sizes=(4, 8, 16)), 14_000),
+    _spec("elan", "ELAN", dict(num_blocks=36, channels=180, n_share=0, exp_ratio=2, window_sizes=(4, 8, 16)),
+          14_000),
 )
 
 __all__ = ["ELAB", "ELAN", "GMSA", "LFE", "RGB_MEAN", "RGB_RANGE", "SPECS", "FusedELAN", "FusedShiftConv",
