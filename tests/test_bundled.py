@@ -144,7 +144,7 @@ def test_compare_errors_come_before_any_work(tmp_path: Path, capsys) -> None:
 
 def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) -> None:
     pytest.importorskip("matplotlib")
-    import lightsr.commands.eval as eval_command
+    import lightsr.figures
     from lightsr.figures import complexity_plot
     from lightsr.profile import profile
 
@@ -153,7 +153,7 @@ def test_eval_plot_psnr_against_complexity(tmp_path: Path, capsys, monkeypatch) 
     tiny_net = lightsr.create_model("hasn", scale=4, channels=8, num_blocks=1).eval()
     tiny = lightsr.save_model(tiny_net, tmp_path / "tiny_x4.safetensors")
     drawn = []
-    monkeypatch.setattr(eval_command, "complexity_plot",
+    monkeypatch.setattr(lightsr.figures, "complexity_plot",
                         lambda pts, out, scale: drawn.append(pts) or complexity_plot(pts, out, scale))
     out = tmp_path / "plot.png"
     assert main(["eval", "--bicubic", "--scale", "4", "--model", DEFAULT_MODEL, "--weights", str(tiny),

@@ -59,7 +59,7 @@ def test_device_resolver(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == resolve_device(None) == torch.device("cpu")
     assert resolve_device("auto", "train.device", local_rank=3) == torch.device("cpu")
-    with pytest.raises(UsageError, match=r"^--device 'bogus': expected auto, cpu, cuda or cuda:N$"):
+    with pytest.raises(UsageError, match=r"^--device 'bogus': expected auto, cpu, cuda, cuda:N, mps, xpu or xpu:N$"):
         resolve_device("bogus")
     with pytest.raises(UsageError, match=r"^--device cuda:0: CUDA is not available .*; use --device cpu$"):
         resolve_device("cuda:0")
@@ -75,3 +75,79 @@ def test_device_resolver(monkeypatch) -> None:
         resolve_device("cuda", "train.device", local_rank=2)
     with pytest.raises(UsageError, match=r"^--device cuda:2: no such GPU \(2 visible\)$"):
         resolve_device("cuda:2")
+
+
+def test_mps_and_xpu_are_picked_by_auto_and_refused_in_one_line_when_absent(monkeypatch) -> None:
+    import lightsr.device as dev
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    monkeypatch.setattr(dev, "_xpu_count", lambda: 0)
+    for name, backend in (("mps", "MPS"), ("xpu", "XPU"), ("xpu:1", "XPU")):
+        with pytest.raises(UsageError, match=rf"^--device {name}: .*{backend}.*; use --device cpu$") as e:
+            resolve_device(name)
+        assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match=r"^--device meta: lightsr runs on auto, cpu"):
+        resolve_device("meta")
+    monkeypatch.setattr(dev, "_xpu_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("xpu")
+    with pytest.raises(UsageError, match=r"^--device xpu:1: no such XPU \(1 visible\)$"):
+        resolve_device("xpu:1")
+    monkeypatch.setattr(dev, "_mps_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps") == resolve_device("mps")
+
+
+def test_device_error_through_the_command_line_is_one_line(tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from lightsr.cli import main
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--device", "mps"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lightsr: error: --device mps: Apple's MPS backend is not available")
+    assert not (tmp_path / "b.png").exists()
+
+
+def _subparsers():
+    import argparse
+
+    from lightsr.cli import _SUBCOMMANDS, build_parser
+
+    for name in _SUBCOMMANDS:
+        parser = build_parser([name])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        yield name, sub.choices[name]
+
+
+def test_every_option_of_every_command_has_help_and_quiet_is_everywhere() -> None:
+    import argparse
+
+    seen = 0
+    for name, sp in _subparsers():
+        opts = {o for a in sp._actions for o in a.option_strings}
+        assert {"-q", "--quiet", "-v", "--verbose", "-h"} <= opts, name
+        for a in sp._actions:
+            if a.help == argparse.SUPPRESS and a.option_strings == ["--no-progress"]:
+                continue  # eval's older spelling of -q, kept working but not listed
+            assert a.help and a.help.strip(), f"lightsr {name}: {a.option_strings or a.dest} has no help text"
+            seen += 1
+    assert seen > 60
+
+
+@pytest.mark.parametrize("name", ["upscale", "eval", "export", "profile", "compare", "models", "train"])
+def test_help_loads_no_torch(name) -> None:
+    """``lightsr CMD --help`` must be quick: it imports neither torch nor the library behind the command
+    (benchmarks/cli_startup.py times it)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys\nfrom lightsr.cli import main\ntry:\n    main([{name!r}, '--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'numpy', 'PIL.Image', 'lightsr.upscaler') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "usage: lightsr" in r.stdout and "HEAVY []" in r.stdout, r.stdout[-300:]

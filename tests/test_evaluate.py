@@ -163,7 +163,7 @@ def test_gray_palette_is_scored_as_one_channel_and_colour_palette_as_rgb(tmp_pat
 
 
 def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
-    import lightsr.commands.eval as E
+    import lightsr.evaluate as E
 
     monkeypatch.setattr(E, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking the options"))
     (tmp_path / "f").write_text("")
@@ -241,7 +241,7 @@ def test_an_hr_image_too_small_for_the_scale_is_one_line(tmp_path, capsys) -> No
 def test_eval_outputs_are_checked_writable_before_any_work(bench, tmp_path, capsys, monkeypatch) -> None:
     import errno
 
-    import lightsr.commands.eval as E
+    import lightsr.evaluate as E
     from conftest import deny_writes
     from lightsr.errors import WriteError
     from lightsr.evaluate import SetScore, write_reports

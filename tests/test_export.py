@@ -185,7 +185,7 @@ def test_export_write_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -
     model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
     weights = lightsr.save_model(model, tmp_path / "w.safetensors")
     (tmp_path / "ro").mkdir()
-    import lightsr.commands.export as X
+    import lightsr.hub as X
 
     with monkeypatch.context() as m:
         deny_writes(m, tmp_path / "ro")

@@ -553,3 +553,22 @@ def test_sigterm_stops_training_like_ctrl_c_and_resume_stays_exact(tmp_path, cap
     assert main(["train", "--config", str(cfg), "--set", "name=term", "--resume"]) == 0  # the lock was released
     _assert_same_weights(tmp_path / "runs/full/checkpoints/iter_00000008/model.safetensors",
                          ckpts / "iter_00000008" / "model.safetensors")
+
+
+def test_progress_in_a_log_file_is_plain_lines(tmp_path, capsys, monkeypatch):
+    """stderr not a terminal (a log file, CI): no tqdm redraws; a line per minute and one at the end."""
+    import lightsr.train.logger as L
+
+    clock = [0.0]
+    monkeypatch.setattr(L.time, "monotonic", lambda: clock[0])
+    logger = L.RunLogger(tmp_path / "run", total=30, initial=0, progress=True, tensorboard=False)
+    for it in range(1, 31):
+        clock[0] += 5.0  # 5 s per iteration: a line every 12 iterations, and the last
+        logger.progress(it, loss="0.0500")
+    logger.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("lightsr train: iteration")]
+    assert lines == ["lightsr train: iteration 12/30 (0.20 it/s), loss 0.0500",
+                     "lightsr train: iteration 24/30 (0.20 it/s), loss 0.0500",
+                     "lightsr train: iteration 30/30 (0.20 it/s), loss 0.0500"]

@@ -244,6 +244,79 @@ def test_icc_profile_and_dpi_carried_over(tmp_path: Path, weights: Path) -> None
             assert tuple(round(v) for v in im.info["dpi"]) == (expected, expected)
 
 
+def _camera_exif(orientation: int, w: int, h: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Canon", "EOS 5D", orientation
+    sub = exif.get_ifd(0x8769)
+    sub[0x9003] = "2024:05:06 07:08:09"  # DateTimeOriginal
+    sub[0xA002], sub[0xA003] = w, h  # PixelXDimension, PixelYDimension
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("out_name", ["out.jpg", "out.png", "out.webp", "out16.png"])
+def test_exif_is_carried_over_upright_and_resized(tmp_path: Path, weights: Path, out_name: str) -> None:
+    """Camera, date and the rest survive; orientation is reset (the pixels are upright) and the stated size is
+    the output's."""
+    src = tmp_path / "in.jpg"
+    Image.fromarray(_rgb(24, 32)).save(src, exif=_camera_exif(6, 32, 24), quality=95)
+    if out_name == "out16.png":  # a 16-bit input goes through lightsr's own PNG writer
+        data = load_image(src)
+        src = tmp_path / "in16.png"
+        save_image(src, ImageData((data.pixels.astype(np.uint16) * 257), exif=data.exif))
+        with Image.open(src) as im:
+            assert im.getexif()[0x010F] == "Canon"
+    assert _upscale(src, tmp_path / out_name, weights) == 0
+    with Image.open(tmp_path / out_name) as im:
+        exif = im.getexif()
+        w, h = im.size
+    assert (w, h) == (24 * SCALE, 32 * SCALE)  # upright: orientation 6 turned the 32×24 pixels
+    assert exif[0x010F] == "Canon" and exif[0x0110] == "EOS 5D"
+    assert exif.get(0x0112, 1) == 1
+    sub = exif.get_ifd(0x8769)
+    assert sub[0x9003] == "2024:05:06 07:08:09" and (sub[0xA002], sub[0xA003]) == (w, h)
+
+
+def test_background_composites_alpha_for_formats_without_it(tmp_path: Path, net, weights: Path, capsys,
+                                                             caplog) -> None:
+    rgba = np.dstack([_rgb(), np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (24, 1))])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in.png")
+    assert _upscale(tmp_path / "in.png", tmp_path / "ref.png", weights) == 0
+    ref = np.asarray(Image.open(tmp_path / "ref.png")).astype(np.float64)
+    assert _upscale(tmp_path / "in.png", tmp_path / "out.jpg", weights, "--background", "#ff8000",
+                    "--quality", "100") == 0
+    out = np.asarray(Image.open(tmp_path / "out.jpg")).astype(np.float64)
+    a = ref[..., 3:] / 255
+    expected = ref[..., :3] * a + np.array([255, 128, 0]) * (1 - a)  # an independent float64 composite
+    assert np.abs(out - expected).mean() < 1.5  # JPEG at quality 100, 4:4:4
+    assert np.abs(out[:, :2] - [255, 128, 0]).max() <= 6  # the fully transparent column is the background
+    # Without --background: the alpha channel is dropped, with a warning that names the option.
+    with caplog.at_level("WARNING", logger="lightsr"):
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "plain.jpg"), "--weights",
+                     str(weights), "--tile", "0"]) == 0
+    assert "--background" in caplog.text
+    with pytest.raises(SystemExit) as e:
+        main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.jpg"), "--weights", str(weights),
+              "--background", "not-a-colour"])
+    assert e.value.code == 2 and not (tmp_path / "x.jpg").exists()
+    assert "--background: 'not-a-colour': expected a colour name" in capsys.readouterr().err
+
+
+def test_progress_in_a_log_file_has_no_carriage_returns(tmp_path: Path, weights: Path) -> None:
+    """stderr redirected to a file (not a terminal): no tqdm redraws, only plain lines."""
+    import subprocess
+    import sys
+
+    for i in range(2):
+        Image.fromarray(_rgb(40, 48, seed=i)).save(tmp_path / f"in{i}.png")
+    with (tmp_path / "log.txt").open("w") as log:
+        r = subprocess.run([sys.executable, "-m", "lightsr", "upscale", str(tmp_path / "in0.png"),
+                            str(tmp_path / "in1.png"), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                            "--tile", "16"], stderr=log, stdout=subprocess.DEVNULL, timeout=300)
+    text = (tmp_path / "log.txt").read_text()
+    assert r.returncode == 0, text
+    assert "\r" not in text and "2/2 images upscaled" in text
+
+
 def test_16bit_to_jpeg_is_rounded_to_8_bits(tmp_path: Path, net, weights: Path) -> None:
     pix = (np.asarray(_rgb(), np.uint16) * 257 + 100).astype(np.uint16)
     save_image(tmp_path / "in.png", ImageData(pix))
@@ -628,9 +701,9 @@ def _one_error_line(err: str) -> str:
 
 def _no_model(monkeypatch) -> None:
     """Loading a model fails the test: what is checked must be checked before one loads."""
-    import lightsr.commands.upscale as U
+    import lightsr.hub
 
-    monkeypatch.setattr(U, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setattr(lightsr.hub, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
 
 
 def test_output_size_limit_is_checked_before_decoding(tmp_path: Path, net, weights: Path, capsys,

@@ -75,6 +75,8 @@ def use_fast_allocator(argv: Sequence[str]) -> None:
     choice = os.environ.get("LIGHTSR_ALLOCATOR", "auto").lower()
     if choice == "system" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return
+    if not argv or any(a in ("-h", "--help", "--version") for a in argv):
+        return  # nothing will be allocated: neither a second start nor the library search is worth its time
     if choice == "auto" and not os.environ.get(_MARK) and sys.platform == "linux":
         lib = find_tcmalloc()
         if lib:

@@ -24,6 +24,9 @@ _SUBCOMMANDS = {
 }
 
 
+_QUIET_HELP = "no progress bars, status lines or warnings on stderr (results and errors are still printed)"
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The parser; only the subcommand named in ``argv`` imports its module (fast start, isolated failures)."""
     from lightsr._version import __version__
@@ -34,6 +37,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"lightsr {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log details (checkpoint layout, timings)")
+    p.add_argument("-q", "--quiet", action="store_true", help=_QUIET_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     subparsers = []
@@ -45,9 +49,10 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
             mod = importlib.import_module(f"lightsr.commands.{name}")
             mod.add_arguments(sp)
             sp.set_defaults(func=mod.run)
-    for sp in subparsers:  # -v is accepted after the subcommand too (SUPPRESS keeps a -v given before it)
+    for sp in subparsers:  # -v and -q are accepted after the subcommand too (SUPPRESS keeps one given before it)
         sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="log details (checkpoint layout, timings)")
+        sp.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=_QUIET_HELP)
     return p
 
 
@@ -59,8 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="lightsr: %(message)s", stream=sys.stderr)
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="lightsr: %(message)s", stream=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -1,12 +1,27 @@
-"""Where and in what precision networks run: one resolver for every command, the Python API and the trainer."""
+"""Where and in what precision networks run: one resolver for every command, the Python API and the trainer.
+
+torch is imported by the functions, not here: the command-line parsers read :data:`PRECISION_NAMES` and
+``lightsr upscale --help`` stays fast.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from lightsr.errors import UsageError
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
+
+
+def precision_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a precision name (``fp32``, ``bf16``, ``fp16``)."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def _named(option: str, value: str) -> str:
@@ -14,22 +29,55 @@ def _named(option: str, value: str) -> str:
     return f"{option} {value}" if option.startswith("-") else f"{option}={value}"
 
 
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _xpu_count() -> int:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    return xpu.device_count() if xpu is not None and xpu.is_available() else 0
+
+
 def resolve_device(pref: str | torch.device | None = "auto", option: str = "--device",
                    local_rank: int | None = None) -> torch.device:
-    """The device ``pref`` names: ``auto``/None → CUDA when available, else CPU; ``cuda``, ``cuda:N``, ``cpu``, ….
+    """The device ``pref`` names: ``auto``/None → CUDA, else Apple's MPS, else Intel's XPU when available, else the
+    CPU; ``cuda``, ``cuda:N``, ``mps``, ``xpu``, ``xpu:N``, ``cpu``.
 
     ``local_rank``: the GPU a bare ``cuda`` (or ``auto``) means — a torchrun process's own; None keeps PyTorch's
     current device. A device that cannot be parsed or is not available is a one-line :class:`UsageError` that
     names ``option`` (``--device`` on the command line, ``train.device`` in a training config).
     """
+    import torch
+
     if pref is None or str(pref) == "auto":
-        pref = "cuda" if torch.cuda.is_available() else "cpu"
+        pref = ("cuda" if torch.cuda.is_available() else "mps" if _mps_available()
+                else "xpu" if _xpu_count() else "cpu")
     try:
         dev = torch.device(pref)
     except (RuntimeError, TypeError):
-        raise UsageError(f"{_named(option, repr(pref))}: expected auto, cpu, cuda or cuda:N") from None
-    if dev.type != "cuda":
+        raise UsageError(f"{_named(option, repr(pref))}: expected {DEVICE_CHOICES}") from None
+    if dev.type == "cpu":
         return dev
+    if dev.type == "mps":
+        if not _mps_available():
+            raise UsageError(f"{_named(option, str(pref))}: Apple's MPS backend is not available in this PyTorch "
+                             f"build/machine; use {_named(option, 'cpu')}")
+        return dev
+    if dev.type == "xpu":
+        n = _xpu_count()
+        if not n:
+            raise UsageError(f"{_named(option, str(pref))}: no Intel XPU is available in this PyTorch build/machine; "
+                             f"use {_named(option, 'cpu')}")
+        if dev.index is not None and dev.index >= n:
+            raise UsageError(f"{_named(option, str(pref))}: no such XPU ({n} visible)")
+        return dev
+    if dev.type != "cuda":
+        raise UsageError(f"{_named(option, str(pref))}: lightsr runs on {DEVICE_CHOICES}")
     if not torch.cuda.is_available():
         raise UsageError(f"{_named(option, str(pref))}: CUDA is not available in this PyTorch build/machine; "
                          f"use {_named(option, 'cpu')}")
@@ -43,15 +91,15 @@ def resolve_device(pref: str | torch.device | None = "auto", option: str = "--de
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device, supported: tuple[str, ...] = tuple(PRECISIONS)
+def resolve_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES
                       ) -> torch.dtype:
-    """The dtype of ``precision`` (a key of :data:`PRECISIONS`) on ``device`` for a network supporting
+    """The dtype of ``precision`` (one of :data:`PRECISION_NAMES`) on ``device`` for a network supporting
     ``supported``; one-line :class:`UsageError` naming ``--precision`` otherwise."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_NAMES:
+        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISION_NAMES)}")
     if precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels for fp16 are missing or very slow); "
                          "use --precision bf16 or fp32 on CPU")
     if precision not in supported:
         raise UsageError(f"--precision {precision}: this network supports {', '.join(supported)}")
-    return PRECISIONS[precision]
+    return precision_dtype(precision)

@@ -173,7 +173,9 @@ def evaluate(
     for set_name in sets:
         images = load_set(data_root, set_name, scale)
         scores = []
-        for im in tqdm(images, desc=f"{set_name} ×{scale}", disable=not progress, leave=False, file=sys.stderr):
+        bar = tqdm(images, desc=f"{set_name} ×{scale}", disable=None if progress else True, leave=False,
+                   file=sys.stderr)
+        for im in bar:
             lr = im.lr if ops is None else apply_degrade(im.lr, ops, f"{set_name}/{im.name}")
             if model is None:
                 sr = imresize(lr, scale)

@@ -99,7 +99,7 @@ def _download(entry: PublishedWeights, path: Path, progress: bool) -> Path:
             total = int(response.headers.get("Content-Length") or 0) or None
             from tqdm import tqdm
 
-            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.name, disable=not progress,
+            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.name, disable=None if progress else True,
                       file=sys.stderr, leave=False) as bar:
                 while block := response.read(_CHUNK):
                     out.write(block)

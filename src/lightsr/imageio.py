@@ -20,30 +20,47 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lightsr._files import atomic_write
 from lightsr.errors import LightSRError, WriteError
+from lightsr.formats import (  # re-exported: the constants of the files this module reads and writes
+    ALPHA_FORMATS,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    HIGH_BIT_DEPTH_FORMATS,
+    INPUT_EXTENSIONS,
+)
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("lightsr")
 
-# Input pixels above which an image is refused unless the caller raises the limit: a decompression-bomb
-# guard (a few kB of PNG can claim 50,000 × 50,000 pixels). 40 MP is a large camera frame; its ×4 result
-# (640 MP) already needs ~2 GB as 8-bit RGB.
-DEFAULT_MAX_PIXELS = 40_000_000
-# Output pixels above which an upscale is refused before it runs (``--outscale 1000`` on a small image would
-# otherwise try to allocate tens of GB): the ×4 result of the largest image the input limit lets through.
-DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
+__all__ = [
+    "ALPHA_FORMATS",
+    "DEFAULT_MAX_OUTPUT_PIXELS",
+    "DEFAULT_MAX_PIXELS",
+    "FORMATS",
+    "HIGH_BIT_DEPTH_FORMATS",
+    "INPUT_EXTENSIONS",
+    "ImageData",
+    "ImageReadError",
+    "ImageWriteError",
+    "array_to_tensor",
+    "composite",
+    "exif_for",
+    "format_for",
+    "load_image",
+    "read_image",
+    "save_image",
+    "tensor_to_array",
+    "to_uint8",
+]
 
-# File extensions read when a folder is given, and the formats they map to.
-INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff", ".bmp")
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".webp": "WEBP", ".tif": "TIFF",
-           ".tiff": "TIFF", ".bmp": "BMP"}
-# Formats that store 16 bits per channel / an alpha channel.
-HIGH_BIT_DEPTH_FORMATS = {"PNG", "TIFF"}
-ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "BMP"}
 
 
 class ImageReadError(LightSRError, ValueError):
@@ -63,13 +80,16 @@ class ImageData:
 
     ``pixels``: ``H×W×C`` uint8 or uint16 with ``C`` = 1 (L), 2 (LA), 3 (RGB) or 4 (RGBA). ``dpi``: horizontal
     and vertical resolution when the file states one. ``icc_profile``: the embedded profile, kept only when its
-    colour space matches ``mode`` (a CMYK profile is dropped when CMYK is converted to RGB).
+    colour space matches ``mode`` (a CMYK profile is dropped when CMYK is converted to RGB). ``exif``: the file's
+    EXIF block as read (camera, date, GPS, …); :func:`save_image` writes it to PNG, JPEG and WebP with the
+    orientation reset (the pixels are already upright) and the stated pixel size updated.
     """
 
     pixels: np.ndarray
     icc_profile: bytes | None = None
     dpi: tuple[float, float] | None = None
     format: str | None = None
+    exif: bytes | None = None
 
     def __post_init__(self) -> None:
         if self.pixels.ndim == 2:
@@ -205,6 +225,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             wide = _wide_kind(im)
             tile = list(im.tile)  # before getexif(), which may load the image (PNG) and clear the tiles
             # EXIF first: with Pillow 10, loading a multi-page TIFF closes the file that getexif() would read.
+            exif = _read_exif(im)
             orientation = im.getexif().get(0x0112, 1)
             im.load()
             pixels = _to_array(im, path)
@@ -242,9 +263,76 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             dpi = (round(float(dpi[0]), 2), round(float(dpi[1]), 2))  # PNG stores dots per metre
         if not (isinstance(dpi, tuple) and dpi[0] > 1 and dpi[1] > 1):  # 0/1 mean "aspect ratio only"
             dpi = None
-    data = ImageData(np.ascontiguousarray(pixels), dpi=dpi, format=fmt)
+    data = ImageData(np.ascontiguousarray(pixels), dpi=dpi, format=fmt, exif=exif)
     data.icc_profile = _icc_matches(info.get("icc_profile"), data.mode)
     return data
+
+
+# Tags that describe the TIFF container itself, not the photo: a TIFF's EXIF as Pillow reads it includes them, and
+# they must not be copied into another file.
+_TIFF_LAYOUT_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 338, 339, 322, 323, 324, 325, 34675)
+
+
+def _read_exif(im) -> bytes | None:
+    """The EXIF block of an open image (None when it has none or it cannot be parsed)."""
+    try:
+        exif = im.getexif()
+        if im.format == "TIFF":
+            for tag in _TIFF_LAYOUT_TAGS:
+                exif.pop(tag, None)
+        if not len(exif):
+            return None
+        exif.get_ifd(0x8769)  # parse the Exif sub-IFD now: tobytes() writes only what has been read
+        exif.get_ifd(0x8825)  # GPS
+        return exif.tobytes()
+    except Exception as e:  # a damaged EXIF block must not cost the image: drop it and say so
+        log.warning("%s: unreadable EXIF data dropped (%s)", getattr(im, "filename", "image"),
+                    str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+        return None
+
+
+def exif_for(data: ImageData) -> bytes | None:
+    """``data.exif`` made true of ``data.pixels``: orientation 1 (upright) and the pixel size of the pixels."""
+    if not data.exif:
+        return None
+    from PIL import Image
+
+    try:
+        exif = Image.Exif()
+        exif.load(data.exif)
+        w, h = data.size
+        if 0x0112 in exif:
+            exif[0x0112] = 1
+        for tag, value in ((0x0100, w), (0x0101, h)):
+            if tag in exif:
+                exif[tag] = value
+        sub = exif.get_ifd(0x8769)
+        exif.get_ifd(0x8825)
+        for tag, value in ((0xA002, w), (0xA003, h)):
+            if tag in sub:
+                sub[tag] = value
+        return exif.tobytes()
+    except Exception as e:
+        log.warning("EXIF data not carried over (%s)", str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+        return None
+
+
+def composite(data: ImageData, background: tuple[int, int, int]) -> ImageData:
+    """Alpha composited over an opaque 8-bit RGB ``background`` colour (scaled for 16-bit data); no alpha left."""
+    if not data.has_alpha:
+        return data
+    px = data.pixels
+    peak = 65535.0 if px.dtype == np.uint16 else 255.0
+    a = px[:, :, -1:].astype(np.float32) / peak
+    colour = px[:, :, :-1].astype(np.float32)
+    bg = np.asarray(background, np.float32) * (peak / 255.0)
+    if colour.shape[2] == 1:  # gray+alpha over a colour: the result is colour unless the colour is gray
+        if len(set(background)) == 1:
+            bg = bg[:1]
+        else:
+            colour = np.repeat(colour, 3, axis=2)
+    out = colour * a + bg * (1 - a)
+    return replace(data, pixels=np.clip(np.round(out), 0, peak).astype(px.dtype))
 
 
 def _to_array(im, path: Path) -> np.ndarray:
@@ -353,6 +441,10 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
     kwargs: dict = {}
     if data.icc_profile and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
         kwargs["icc_profile"] = data.icc_profile
+    # TIFF stores EXIF as its own tags and sub-directories, which Pillow's TIFF writer cannot take from a block.
+    exif = exif_for(data) if fmt in ("PNG", "JPEG", "WEBP") else None
+    if exif:
+        kwargs["exif"] = exif
     if data.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
         kwargs["dpi"] = (round(data.dpi[0]), round(data.dpi[1])) if fmt in ("JPEG", "BMP") else data.dpi
     if fmt == "JPEG":
@@ -393,6 +485,9 @@ def _write_png16(path: Path, data: ImageData) -> None:
     if data.dpi:
         ppm = [round(d / 0.0254) for d in data.dpi]
         out.append(_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+    exif = exif_for(data)
+    if exif:  # PNG's eXIf chunk holds the TIFF-structured block without JPEG's "Exif\0\0" marker
+        out.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
     comp = zlib.compressobj(6)
     idat = []
     bpp = 2 * c
@@ -492,6 +587,8 @@ def array_to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """``H×W×C`` (or ``H×W``) uint8/uint16 → ``C×H×W`` float32 in [0, 1] (÷255 or ÷65535)."""
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
+    import torch
+
     peak = 65535.0 if pixels.dtype == np.uint16 else 255.0
     # astype copies: the tensor never aliases the caller's (possibly read-only) array.
     return torch.from_numpy(pixels.transpose(2, 0, 1).astype(np.float32)).div_(peak)
@@ -503,6 +600,8 @@ def tensor_to_array(t: torch.Tensor, dtype: np.dtype | type = np.uint8) -> np.nd
     The one float → integer conversion of network outputs (upscaling and evaluation alike); for uint8 it is
     BasicSR's ``tensor2img``, so PSNR/SSIM are computed on the images the papers' protocol scores.
     """
+    import torch
+
     peak = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
     q = t.detach().float().clamp(0, 1).mul_(peak).round_()
     q = q.to(torch.int32 if peak > 255 else torch.uint8).cpu().numpy()

@@ -33,6 +33,7 @@ from lightsr.imageio import (
     DEFAULT_MAX_PIXELS,
     ImageData,
     array_to_tensor,
+    composite,
     format_for,
     load_image,
     save_image,
@@ -340,7 +341,8 @@ class Upscaler:
         if self.progress and plan.n_tiles > 1:
             from tqdm import tqdm
 
-            bar = tqdm(total=plan.n_tiles, desc=bar_label, unit="tile", leave=False, file=sys.stderr)
+            # disable=None: tqdm's own switch, no bar when stderr is not a terminal (no carriage returns in logs)
+            bar = tqdm(total=plan.n_tiles, desc=bar_label, unit="tile", leave=False, file=sys.stderr, disable=None)
 
         def steps(done: int, total: int) -> None:  # streamed: every pass over the tiles counts
             bar.total = total
@@ -494,7 +496,7 @@ class Upscaler:
             out = _resize_pixels(out, self.output_size(h, w))
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
-        return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format)
+        return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
 
     def upscale(self, image: Any) -> Any:
         """Upscale a PIL image, a numpy array (uint8/uint16, ``H×W`` or ``H×W×C``; float in [0, 1] also
@@ -504,10 +506,14 @@ class Upscaler:
     __call__ = upscale
 
     def upscale_file(self, src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False,
-                     max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 95) -> Path:
+                     max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 95,
+                     background: tuple[int, int, int] | None = None) -> Path:
         """Read ``src``, upscale, write ``dst`` atomically (format by its extension); returns ``dst``.
 
-        Refuses to replace ``src`` itself, and an existing ``dst`` unless ``overwrite``.
+        Refuses to replace ``src`` itself, and an existing ``dst`` unless ``overwrite``. An image with alpha
+        written to a format without alpha (JPEG, BMP) is composited over ``background`` (8-bit RGB) when given,
+        else its alpha channel is dropped with a warning. ICC profile, resolution and EXIF (orientation reset,
+        pixel size updated) are carried over.
         """
         src, dst = Path(src), Path(dst)
         fmt = format_for(dst)
@@ -527,7 +533,11 @@ class Upscaler:
             raise LightSRError(f"{src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
                                "or free memory") from None
         if data.has_alpha and fmt not in ALPHA_FORMATS:
-            log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped", dst, fmt, src.name)
+            if background is not None:
+                result = composite(result, background)
+            else:
+                log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped (composite it over a "
+                            "colour with --background)", dst, fmt, src.name)
         if data.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
             log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", dst, fmt)
         save_image(dst, result, quality=quality)

@@ -79,3 +79,14 @@ def crop_box(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected X,Y,W,H in HR pixels, got {text!r}") from None
     return x, y, w, h
+
+
+def color(text: str) -> tuple[int, int, int]:
+    """A colour as Pillow's ``ImageColor`` reads it (``white``, ``#ff8800``, ``rgb(255,136,0)``) → 8-bit RGB."""
+    from PIL import ImageColor  # only when the option is given
+
+    try:
+        rgb = ImageColor.getrgb(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a colour name, #rrggbb or rgb(r,g,b)") from None
+    return tuple(rgb[:3])  # type: ignore[return-value]

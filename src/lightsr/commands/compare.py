@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from lightsr.bundled import bundled_weights
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec
 from lightsr.errors import UsageError
-from lightsr.figures import check_figure_path, compare_figure
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
     p.add_argument("--degrade", metavar="SPEC",
                    help="degrade the LR input first (as lightsr eval --degrade), e.g. jpeg:40 or noise:10,jpeg:60")
-    p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100)
+    p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100,
+                   help="resolution of a .png figure, dots per inch (default 100)")
 
 
 def _read_rgb(path: str) -> np.ndarray:
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"-o {args.output}: would overwrite the input image ({option})")
     if args.scale not in (2, 3, 4):
         raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
+    from lightsr.figures import check_figure_path, compare_figure  # here: `--help` loads no numpy
+
     check_figure_path(args.output, "-o")  # before any model runs
     if args.degrade:
         from lightsr.degradations import parse_degrade
@@ -66,5 +71,6 @@ def run(args: argparse.Namespace) -> int:
     for p in res.panels:
         if p.psnr is not None:
             print(f"{p.title}: {p.psnr:.2f} dB")
-    print(f"wrote {res.path} ({res.size[0]}×{res.size[1]})")
+    if not args.quiet:
+        print(f"wrote {res.path} ({res.size[0]}×{res.size[1]})", file=sys.stderr)
     return 0

@@ -6,18 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from lightsr._files import check_creatable
-from lightsr.checkpoints import bundled_model
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec, split_spec
-from lightsr.device import resolve_device
 from lightsr.errors import UsageError
-from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
-from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot, unique_labels
-from lightsr.profile import profile
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
     p.add_argument("--scale", type=_args.positive, help="scale factor (default: the checkpoint's)")
     p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
-    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
+    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"], metavar="SET",
+                   help="benchmark sets: folders under --data, EDSR layout (HR/ and LR_bicubic/X<k>/) or plain HR "
+                        "images (default: Set5 Set14 B100)")
     p.add_argument("--gray-mode", choices=["rgb", "raw"], default="rgb",
                    help="grayscale images: 'rgb' = replicate to RGB then Y (BasicSR, official ELAN); "
                         "'raw' = the gray value is Y (the classic MATLAB scripts of the bicubic rows)")
@@ -46,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="draw PSNR against parameters and multiply-adds of the evaluated models (needs matplotlib)")
     p.add_argument("--no-fuse", action="store_true",
                    help="run the training form instead of the (equivalent, faster) inference form")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default: exact, repeatable scores), auto, cuda, cuda:N, mps, xpu or xpu:N")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
 
 def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None, str | None]]:
@@ -56,6 +56,9 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
         raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
     if args.param_key and not args.weights:
         raise UsageError("--param-key applies to --weights only")
+    from lightsr.checkpoints import bundled_model
+    from lightsr.figures import unique_labels
+
     out: list[tuple[str, torch.nn.Module | None, str | None]] = []
     for name in args.model:
         out.append((name, bundled_model(name, args.scale), None))
@@ -71,6 +74,12 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
 
 
 def run(args: argparse.Namespace) -> int:
+    # Here, not above: `lightsr eval --help` loads no torch.
+    from lightsr.device import resolve_device
+    from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
+    from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot
+    from lightsr.profile import profile
+
     # Everything that can be wrong is checked before the first model runs: a typo in the last set name or
     # the output path must not cost a whole evaluation.
     if args.plot:
@@ -106,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
         results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
                            self_ensemble=args.self_ensemble, save_dir=save_dir,
-                           progress=not args.no_progress, degrade=args.degrade)
+                           progress=not (args.quiet or args.no_progress), degrade=args.degrade)
         print(markdown_table(results, label, args.degrade))
         if args.output:
             meta = {"model": label, "arch": arch,
@@ -116,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
             base = args.output[:-5] if args.output.endswith(".json") else args.output.removesuffix(".csv")
             out = f"{base}-{label}" if several else args.output
             for p in write_reports(results, out, meta):
-                print(f"wrote {p}", file=sys.stderr)
+                if not args.quiet:
+                    print(f"wrote {p}", file=sys.stderr)
         if args.plot:
             points.append(ComplexityPoint(label, *(complexity or (None, None)), {r.set: r.psnr for r in results}))
     if args.plot:
         res = complexity_plot(points, args.plot, scale)
-        print(f"wrote {res.path}", file=sys.stderr)
+        if not args.quiet:
+            print(f"wrote {res.path}", file=sys.stderr)
     return 0

@@ -8,8 +8,6 @@ from pathlib import Path
 from lightsr._files import check_creatable
 from lightsr.commands import _args
 from lightsr.errors import UsageError
-from lightsr.export import MIN_OPSET, export_onnx
-from lightsr.hub import resolve_model
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,7 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
     p.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
-    p.add_argument("--opset", type=int, default=17, help=f"ONNX opset (≥ {MIN_OPSET}; default 17)")
+    p.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset (default 17, the oldest with LayerNormalization; newer ones work too)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-fuse", action="store_true",
@@ -30,10 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.onnx).suffix.lower() != ".onnx":
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
     check_creatable(args.onnx, "--onnx")
+    from lightsr.export import export_onnx  # here, not above: `--help` loads no torch
+    from lightsr.hub import resolve_model
+
     model = resolve_model(args.model, args.weights, args.scale)
     if not args.no_fuse:
         model = model.fuse()
     path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)
-    print(f"lightsr: exported {model.arch} ×{model.scale} to {path} (opset {args.opset}, dynamic N×3×H×W"
-          + ("" if args.no_check else ", checked with onnxruntime") + ")")
+    if not args.quiet:
+        print(f"lightsr: exported {model.arch} ×{model.scale} to {path} (opset {args.opset}, dynamic N×3×H×W"
+              + ("" if args.no_check else ", checked with onnxruntime") + ")")
     return 0

@@ -6,11 +6,8 @@ import argparse
 import json
 from dataclasses import asdict
 
-import torch
-
 from lightsr.commands import _args
 from lightsr.errors import UsageError
-from lightsr.profile import profile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not above: `lightsr profile --help` loads no torch
+
+    from lightsr.profile import profile
+
     if args.runs < 1:
         raise UsageError(f"--runs must be at least 1, got {args.runs}")
     if args.threads:

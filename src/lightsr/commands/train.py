@@ -32,6 +32,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         if args.init_from:
             cfg.init_from = args.init_from
+        if args.quiet:
+            cfg.log.progress = False
         if args.print_config:
             print(dump_config(cfg), end="")
             return 0
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if int(os.environ.get("RANK", "0")) != 0:
             return 2
         raise
-    if int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:
         best = (f"; best {result.best['set']} {result.best['psnr']:.3f} dB at iteration {result.best['iteration']}"
                 if result.best else "")
         print(f"lightsr train: finished at iteration {result.iteration}; checkpoint {result.checkpoint}{best}",

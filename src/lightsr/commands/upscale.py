@@ -19,11 +19,9 @@ from typing import Any
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
-from lightsr.device import PRECISIONS
+from lightsr.device import PRECISION_NAMES
 from lightsr.errors import LightSRError, UsageError
-from lightsr.hub import resolve_model
-from lightsr.imageio import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
-from lightsr.upscaler import NonFiniteOutputError, Upscaler
+from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
 
 log = logging.getLogger("lightsr")
 
@@ -52,6 +50,9 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     out.add_argument("--quality", type=_args.int_range(1, 100), default=95, help="JPEG/WebP quality (default: 95)")
     out.add_argument("--alpha", choices=("bicubic", "model"), default="bicubic",
                      help="how the alpha channel is upscaled (default: bicubic)")
+    out.add_argument("--background", type=_args.color, metavar="COLOR",
+                     help="composite images with alpha over this colour when the output format has no alpha "
+                          "(JPEG), e.g. white or '#202020' (default: drop the alpha channel, with a warning)")
     out.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
                      help=f"refuse inputs with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
     out.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
@@ -66,13 +67,14 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--max-memory", metavar="SIZE",
                      help="memory budget that picks the tile size, e.g. 2GB: CPU: one tile plus the image "
                           "buffers (default 1GB); CUDA: one tile (default 70%% of free GPU memory)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    run.add_argument("--precision", choices=tuple(PRECISIONS), default="fp32",
+    run.add_argument("--device", default="auto",
+                     help="auto, cpu, cuda, cuda:N, mps, xpu or xpu:N (default: auto: CUDA, else MPS, else XPU, "
+                          "else the CPU)")
+    run.add_argument("--precision", choices=PRECISION_NAMES, default="fp32",
                      help="fp32 (default), bf16, or fp16 (CUDA only)")
     run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
 
 
 @dataclass
@@ -217,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
+    from lightsr.hub import resolve_model  # here, not above: `lightsr upscale --help` loads no torch
+    from lightsr.upscaler import NonFiniteOutputError, Upscaler
+
     # Everything about the outputs that needs no model is checked before one loads.
     single = _check_outputs(args, found)
     check_creatable(args.output, "-o", folder=not single)
@@ -243,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and len(jobs) > 1:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr)
+        bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr, disable=None)
 
     def say(line: str) -> None:
         if bar is not None:
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     for job in jobs:
         try:
             up.upscale_file(job.src, job.dst, overwrite=args.overwrite, max_pixels=args.max_pixels,
-                            quality=args.quality)
+                            quality=args.quality, background=args.background)
         except NonFiniteOutputError as e:
             say(f"lightsr: error: {job.src}: {e}; nothing written")
             failed.append(job.src)

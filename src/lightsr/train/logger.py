@@ -11,10 +11,13 @@ import json
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("lightsr")
+
+LINE_EVERY_S = 60.0  # progress lines in a log file (stderr not a terminal)
 
 
 class NullLogger:
@@ -46,11 +49,16 @@ class RunLogger(NullLogger):
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
             except ImportError:
                 log.info("tensorboard is not installed; logging to %s only", self.path)
+        # A terminal gets a bar; a log file (not a terminal) gets a plain line every LINE_EVERY_S seconds instead
+        # of carriage-return redraws.
         tty = sys.stderr.isatty()
-        self._bar = tqdm(total=total, initial=initial, disable=not progress, file=sys.stderr, unit="it",
-                         dynamic_ncols=True, smoothing=0.05, mininterval=0.5 if tty else 30.0,
-                         desc="train")
+        self._bar = tqdm(total=total, initial=initial, disable=not (progress and tty), file=sys.stderr, unit="it",
+                         dynamic_ncols=True, smoothing=0.05, mininterval=0.5, desc="train")
+        self._lines = progress and not tty
+        self._total = total
         self._last = initial
+        self._line_at = time.monotonic()
+        self._line_iter = initial
 
     def record(self, values: dict[str, Any]) -> None:
         self._file.write(json.dumps(values, default=_jsonable) + "\n")
@@ -69,6 +77,13 @@ class RunLogger(NullLogger):
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(iteration - self._last)
         self._last = iteration
+        now = time.monotonic()
+        if self._lines and (now - self._line_at >= LINE_EVERY_S or iteration >= self._total):
+            rate = (iteration - self._line_iter) / max(now - self._line_at, 1e-9)
+            values = ", ".join(f"{k} {v}" for k, v in postfix.items())
+            print(f"lightsr train: iteration {iteration}/{self._total} ({rate:.2f} it/s)"
+                  + (f", {values}" if values else ""), file=sys.stderr, flush=True)
+            self._line_at, self._line_iter = now, iteration
 
     def close(self) -> None:
         self._bar.close()
