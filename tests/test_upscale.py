@@ -245,12 +245,26 @@ def test_icc_profile_and_dpi_carried_over(tmp_path: Path, weights: Path) -> None
 
 
 def _camera_exif(orientation: int, w: int, h: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x010F], exif[0x0110], exif[0x0112] = "Canon", "EOS 5D", orientation
-    sub = exif.get_ifd(0x8769)
-    sub[0x9003] = "2024:05:06 07:08:09"  # DateTimeOriginal
-    sub[0xA002], sub[0xA003] = w, h  # PixelXDimension, PixelYDimension
-    return exif.tobytes()
+    """A camera's EXIF block, written by hand (big-endian TIFF structure; Pillow 10.0 cannot write the Exif
+    sub-IFD of a new block): Make, Model, Orientation, and DateTimeOriginal, PixelX/YDimension in the Exif IFD."""
+    import struct
+
+    make, model, date = b"Canon\0", b"EOS 5D\0", b"2024:05:06 07:08:09\0"
+    ifd0, n0, n1 = 8, 4, 3
+    sub = ifd0 + 2 + 12 * n0 + 4
+    data = sub + 2 + 12 * n1 + 4
+    offs = [data, data + len(make), data + len(make) + len(model)]
+
+    def entry(tag: int, typ: int, count: int, value: int, short: bool = False) -> bytes:
+        packed = struct.pack(">HH", value, 0) if short else struct.pack(">I", value)
+        return struct.pack(">HHI", tag, typ, count) + packed
+
+    body = b"MM\0*" + struct.pack(">I", ifd0)
+    body += struct.pack(">H", n0) + entry(0x010F, 2, len(make), offs[0]) + entry(0x0110, 2, len(model), offs[1])
+    body += entry(0x0112, 3, 1, orientation, short=True) + entry(0x8769, 4, 1, sub) + struct.pack(">I", 0)
+    body += struct.pack(">H", n1) + entry(0x9003, 2, len(date), offs[2])
+    body += entry(0xA002, 4, 1, w) + entry(0xA003, 4, 1, h) + struct.pack(">I", 0)
+    return b"Exif\0\0" + body + make + model + date
 
 
 @pytest.mark.parametrize("out_name", ["out.jpg", "out.png", "out.webp", "out16.png"])

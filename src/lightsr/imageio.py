@@ -282,8 +282,9 @@ def _read_exif(im) -> bytes | None:
                 exif.pop(tag, None)
         if not len(exif):
             return None
-        exif.get_ifd(0x8769)  # parse the Exif sub-IFD now: tobytes() writes only what has been read
-        exif.get_ifd(0x8825)  # GPS
+        for ifd in (0x8769, 0x8825):  # Exif and GPS sub-IFDs: tobytes() writes only those that have been read
+            if ifd in exif:
+                exif.get_ifd(ifd)
         return exif.tobytes()
     except Exception as e:  # a damaged EXIF block must not cost the image: drop it and say so
         log.warning("%s: unreadable EXIF data dropped (%s)", getattr(im, "filename", "image"),
@@ -306,8 +307,9 @@ def exif_for(data: ImageData) -> bytes | None:
         for tag, value in ((0x0100, w), (0x0101, h)):
             if tag in exif:
                 exif[tag] = value
-        sub = exif.get_ifd(0x8769)
-        exif.get_ifd(0x8825)
+        if 0x8825 in exif:
+            exif.get_ifd(0x8825)
+        sub = exif.get_ifd(0x8769) if 0x8769 in exif else {}
         for tag, value in ((0xA002, w), (0xA003, h)):
             if tag in sub:
                 sub[tag] = value
