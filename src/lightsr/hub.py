@@ -109,6 +109,8 @@ def _download(entry: PublishedWeights, path: Path, progress: bool) -> Path:
             raise CheckpointError(f"{entry.name}: the download from {url} has SHA-256 {h.hexdigest()[:16]}…, not "
                                   f"{entry.sha256[:16]}…; the file was deleted")
         os.replace(tmp, path)
+    except CheckpointError:  # a wrong checksum is not a connection problem: its own message
+        raise
     except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
         raise CheckpointError(f"{entry.name}: cannot download {url} ({reason}); without a connection, put the "
