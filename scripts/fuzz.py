@@ -1,6 +1,6 @@
 """The long fuzz profile: tests/test_fuzz.py with many examples, in a child process under an address-space cap.
 
-    python scripts/fuzz.py [--examples 3500] [--memory-gb 8]
+    python scripts/fuzz.py [--examples 4000] [--memory-gb 8]
 
 Every mutated checkpoint, image and config must give a result or a one-line LightSRError; the child's address
 space is capped so that an unbounded allocation fails the run instead of swapping. Prints the outcome counts.
@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--examples", type=int, default=3500, help="examples per property (6 properties)")
+    p.add_argument("--examples", type=int, default=4000,
+                   help="examples per property (5 properties: checkpoint bytes, metadata, tensors; images; configs)")
     p.add_argument("--memory-gb", type=float, default=8.0, help="address-space cap of the child process")
     args = p.parse_args()
     cap = int(args.memory_gb * (1 << 30))
