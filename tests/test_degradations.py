@@ -96,15 +96,31 @@ def test_sinc_kernel_is_the_circular_low_pass_filter(omega):
     assert resp[fr < 0.5 * omega].min() > 0.8 and resp[fr > 1.6 * omega].max() < 0.2
 
 
-def test_mixed_kernels_draw_every_type_and_respect_the_probabilities():
+def test_mixed_kernels_draw_the_types_their_probabilities_allow():
     rng = np.random.default_rng(0)
-    only_iso = [mixed_kernel(rng, 11, (1, 0, 0, 0, 0, 0), (0.5, 2), (0.5, 4), (1, 2)) for _ in range(5)]
-    for k in only_iso:
-        np.testing.assert_allclose(k, k.T, atol=1e-7)  # isotropic kernels are symmetric under transposition
-    for i in range(len(KERNEL_TYPES)):
+    for i, kind in enumerate(KERNEL_TYPES):
         probs = tuple(1.0 if j == i else 0.0 for j in range(6))
-        k = mixed_kernel(rng, 9, probs, (0.5, 2), (0.5, 4), (1, 2))
-        assert abs(float(k.sum()) - 1) < 1e-5
+        ks = [mixed_kernel(rng, 11, probs, (0.5, 3), (0.5, 4), (1, 2)) for _ in range(8)]
+        for k in ks:
+            assert abs(float(k.sum()) - 1) < 1e-5
+        # Isotropic kernels are symmetric under transposition; anisotropic ones (σx ≠ σy, rotated) are not.
+        symmetric = [np.allclose(k, k.T, atol=1e-6) for k in ks]
+        assert all(symmetric) if kind.endswith("_iso") or kind == "iso" else not all(symmetric), kind
+    # Plain Gaussians only: every kernel is exp(-r²/2σ²) along an axis, whatever σ was drawn.
+    k = mixed_kernel(np.random.default_rng(3), 11, (1, 0, 0, 0, 0, 0), (1.0, 1.0), (0.5, 4), (1, 2))
+    np.testing.assert_allclose(k, generalized_gaussian_kernel(11, 1.0, 1.0, 0.0), atol=1e-7)
+
+
+def test_shape_parameters_are_drawn_as_real_esrgan_draws_them():
+    from lightsr.degradations import _beta
+
+    rng = np.random.default_rng(0)
+    plateau = np.array([_beta(rng, (1.0, 2.0)) for _ in range(2000)])
+    assert 0.45 < np.mean(plateau == 1.0) < 0.55 and plateau.max() <= 2.0  # the lower half is exactly 1
+    gen = np.array([_beta(rng, (0.5, 4.0)) for _ in range(2000)])
+    assert 0.45 < np.mean(gen < 1) < 0.55 and gen.min() >= 0.5 and gen.max() <= 4.0
+    narrow = np.array([_beta(rng, (0.2, 0.8)) for _ in range(200)])
+    assert narrow.min() >= 0.2 and narrow.max() <= 0.8  # never outside the configured range
 
 
 def test_filter2d_equals_a_direct_correlation():
@@ -155,6 +171,18 @@ def test_poisson_noise_variance_follows_the_signal():
     assert torch.equal(gray[:, 0], gray[:, 2])
 
 
+def test_gray_poisson_noise_counts_the_levels_of_the_8_bit_luma():
+    """On a colour image, gray shot noise has the variance of Poisson(Y·v)/v with v from Y's own 8-bit levels."""
+    rng = np.random.default_rng(1)
+    img = torch.from_numpy(rng.random((1, 3, 128, 128), dtype=np.float32))
+    luma = np.round((0.299 * img[0, 0] + 0.587 * img[0, 1] + 0.114 * img[0, 2]).numpy().astype(np.float64) * 255)
+    v = 2.0 ** math.ceil(math.log2(len(np.unique(luma))))
+    assert v <= 256
+    noise = (poisson_noise(img, 1.0, True, rng) - img)[0, 0].numpy().astype(np.float64)
+    expected = float(np.mean(luma / 255) / v)  # Var = E[Y]/v
+    assert noise.var() == pytest.approx(expected, rel=0.1)
+
+
 @pytest.mark.parametrize("quality", [10, 40, 95])
 def test_jpeg_is_pillows_round_trip(quality):
     arr = _photo(37, 29)
@@ -166,6 +194,21 @@ def test_jpeg_is_pillows_round_trip(quality):
 
 
 # ------------------------------------------------------------------------------------------- the training track
+
+
+@pytest.mark.parametrize("order", ["fixed", "shuffled"])
+def test_real_track_has_two_jpegs_as_real_esrgans_second_order_model(monkeypatch, order):
+    import lightsr.degradations as D
+
+    calls = []
+    real_jpeg = D.jpeg
+    monkeypatch.setattr(D, "jpeg", lambda img, q: calls.append(q) or real_jpeg(img, q))
+    cfg = DegradationConfig(type="real", order=order)
+    for seed in range(4):
+        calls.clear()
+        D.degrade_real(_photo(64, 64), 4, cfg, np.random.default_rng(seed))
+        assert len(calls) == 2  # the first stage's, and the final one (the second stage's)
+        assert all(30 <= q <= 95 for q in calls)
 
 
 def test_real_track_is_a_pure_function_of_its_generator():
@@ -212,6 +255,7 @@ def _cfg(**deg) -> dict:
     ({"type": "real", "clean_prob": 1.5}, "data.degradation.clean_prob"),
     ({"type": "real", "first": {"blur_sigmas": [1, 2]}}, "data.degradation.first.blur_sigmas"),
     ({"type": "bsrgan"}, "data.degradation.type"),
+    ({"type": "real", "first": {"resize_range": [1.2, 1.5]}}, "data.degradation.first.resize_range"),
     ({"order": "shuffled"}, "data.degradation"),
 ])
 def test_degradation_config_errors_name_the_key(deg, key):
@@ -262,6 +306,8 @@ def test_apply_degrade_is_seeded_by_name_and_each_op_is_what_it_says():
     np.testing.assert_array_equal(apply_degrade(flat, parse_degrade("blur:1.5"), "k"), flat)
     gray = img[..., 0]
     assert apply_degrade(gray, ops, "g").shape == gray.shape
+    with pytest.raises(UsageError, match="gray or RGB"):
+        apply_degrade(np.dstack([img, img[..., :1]]), ops, "rgba")
 
 
 def test_eval_degrade_names_the_degradation_and_changes_the_scores(tmp_path, capsys):

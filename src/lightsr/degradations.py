@@ -2,9 +2,10 @@
 
 **Training** (:func:`degrade_real`): an HR patch becomes its LR counterpart through the second-order model of
 Real-ESRGAN (Wang et al., "Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure Synthetic Data",
-ICCVW 2021, Sec. 3): twice blur → random resize → Gaussian or Poisson noise → JPEG, then a final resize to the
-LR size with a sinc filter, before or after a last JPEG. With ``order: shuffled`` the four operations of each
-stage run in a random order, as in BSRGAN (Zhang et al., "Designing a Practical Degradation Model for Deep Blind
+ICCVW 2021, Sec. 3): blur → random resize → Gaussian or Poisson noise → JPEG, then blur → random resize →
+noise and a final resize to the LR size with a sinc filter, before or after the second JPEG. With ``order:
+shuffled`` the operations of each stage (blur, resize, noise and, in the first, JPEG) run in a random order, as in
+BSRGAN (Zhang et al., "Designing a Practical Degradation Model for Deep Blind
 Image Super-Resolution", ICCV 2021, Sec. 3.2). Blur kernels: isotropic and anisotropic Gaussian, generalized
 Gaussian and plateau-shaped (Real-ESRGAN Sec. 3.2), and the circular sinc (ideal low-pass) filter that causes
 ringing and overshoot (Sec. 3.3). Every draw comes from the ``numpy.random.Generator`` passed in, so a sample is a
@@ -110,13 +111,17 @@ def mixed_kernel(rng: np.random.Generator, size: int, probs: tuple[float, ...], 
     if kind in ("iso", "aniso"):
         return generalized_gaussian_kernel(size, sx, sy, theta, 1.0)
     if kind.startswith("generalized"):
-        # Real-ESRGAN draws β below 1 and above 1 with equal odds, whatever the range's midpoint.
-        lo, hi = betag
-        beta = float(rng.uniform(lo, 1.0) if rng.random() < 0.5 and lo < 1 else rng.uniform(max(lo, 1.0), hi))
-        return generalized_gaussian_kernel(size, sx, sy, theta, beta)
-    lo, hi = betap
-    beta = float(rng.uniform(lo, 1.0) if rng.random() < 0.5 and lo < 1 else rng.uniform(max(lo, 1.0), hi))
-    return plateau_kernel(size, sx, sy, theta, beta)
+        return generalized_gaussian_kernel(size, sx, sy, theta, _beta(rng, betag))
+    return plateau_kernel(size, sx, sy, theta, _beta(rng, betap))
+
+
+def _beta(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
+    """β below 1 or above 1 with equal odds, as Real-ESRGAN draws it (with its plateau range (1, 2) the lower half
+    is exactly 1), kept inside the configured range."""
+    lo, hi = lo_hi
+    if rng.random() < 0.5:
+        return float(rng.uniform(lo, min(hi, 1.0))) if lo < 1 else float(lo)
+    return float(rng.uniform(max(lo, 1.0), hi)) if hi > 1 else float(hi)
 
 
 # ------------------------------------------------------------------------------------------- operators
@@ -157,8 +162,8 @@ def gaussian_noise(img: torch.Tensor, sigma: float, gray: bool, rng: np.random.G
 def poisson_noise(img: torch.Tensor, scale: float, gray: bool, rng: np.random.Generator) -> torch.Tensor:
     """Shot noise: ``Poisson(x·v)/v − x`` times ``scale``, with ``v`` the number of distinct 8-bit levels
     rounded up to a power of two (Real-ESRGAN); ``gray``: drawn on luma and added to every channel."""
-    q = (img.clamp(0, 1) * 255).round() / 255
-    base = _luma(q) if gray else q
+    # The levels are counted on 8-bit values (of the luma itself for gray noise, as Real-ESRGAN does).
+    base = ((_luma(img.clamp(0, 1)) if gray else img.clamp(0, 1)) * 255).round() / 255
     levels = len(np.unique(base.numpy()))
     vals = 2.0 ** math.ceil(math.log2(max(levels, 2)))
     noisy = rng.poisson(base.double().numpy() * vals) / vals
@@ -225,11 +230,12 @@ def _jpeg(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch
 
 
 def _stage(img: torch.Tensor, st: StageConfig, rng: np.random.Generator, shuffled: bool,
-           resize_base: tuple[int, int]) -> torch.Tensor:
-    """One stage; random resizes scale ``resize_base`` (the HR size at the first stage, the LR size later)."""
-    ops = ["blur", "resize", "noise", "jpeg"]
+           resize_base: tuple[int, int], with_jpeg: bool = True) -> torch.Tensor:
+    """One stage; random resizes scale ``resize_base`` (the HR size at the first stage, the LR size later). The
+    second stage has no JPEG of its own: the final one is its JPEG (Real-ESRGAN)."""
+    ops = ["blur", "resize", "noise", "jpeg"] if with_jpeg else ["blur", "resize", "noise"]
     if shuffled:
-        ops = [ops[i] for i in rng.permutation(4)]
+        ops = [ops[i] for i in rng.permutation(len(ops))]
     for op in ops:
         if op == "blur":
             if rng.random() < st.blur_prob:
@@ -252,7 +258,7 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: DegradationConfig, rng: np.ran
     # First stage resizes relative to the HR size, the second relative to the LR size (Real-ESRGAN).
     x = _stage(x, cfg.first, rng, shuffled, (h * scale, w * scale))
     if rng.random() < cfg.second_prob:
-        x = _stage(x, cfg.second, rng, shuffled, (h, w))
+        x = _stage(x, cfg.second, rng, shuffled, (h, w), with_jpeg=False)
     mode = RESIZE_MODES[int(rng.integers(3))]
     if rng.random() < cfg.final_sinc_prob:
         kernel = sinc_kernel(_kernel_size(rng, cfg.final_kernel_size), float(rng.uniform(math.pi / 3, math.pi)))
@@ -320,6 +326,8 @@ def apply_degrade(img: np.ndarray, ops: list[DegradeOp], key: str) -> np.ndarray
     image's name), the spec and the op's position only."""
     if not ops:
         return img
+    if img.ndim == 3 and img.shape[2] not in (1, 3):
+        raise UsageError(f"--degrade applies to gray or RGB images, not {img.shape[2]} channels")
     gray2d = img.ndim == 2
     arr = img[..., None] if gray2d else img
     x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255

@@ -94,6 +94,8 @@ def _probs(n: int) -> dict[str, _Check]:
                  f"{n} probabilities in [0, 1], not all 0 (they are normalised)")
 
 
+RESIZE_RANGE = _meta(lambda v: 0.05 <= v[0] <= 1 <= v[1] <= 4,
+                     "a pair [low, high] with 0.05 ≤ low ≤ 1 ≤ high ≤ 4 (down to low, up to high)")
 UNIT_PROB = _meta(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 KERNEL_SIZE = _meta(lambda v: 7 <= v <= 41 and v % 2 == 1, "an odd kernel size in [7, 41]")
 DEVICE = _meta(lambda v: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)), "'auto', 'cpu', 'cuda' or 'cuda:N'")
@@ -126,7 +128,7 @@ class StageConfig:
     betag_range: tuple[float, float] = field(default=(0.5, 4.0), metadata=_pair(0.1, 10))  # generalized Gaussian β
     betap_range: tuple[float, float] = field(default=(1.0, 2.0), metadata=_pair(0.1, 10))  # plateau β
     resize_prob: tuple[float, float, float] = field(default=(0.2, 0.7, 0.1), metadata=_probs(3))  # up, down, keep
-    resize_range: tuple[float, float] = field(default=(0.15, 1.5), metadata=_pair(0.05, 4))
+    resize_range: tuple[float, float] = field(default=(0.15, 1.5), metadata=RESIZE_RANGE)
     gaussian_noise_prob: float = field(default=0.5, metadata=UNIT_PROB)  # else Poisson
     noise_range: tuple[float, float] = field(default=(1.0, 30.0), metadata=_pair(0, 255))  # σ, 0–255 scale
     poisson_scale_range: tuple[float, float] = field(default=(0.05, 3.0), metadata=_pair(0, 20))
@@ -141,7 +143,7 @@ class SecondStageConfig(StageConfig):
     blur_prob: float = field(default=0.8, metadata=UNIT_PROB)
     blur_sigma: tuple[float, float] = field(default=(0.2, 1.5), metadata=_pair(0.05, 20))
     resize_prob: tuple[float, float, float] = field(default=(0.3, 0.4, 0.3), metadata=_probs(3))
-    resize_range: tuple[float, float] = field(default=(0.3, 1.2), metadata=_pair(0.05, 4))
+    resize_range: tuple[float, float] = field(default=(0.3, 1.2), metadata=RESIZE_RANGE)
     noise_range: tuple[float, float] = field(default=(1.0, 25.0), metadata=_pair(0, 255))
     poisson_scale_range: tuple[float, float] = field(default=(0.05, 2.5), metadata=_pair(0, 20))
 
@@ -160,7 +162,8 @@ class DegradationConfig:
     clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
     first: StageConfig = field(default_factory=StageConfig)
     second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
-    second: SecondStageConfig = field(default_factory=SecondStageConfig)  # its jpeg_range is the final JPEG's too
+    # The second stage's JPEG is the final one (after or before the final resize + sinc): its jpeg_range.
+    second: SecondStageConfig = field(default_factory=SecondStageConfig)
     final_sinc_prob: float = field(default=0.8, metadata=UNIT_PROB)
     final_kernel_size: int = field(default=21, metadata=KERNEL_SIZE)
 
