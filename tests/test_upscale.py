@@ -290,6 +290,37 @@ def test_exif_is_carried_over_upright_and_resized(tmp_path: Path, weights: Path,
     assert sub[0x9003] == "2024:05:06 07:08:09" and (sub[0xA002], sub[0xA003]) == (w, h)
 
 
+def test_exif_resolution_follows_the_dpi_and_large_or_foreign_blocks_do_not_stop_a_run(
+        tmp_path: Path, weights: Path, caplog) -> None:
+    from PIL import TiffImagePlugin
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x011A], exif[0x011B], exif[0x0128] = "Canon", 300.0, 300.0, 2
+    Image.fromarray(_rgb()).save(tmp_path / "dpi.jpg", exif=exif.tobytes(), dpi=(300, 300), quality=95)
+    assert _upscale(tmp_path / "dpi.jpg", tmp_path / "dpi_out.jpg", weights) == 0
+    with Image.open(tmp_path / "dpi_out.jpg") as im:
+        e = im.getexif()
+        assert e[0x010F] == "Canon" and (float(e[0x011A]), float(e[0x011B])) == (300.0 * SCALE, 300.0 * SCALE)
+        assert tuple(round(v) for v in im.info["dpi"]) == (300 * SCALE, 300 * SCALE)
+    # 70 kB of EXIF cannot go into a JPEG: the image is written without it, with a warning.
+    big = Image.Exif()
+    big[0x010E] = "x" * 70_000
+    Image.fromarray(_rgb()).save(tmp_path / "big.png", exif=big.tobytes())
+    with caplog.at_level("WARNING", logger="lightsr"):
+        assert _upscale(tmp_path / "big.png", tmp_path / "big.jpg", weights) == 0
+    assert "does not fit in a JPEG file" in caplog.text
+    with Image.open(tmp_path / "big.jpg") as im:
+        assert 0x010E not in im.getexif()
+    # Photoshop's layer blob in a TIFF's first directory is not EXIF: dropped, the camera make kept.
+    info = TiffImagePlugin.ImageFileDirectory_v2()
+    info[37724], info[0x010F] = b"\0" * 100_000, "Canon"
+    Image.fromarray(_rgb()).save(tmp_path / "ps.tif", tiffinfo=info)
+    assert _upscale(tmp_path / "ps.tif", tmp_path / "ps.jpg", weights) == 0
+    with Image.open(tmp_path / "ps.jpg") as im:
+        e = im.getexif()
+        assert e[0x010F] == "Canon" and 37724 not in e and 273 not in e
+
+
 def test_background_composites_alpha_for_formats_without_it(tmp_path: Path, net, weights: Path, capsys,
                                                              caplog) -> None:
     rgba = np.dstack([_rgb(), np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (24, 1))])

@@ -271,15 +271,19 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 # Tags that describe the TIFF container itself, not the photo: a TIFF's EXIF as Pillow reads it includes them, and
 # they must not be copied into another file.
 _TIFF_LAYOUT_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 338, 339, 322, 323, 324, 325, 34675)
+# Blobs that other applications keep in IFD0 (ColorMap, XMP, IPTC, Photoshop resources, Photoshop layers): not
+# EXIF, often megabytes, and stale once the pixels change.
+_FOREIGN_TAGS = (320, 700, 33723, 34377, 37724)
+# A JPEG APP1 segment holds at most 65,535 bytes, 8 of them its own header.
+_JPEG_EXIF_MAX = 65_527
 
 
 def _read_exif(im) -> bytes | None:
     """The EXIF block of an open image (None when it has none or it cannot be parsed)."""
     try:
         exif = im.getexif()
-        if im.format == "TIFF":
-            for tag in _TIFF_LAYOUT_TAGS:
-                exif.pop(tag, None)
+        for tag in (*_TIFF_LAYOUT_TAGS, *_FOREIGN_TAGS) if im.format == "TIFF" else _FOREIGN_TAGS:
+            exif.pop(tag, None)
         if not len(exif):
             return None
         for ifd in (0x8769, 0x8825):  # Exif and GPS sub-IFDs: tobytes() writes only those that have been read
@@ -293,7 +297,8 @@ def _read_exif(im) -> bytes | None:
 
 
 def exif_for(data: ImageData) -> bytes | None:
-    """``data.exif`` made true of ``data.pixels``: orientation 1 (upright) and the pixel size of the pixels."""
+    """``data.exif`` made true of ``data.pixels``: orientation 1 (upright), the pixel size of the pixels, and the
+    resolution of ``data.dpi`` (removed when it states none)."""
     if not data.exif:
         return None
     from PIL import Image
@@ -307,6 +312,11 @@ def exif_for(data: ImageData) -> bytes | None:
         for tag, value in ((0x0100, w), (0x0101, h)):
             if tag in exif:
                 exif[tag] = value
+        if data.dpi:
+            exif[0x011A], exif[0x011B], exif[0x0128] = float(data.dpi[0]), float(data.dpi[1]), 2  # per inch
+        else:
+            for tag in (0x011A, 0x011B, 0x0128):
+                exif.pop(tag, None)
         if 0x8825 in exif:
             exif.get_ifd(0x8825)
         sub = exif.get_ifd(0x8769) if 0x8769 in exif else {}
@@ -430,12 +440,12 @@ def save_image(path: str | Path, data: ImageData | np.ndarray, quality: int = 95
             elif data.bit_depth == 16:
                 _write_tiff16(tmp, data)
             else:
-                _save_pillow(tmp, data, fmt, quality)
+                _save_pillow(tmp, data, fmt, quality, path)
     except WriteError as e:
         raise ImageWriteError(str(e)) from None
 
 
-def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
+def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int, dst: Path) -> None:
     from PIL import Image
 
     px = data.pixels
@@ -445,6 +455,9 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
         kwargs["icc_profile"] = data.icc_profile
     # TIFF stores EXIF as its own tags and sub-directories, which Pillow's TIFF writer cannot take from a block.
     exif = exif_for(data) if fmt in ("PNG", "JPEG", "WEBP") else None
+    if exif and fmt == "JPEG" and len(exif) > _JPEG_EXIF_MAX:
+        log.warning("%s: the EXIF data (%d bytes) does not fit in a JPEG file; not carried over", dst, len(exif))
+        exif = None
     if exif:
         kwargs["exif"] = exif
     if data.dpi and fmt in ("PNG", "JPEG", "TIFF", "BMP"):
@@ -455,7 +468,10 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int) -> None:
         kwargs.update(quality=quality, method=4)
     elif fmt == "TIFF":
         kwargs.update(compression="tiff_adobe_deflate")
-    im.save(tmp, format=fmt, **kwargs)
+    try:
+        im.save(tmp, format=fmt, **kwargs)
+    except ValueError as e:  # what Pillow's encoders refuse (e.g. metadata too large for the format)
+        raise ImageWriteError(f"{dst}: {fmt} cannot store this image ({str(e).splitlines()[0][:120]})") from None
 
 
 def _chunk(tag: bytes, body: bytes) -> bytes:
