@@ -80,3 +80,9 @@ def test_other_architectures_are_left_to_spandrel(registry):
         if str(support.architecture.id).startswith("lightsr."):
             assert not support.detect(sd)
     assert not any(a.detect({"x": np.zeros(3)}) for a in lightsr.spandrel.architectures())
+    # A lightsr layout that does not fit its network (an extra key) is not claimed: spandrel may try others.
+    ours = dict(lightsr.create_model(list_models()[0], scale=2).state_dict())
+    ours["extra.weight"] = torch.zeros(1)
+    assert not any(a.detect(ours) for a in lightsr.spandrel.architectures())
+    del ours["extra.weight"]
+    assert sum(a.detect(ours) for a in lightsr.spandrel.architectures()) == 1

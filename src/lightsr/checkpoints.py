@@ -249,7 +249,8 @@ def load_state_dict(
     source: str = "state dict",
 ) -> SRNet:
     """:func:`load_model` for weights already in memory: a tensor dict (containers are unwrapped) and lightsr's
-    safetensors metadata if any; ``source`` names it in errors."""
+    safetensors metadata if any; ``source`` names it in errors. ``device="meta"`` checks everything and returns
+    the network without weights or memory (the weights would load)."""
     sd = unwrap(dict(state_dict), source=source)
     meta = dict(metadata or {})
     # The tensors decide what the network is; lightsr's metadata only adds the settings they cannot show, and
@@ -274,6 +275,8 @@ def load_state_dict(
     detected = f"{det_name} ×{det_scale}"
     # Built on the meta device first (no memory): the file's tensors must fit it exactly before the real one is.
     _check_fits(_build(build_name, det_scale, kwargs, source, device="meta"), sd, source, detected)
+    if device == "meta":  # checked, not built (what a detector needs to know: it would load)
+        return _build(build_name, det_scale, kwargs, source, device="meta")
     model = _build(build_name, det_scale, kwargs, source)
     model.load_state_dict(sd, strict=True)
     log.info("loaded %s ×%d from %s (%s layout)", model.arch, det_scale, source, layout)

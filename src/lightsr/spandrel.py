@@ -47,7 +47,7 @@ def _spandrel() -> Any:
 def architectures() -> list[Any]:
     """One spandrel ``Architecture`` per network of lightsr's registry."""
     spandrel = _spandrel()
-    from lightsr.checkpoints import CheckpointError, detect, load_state_dict
+    from lightsr.checkpoints import CheckpointError, load_state_dict
     from lightsr.models.registry import list_models, model_spec
 
     class LightSRArchitecture(spandrel.Architecture):
@@ -59,11 +59,11 @@ def architectures() -> list[Any]:
         def _detect_state_dict(self, state_dict: dict) -> bool:
             if not state_dict or not all(hasattr(v, "shape") for v in state_dict.values()):
                 return False
-            try:
-                det_name, _, _, _ = detect(dict(state_dict), "state dict")
+            try:  # the whole check, shapes against the network on the meta device included: no false claims
+                net = load_state_dict(state_dict, source="state dict", device="meta")
             except (CheckpointError, LightSRError):
                 return False
-            return det_name == self.spec.name
+            return net.arch == self.spec.name
 
         def load(self, state_dict: dict) -> _spandrel.ImageModelDescriptor:
             model = load_state_dict(state_dict, name=self.spec.name, source=f"{self.spec.title} state dict")
