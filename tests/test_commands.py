@@ -95,6 +95,8 @@ def test_mps_and_xpu_are_picked_by_auto_and_refused_in_one_line_when_absent(monk
         resolve_device("xpu:1")
     monkeypatch.setattr(dev, "_mps_available", lambda: True)
     assert resolve_device("auto") == torch.device("mps") == resolve_device("mps")
+    # The trainer's auto stays on CUDA or the CPU.
+    assert resolve_device("auto", "train.device", local_rank=0, auto_picks=("cuda",)) == torch.device("cpu")
 
 
 def test_device_error_through_the_command_line_is_one_line(tmp_path, capsys) -> None:

@@ -44,19 +44,21 @@ def _xpu_count() -> int:
 
 
 def resolve_device(pref: str | torch.device | None = "auto", option: str = "--device",
-                   local_rank: int | None = None) -> torch.device:
+                   local_rank: int | None = None, auto_picks: tuple[str, ...] = ("cuda", "mps", "xpu")
+                   ) -> torch.device:
     """The device ``pref`` names: ``auto``/None → CUDA, else Apple's MPS, else Intel's XPU when available, else the
     CPU; ``cuda``, ``cuda:N``, ``mps``, ``xpu``, ``xpu:N``, ``cpu``.
 
     ``local_rank``: the GPU a bare ``cuda`` (or ``auto``) means — a torchrun process's own; None keeps PyTorch's
-    current device. A device that cannot be parsed or is not available is a one-line :class:`UsageError` that
-    names ``option`` (``--device`` on the command line, ``train.device`` in a training config).
+    current device. ``auto_picks``: the accelerators ``auto`` may choose, in order (the trainer, whose DDP set-up
+    knows CUDA only, passes ``("cuda",)``). A device that cannot be parsed or is not available is a one-line
+    :class:`UsageError` that names ``option`` (``--device`` on the command line, ``train.device`` in a config).
     """
     import torch
 
     if pref is None or str(pref) == "auto":
-        pref = ("cuda" if torch.cuda.is_available() else "mps" if _mps_available()
-                else "xpu" if _xpu_count() else "cpu")
+        available = {"cuda": torch.cuda.is_available, "mps": _mps_available, "xpu": lambda: _xpu_count() > 0}
+        pref = next((kind for kind in auto_picks if available[kind]()), "cpu")
     try:
         dev = torch.device(pref)
     except (RuntimeError, TypeError):

@@ -45,11 +45,13 @@ def setup(device_pref: str = "auto", timeout_s: float = 1800.0) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
-        return DistContext(0, 1, 0, resolve_device(device_pref, "train.device", local_rank=0), None)
+        device = resolve_device(device_pref, "train.device", local_rank=0, auto_picks=("cuda",))
+        return DistContext(0, 1, 0, device, None)
     if device_pref.startswith("cuda:"):
         raise DistributedError(f"train.device: {device_pref!r} would put all {world} torchrun processes on one GPU; "
                                "use 'cuda' or 'auto' (each process takes its local rank's GPU)")
-    device = resolve_device(device_pref, "train.device", local_rank=local_rank)  # `cuda`: this rank's GPU
+    # `cuda`: this rank's GPU; `auto` never picks MPS or XPU, which this DDP set-up does not handle
+    device = resolve_device(device_pref, "train.device", local_rank=local_rank, auto_picks=("cuda",))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
