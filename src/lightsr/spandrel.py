@@ -2,7 +2,7 @@
 
     import spandrel, lightsr.spandrel
     lightsr.spandrel.install()                      # adds every registered network to spandrel's main registry
-    model = spandrel.ModelLoader().load_from_file("HASN.pth")   # an ImageModelDescriptor
+    model = spandrel.ModelLoader().load_from_file("model.pth")  # an ImageModelDescriptor
 
 ``install`` adds one :class:`spandrel.Architecture` per network of lightsr's registry (ids ``lightsr.<name>``, the
 paper's name as ``name``), as spandrel's own extension packages do. Detection and loading are lightsr's: the layout
@@ -11,14 +11,15 @@ on the ``meta`` device before the real one is built, and anything that does not 
 descriptor holds lightsr's training form of the network (its state dict is lightsr's), with:
 
 * ``scale``, 3 input and output channels, ``purpose`` ``"SR"``;
-* ``size_requirements``: the padding the network does itself (a multiple of ELAN's largest window, HASN's smallest
-  input); spandrel's right/bottom mirror padding is the network's own, so outputs are unchanged by it;
+* ``size_requirements``: the padding the network does itself (``info.pad_multiple``, ``info.min_input``: a window
+  multiple, a smallest input); spandrel's right/bottom mirror padding is the network's own, so outputs are
+  unchanged by it;
 * ``tiling``: ``DISCOURAGED`` for networks that pool or attend over the whole image (blended tiles see different
   statistics; ``lightsr upscale`` tiles them exactly), ``SUPPORTED`` otherwise;
 * ``supports_half`` / ``supports_bfloat16`` from the network's precisions; ``tags`` from its configuration.
 
-Settings that leave no trace in the weights (ELAN's window sizes) take their defaults: spandrel reads a state dict,
-not lightsr's metadata. Needs ``pip install "lightsr[spandrel]"``.
+Settings that leave no trace in the weights (a spec's ``undetectable``) take their defaults: spandrel reads a state
+dict, not lightsr's metadata. Needs ``pip install "lightsr[spandrel]"``.
 """
 
 from __future__ import annotations
