@@ -139,7 +139,7 @@ def test_every_option_of_every_command_has_help_and_quiet_is_everywhere() -> Non
     assert seen > 60
 
 
-@pytest.mark.parametrize("name", ["upscale", "eval", "export", "profile", "compare", "models", "train"])
+@pytest.mark.parametrize("name", ["upscale", "eval", "export", "profile", "compare", "models", "train", "serve"])
 def test_help_loads_no_torch(name) -> None:
     """``lightsr CMD --help`` must be quick: it imports neither torch nor the library behind the command
     (benchmarks/cli_startup.py times it)."""

@@ -21,6 +21,7 @@ _SUBCOMMANDS = {
     "train": "train a network from a YAML config (also under torchrun for DDP)",
     "export": "export a network to ONNX (dynamic batch/height/width), checked by onnxruntime",
     "compare": "side-by-side zoomed crops of HR, bicubic and models, with PSNR (needs matplotlib)",
+    "serve": "a local web page to upscale and compare images (needs Gradio: lightsr[web])",
 }
 
 

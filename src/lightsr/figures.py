@@ -100,6 +100,16 @@ def unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
+def read_rgb(path: str | Path) -> np.ndarray:
+    """uint8 pixels of an image file for a figure (EXIF orientation applied, 16-bit rounded, alpha dropped)."""
+    from lightsr.imageio import load_image, to_uint8
+
+    px = to_uint8(load_image(path).pixels)
+    if px.ndim == 3 and px.shape[2] in (2, 4):  # gray+alpha / RGBA: the colour channels only
+        px = px[..., :-1]
+    return px[..., 0] if px.ndim == 3 and px.shape[2] == 1 else px
+
+
 def pick_crop(hr: np.ndarray, bicubic: np.ndarray, size: int) -> tuple[int, int, int, int]:
     """The ``size``×``size`` window (x, y, w, h) where bicubic is furthest from HR: where SR has work to do."""
     err = (hr.astype(np.float64) - bicubic.astype(np.float64)) ** 2
@@ -121,14 +131,15 @@ def compare_figure(
     lr: np.ndarray | None = None,
     dpi: int = 100,
     degrade: str | None = None,
+    degrade_key: str = "compare",
 ) -> FigureResult:
     """Side-by-side zoomed crops of HR, bicubic and each ``(label, model)`` with Y-PSNR (crop border = scale).
 
     ``hr``: uint8 ``H×W×3`` (or ``H×W``); it is modcropped to a multiple of ``scale``. ``crop``: ``(x, y, w, h)``
     in HR pixels (default: the square where bicubic errs most). ``lr``: the LR input (default: MATLAB bicubic
     downscale of ``hr``). ``models``: anything :class:`lightsr.Upscaler` accepts (an SRNet, a name, a path).
-    ``degrade``: a :func:`lightsr.degradations.parse_degrade` spec applied to the LR input (seeded by
-    ``"compare"``), named in the HR panel's title.
+    ``degrade``: a :func:`lightsr.degradations.parse_degrade` spec applied to the LR input, its noise seeded by
+    ``degrade_key`` (the command line passes the image's name), named in the HR panel's title.
     """
     from lightsr.metrics import calculate_psnr
     from lightsr.resize import imresize, modcrop
@@ -148,7 +159,7 @@ def compare_figure(
     if degrade:
         from lightsr.degradations import apply_degrade, parse_degrade
 
-        lr = apply_degrade(lr, parse_degrade(degrade), "compare")
+        lr = apply_degrade(lr, parse_degrade(degrade), degrade_key)
     if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
         raise UsageError(f"--lr: LR image {lr.shape[1]}×{lr.shape[0]} ×{scale} does not match the HR image "
                          f"{hr.shape[1]}×{hr.shape[0]} (after cropping to a multiple of {scale})")

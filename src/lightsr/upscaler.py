@@ -122,7 +122,8 @@ class Upscaler:
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
     size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
     :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
-    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA only). ``progress``: tqdm bar over tiles.
+    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA only). ``progress``: tqdm bar over tiles;
+    ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
     the network's output with MATLAB's antialiased bicubic (:func:`lightsr.resize.imresize`), as
@@ -137,7 +138,8 @@ class Upscaler:
                  precision: str = "fp32", max_memory: int | str | None = None, alpha: str = "bicubic",
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
                  outscale: float | None = None,
-                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS) -> None:
+                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+                 on_progress: Callable[[int, int, str], None] | None = None) -> None:
         if max_output_pixels is not None and not max_output_pixels >= 1:
             raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
@@ -161,6 +163,7 @@ class Upscaler:
         self.fuse = fuse
         self.outscale = outscale
         self.max_output_pixels = max_output_pixels
+        self.on_progress = on_progress  # (tiles done, tiles in all, what), e.g. for a web page's progress bar
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
         self.dtype = torch.float32
         self.net = self._load(model, scale, threads)
@@ -343,17 +346,26 @@ class Upscaler:
 
             # disable=None: tqdm's own switch, no bar when stderr is not a terminal (no carriage returns in logs)
             bar = tqdm(total=plan.n_tiles, desc=bar_label, unit="tile", leave=False, file=sys.stderr, disable=None)
+        report = self.on_progress
+        state = {"done": 0, "total": plan.n_tiles}
 
         def steps(done: int, total: int) -> None:  # streamed: every pass over the tiles counts
-            bar.total = total
-            bar.update(done - bar.n)
+            state.update(done=done, total=total)
+            if bar is not None:
+                bar.total = total
+                bar.update(done - bar.n)
+            if report is not None:
+                report(done, total, bar_label)
+
+        def one_tile(n: int = 1) -> None:
+            steps(state["done"] + n, state["total"])
 
         try:
             with torch.inference_mode():
                 if plan.streamed:
-                    fn(x, plan.tile, sink, steps if bar else None)
+                    fn(x, plan.tile, sink, steps if bar or report else None)
                 else:
-                    run_tiled(fn, x, self.scale, plan, sink=sink, progress=bar.update if bar else None)
+                    run_tiled(fn, x, self.scale, plan, sink=sink, progress=one_tile if bar or report else None)
         finally:
             if bar is not None:
                 bar.close()
@@ -511,7 +523,7 @@ class Upscaler:
         """Read ``src``, upscale, write ``dst`` atomically (format by its extension); returns ``dst``.
 
         Refuses to replace ``src`` itself, and an existing ``dst`` unless ``overwrite``. An image with alpha
-        written to a format without alpha (JPEG, BMP) is composited over ``background`` (8-bit RGB) when given,
+        written to a format without alpha (JPEG) is composited over ``background`` (8-bit RGB) when given,
         else its alpha channel is dropped with a warning. ICC profile, resolution and EXIF (orientation reset,
         pixel size updated) are carried over.
         """

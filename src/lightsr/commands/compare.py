@@ -5,15 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from lightsr.bundled import bundled_weights
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec
 from lightsr.errors import UsageError
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,16 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="resolution of a .png figure, dots per inch (default 100)")
 
 
-def _read_rgb(path: str) -> np.ndarray:
-    """uint8 pixels of an image file (EXIF orientation applied, 16-bit rounded, alpha dropped)."""
-    from lightsr.imageio import load_image, to_uint8  # here: torch loads only when run (fast --help)
-
-    px = to_uint8(load_image(path).pixels)
-    if px.ndim == 3 and px.shape[2] in (2, 4):  # gray+alpha / RGBA: the colour channels only
-        px = px[..., :-1]
-    return px[..., 0] if px.ndim == 3 and px.shape[2] == 1 else px
-
-
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output).resolve()
     for option, src in (("IMAGE", args.image), ("--lr", args.lr)):
@@ -49,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"-o {args.output}: would overwrite the input image ({option})")
     if args.scale not in (2, 3, 4):
         raise UsageError(f"--scale {args.scale}: choose 2, 3 or 4")
-    from lightsr.figures import check_figure_path, compare_figure  # here: `--help` loads no numpy
+    from lightsr.figures import check_figure_path, compare_figure, read_rgb  # here: `--help` loads no numpy
 
     check_figure_path(args.output, "-o")  # before any model runs
     if args.degrade:
@@ -63,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
         specs = [n for n in list_models() if args.scale in bundled_weights(n)]
         if not specs:
             raise UsageError(f"no bundled weights at ×{args.scale}: name models with --models")
-    hr = _read_rgb(args.image)
-    lr = _read_rgb(args.lr) if args.lr else None
+    hr = read_rgb(args.image)
+    lr = read_rgb(args.lr) if args.lr else None
     models = [load_spec(s, args.scale) for s in specs]
     res = compare_figure(hr, models, args.output, scale=args.scale, crop=args.crop, lr=lr, dpi=args.dpi,
-                         degrade=args.degrade)
+                         degrade=args.degrade, degrade_key=Path(args.image).stem)
     for p in res.panels:
         if p.psnr is not None:
             print(f"{p.title}: {p.psnr:.2f} dB")

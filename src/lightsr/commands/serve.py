@@ -1,0 +1,39 @@
+"""``lightsr serve``: the local web app (:mod:`lightsr.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightsr.commands import _args
+from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens the page to "
+                        "your network, with no password)")
+    p.add_argument("--port", type=_args.int_range(1, 65535), default=7860, help="port (default 7860)")
+    p.add_argument("--weights", action="append", default=[], metavar="PATH",
+                   help="a checkpoint file to offer besides the bundled and published weights (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, xpu or xpu:N (default: auto)")
+    p.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch")
+    p.add_argument("--max-memory", metavar="SIZE", help="memory budget that picks the tile size (as lightsr upscale)")
+    p.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse uploads with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
+    p.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
+                   help=f"refuse uploads whose output would have more pixels (default: "
+                        f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M; 0: no limit)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lightsr.serve import start  # here, not above: `--help` loads neither Gradio nor torch
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"lightsr serve: listening on {args.host}: anyone who can reach this computer can use the page",
+              file=sys.stderr)
+    print(f"lightsr serve: http://{args.host}:{args.port}/ (Ctrl-C stops the server and removes its files)",
+          file=sys.stderr)
+    start(args.weights, host=args.host, port=args.port, block=True, device=args.device, threads=args.threads,
+          max_memory=args.max_memory, max_pixels=args.max_pixels, max_output_pixels=args.max_output_pixels)
+    return 0

@@ -1,0 +1,329 @@
+"""``lightsr serve``: a local web page over :class:`lightsr.Upscaler` and :func:`lightsr.figures.compare_figure`.
+
+Two tabs. **Upscale**: drop one or more images, pick a model (bundled weights, published weights — downloaded on
+first use — and any checkpoint named on the command line), precision and tiling; the page shows the result beside
+the input (a before/after slider and a zoomed crop) and offers the full-resolution files, written by
+:meth:`lightsr.Upscaler.upscale_file` exactly as ``lightsr upscale`` writes them (format, alpha, 16 bits, ICC,
+EXIF). **Compare**: several models on one HR image (its bicubic downscale is their input), with PSNR.
+
+Nothing here loads, tiles or writes images by itself: it chooses files and calls the library. Uploads and outputs
+live in one temporary folder, removed when the server stops; users pick from lists and upload files, they never
+type a path. The same pixel limits and decode checks as the command line apply; a bad file is an error message in
+the page and the server keeps serving. One job runs at a time (Gradio's queue), so two browser tabs cannot
+exhaust memory. Needs ``pip install "lightsr[web]"`` (Gradio).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightsr.errors import LightSRError, UsageError
+from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS
+
+__all__ = ["ModelEntry", "WebApp", "build_app", "model_entries"]
+
+# Preview images shown in the page are at most this many pixels on their long side (the download is full size).
+PREVIEW_SIDE = 1600
+# Upscalers kept loaded (model × precision × tiling); older ones are dropped.
+_CACHE = 3
+
+
+def _gradio() -> Any:
+    try:
+        import gradio as gr
+    except ImportError as e:
+        raise LightSRError(f"lightsr serve needs Gradio: pip install \"lightsr[web]\" ({e})") from None
+    return gr
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One choice in the model list: what :func:`lightsr.hub.resolve_model` gets."""
+
+    label: str
+    name: str | None  # a network (bundled weights at ``scale``)
+    weights: str | None  # a checkpoint file, or published weights by name
+    scale: int | None
+
+
+def model_entries(checkpoints: Sequence[str | os.PathLike] = ()) -> list[ModelEntry]:
+    """Bundled weights of every network and scale, published weights, then the given checkpoint files."""
+    from lightsr.bundled import DEFAULT_MODEL, bundled_weights
+    from lightsr.hub import published
+    from lightsr.models.registry import list_models
+
+    out = []
+    names = sorted(list_models(), key=lambda n: n != DEFAULT_MODEL)
+    for name in names:
+        for scale in sorted(bundled_weights(name), reverse=True):
+            tag = " (default)" if name == DEFAULT_MODEL and scale == 4 else ""
+            out.append(ModelEntry(f"{name} ×{scale}, bundled{tag}", name, None, scale))
+    for key, (spec, entry) in sorted(published().items()):
+        out.append(ModelEntry(f"{key}: {spec.name} ×{entry.scale}, published (downloaded on first use)", None, key,
+                              entry.scale))
+    for path in checkpoints:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"--weights {path}: no such file")
+        out.append(ModelEntry(f"{p.name} (checkpoint)", None, str(p.resolve()), None))
+    return out
+
+
+def _preview(path: Path, size: tuple[int, int] | None = None) -> Any:
+    """An 8-bit RGB(A) PIL image of a file, fitted within :data:`PREVIEW_SIDE` (or resized to ``size``)."""
+    from PIL import Image
+
+    from lightsr.imageio import load_image, to_uint8
+
+    data = load_image(path, max_pixels=None)
+    px = to_uint8(data.pixels)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[px.shape[2]]
+    im = Image.fromarray(px[..., 0] if px.shape[2] == 1 else px, mode).convert("RGBA" if mode in ("LA", "RGBA")
+                                                                                else "RGB")
+    if size is not None:
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    if max(im.size) > PREVIEW_SIDE:
+        im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
+    return im
+
+
+def _zoom(before: Any, after: Any, side: int = 128, zoom: int = 3) -> Any:
+    """Side by side, nearest-neighbour ×``zoom``: the square of ``after`` where it differs most from ``before``."""
+    import numpy as np
+    from PIL import Image
+
+    from lightsr.figures import pick_crop
+
+    a = np.asarray(before.convert("RGB"))
+    b = np.asarray(after.convert("RGB"))
+    x, y, w, h = pick_crop(b, a, min(side, *a.shape[:2]))
+    tiles = [Image.fromarray(img[y:y + h, x:x + w]).resize((w * zoom, h * zoom), Image.Resampling.NEAREST)
+             for img in (a, b)]
+    out = Image.new("RGB", (2 * w * zoom + 8, h * zoom), "white")
+    out.paste(tiles[0], (0, 0))
+    out.paste(tiles[1], (w * zoom + 8, 0))
+    return out
+
+
+class WebApp:
+    """The page's actions, independent of Gradio (tests call them directly too)."""
+
+    def __init__(self, entries: Sequence[ModelEntry], workdir: str | os.PathLike, device: str = "auto",
+                 threads: int | None = None, max_memory: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS) -> None:
+        if not entries:
+            raise UsageError("no models to serve")
+        self.entries = {e.label: e for e in entries}
+        self.workdir = Path(workdir)
+        self.device, self.threads, self.max_memory = device, threads, max_memory
+        self.max_pixels, self.max_output_pixels = max_pixels, max_output_pixels
+        self._upscalers: OrderedDict[tuple, Any] = OrderedDict()
+        self._nets: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.entries)
+
+    def network(self, label: str) -> Any:
+        """The network of a model choice (loaded once; the last few are kept)."""
+        from lightsr.hub import resolve_model
+
+        if label not in self.entries:
+            raise UsageError(f"unknown model {label!r}")
+        with self._lock:
+            net = self._nets.pop(label, None)
+            if net is None:
+                e = self.entries[label]
+                net = resolve_model(e.name, e.weights, e.scale)
+            self._nets[label] = net
+            while len(self._nets) > _CACHE:
+                self._nets.popitem(last=False)
+        return net
+
+    def upscaler(self, label: str, precision: str = "fp32", tile: int | None = None, on_progress: Any = None) -> Any:
+        """The :class:`lightsr.Upscaler` for a model choice (built once, kept for the next request)."""
+        from lightsr.upscaler import Upscaler
+
+        net = self.network(label)
+        key = (label, precision, tile)
+        with self._lock:
+            up = self._upscalers.pop(key, None)
+            if up is None:
+                up = Upscaler(net, tile=tile, device=self.device, precision=precision, max_memory=self.max_memory,
+                              threads=self.threads, max_output_pixels=self.max_output_pixels)
+            self._upscalers[key] = up
+            while len(self._upscalers) > _CACHE:
+                self._upscalers.popitem(last=False)
+        up.on_progress = on_progress
+        return up
+
+    def _job_dir(self) -> Path:
+        d = self.workdir / "outputs" / uuid.uuid4().hex[:12]
+        d.mkdir(parents=True)
+        return d
+
+    def upscale(self, files: Sequence[str | os.PathLike], label: str, precision: str = "fp32",
+                tile: int | None = None, on_progress: Any = None) -> tuple[list[Path], tuple[Any, Any] | None, Any]:
+        """Upscale uploaded files: ``(output files, (before, after) previews of the first, its zoomed crop)``.
+
+        Outputs keep the input's format (PNG for formats lightsr cannot write) and are named like
+        ``lightsr upscale`` names them in a folder (``<name>_x<scale>.<ext>``)."""
+        if not files:
+            raise UsageError("add at least one image")
+        up = self.upscaler(label, precision, tile)
+        out_dir = self._job_dir()
+        outputs = []
+        for i, f in enumerate(files):
+            src = Path(f)
+            ext = src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
+            dst = out_dir / f"{src.stem}_x{up.output_scale:g}{ext}"
+            if dst.exists():  # two uploads of one name: keep both
+                dst = out_dir / f"{src.stem}_{i}_x{up.output_scale:g}{ext}"
+
+            def report(done: int, total: int, what: str, i: int = i, name: str = src.name) -> None:
+                if on_progress is not None:
+                    on_progress((i + done / max(total, 1)) / len(files), f"{name}: {what} {done}/{total}")
+
+            up.on_progress = report
+            try:
+                up.upscale_file(src, dst, max_pixels=self.max_pixels)
+            finally:
+                up.on_progress = None
+            outputs.append(dst)
+        after = _preview(outputs[0])
+        before = _preview(Path(files[0]), size=after.size)
+        return outputs, (before, after), _zoom(before, after)
+
+    def compare(self, image: str | os.PathLike, labels: Sequence[str], scale: int = 4) -> tuple[Path, list[str]]:
+        """``lightsr compare`` on an HR image: the figure and one ``label: PSNR`` line per panel."""
+        from lightsr.figures import compare_figure, read_rgb
+        from lightsr.imageio import load_image
+
+        if not labels:
+            raise UsageError("choose at least one model")
+        load_image(image, max_pixels=self.max_pixels)  # the same guards as an upscale, before any model loads
+        models = []
+        for label in labels:
+            net = self.network(label)
+            if net.scale != scale:
+                raise UsageError(f"{label} is ×{net.scale}; choose models of ×{scale} (or change the scale)")
+            models.append((label.split(",")[0].split(" (")[0], net))
+        out = self._job_dir() / "compare.png"
+        res = compare_figure(read_rgb(image), models, out, scale=scale, dpi=80)
+        return res.path, [f"{p.title}: {p.psnr:.2f} dB" for p in res.panels if p.psnr is not None]
+
+
+def _for_page(e: BaseException, uploads: Sequence[str]) -> str:
+    """The one-line error for the page, naming uploads by their file names (not the server's folders)."""
+    if not isinstance(e, LightSRError):
+        return "out of memory: try tiling with a smaller tile size"
+    msg = str(e)
+    for f in uploads:
+        msg = msg.replace(str(Path(f)), Path(f).name)
+    return msg
+
+
+def build_app(app: WebApp) -> Any:
+    """The Gradio page for ``app``; errors reach the page as messages, the server keeps running."""
+    gr = _gradio()
+
+    def run_upscale(files: list[str] | None, label: str, precision: str, tiling: str, tile: float,
+                    progress: Any = gr.Progress()) -> tuple[Any, Any, list[str]]:  # noqa: B008 (Gradio's way)
+        try:
+            outputs, pair, crop = app.upscale(files or [], label, precision,
+                                              None if tiling == "auto" else 0 if tiling == "off" else int(tile),
+                                              on_progress=lambda f, desc: progress(f, desc=desc))
+        except (LightSRError, MemoryError) as e:
+            raise gr.Error(_for_page(e, files or [])) from None
+        return pair, crop, [str(p) for p in outputs]
+
+    def run_compare(image: str | None, labels: list[str], scale: float) -> tuple[str, str]:
+        try:
+            if not image:
+                raise UsageError("add an image")
+            path, lines = app.compare(image, labels or [], int(scale))
+        except (LightSRError, MemoryError) as e:
+            raise gr.Error(_for_page(e, [image] if image else [])) from None
+        return str(path), "\n".join(lines)
+
+    with gr.Blocks(title="lightsr") as demo:
+        gr.Markdown("# lightsr — lightweight super-resolution\nImages stay on this computer; outputs are removed "
+                    "when the server stops.")
+        with gr.Tab("Upscale"):
+            with gr.Row():
+                with gr.Column():
+                    files = gr.File(label="Images", file_count="multiple", type="filepath",
+                                    file_types=[*FORMATS, ".gif"])
+                    model = gr.Dropdown(app.labels, value=app.labels[0], label="Model")
+                    precision = gr.Radio(["fp32", "bf16"], value="fp32", label="Precision")
+                    with gr.Row():
+                        tiling = gr.Radio(["auto", "off", "size"], value="auto", label="Tiling")
+                        tile = gr.Number(value=256, precision=0, minimum=16, label="Tile size (input pixels)")
+                    go = gr.Button("Upscale", variant="primary")
+                with gr.Column():
+                    slider = gr.ImageSlider(label="Before / after (first image)", type="pil")
+                    crop = gr.Image(label="Zoomed crop: bicubic | model", type="pil")
+                    downloads = gr.File(label="Full-resolution outputs", file_count="multiple")
+            go.click(run_upscale, [files, model, precision, tiling, tile], [slider, crop, downloads],
+                     api_name="upscale", concurrency_id="models", concurrency_limit=1)
+        with gr.Tab("Compare"):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.File(label="HR image (the models get its bicubic downscale)", type="filepath",
+                                    file_types=list(FORMATS))
+                    chosen = gr.CheckboxGroup(app.labels, value=[app.labels[0]], label="Models")
+                    scale = gr.Radio([2, 3, 4], value=4, label="Scale")
+                    go2 = gr.Button("Compare", variant="primary")
+                with gr.Column():
+                    figure = gr.Image(label="Crops", type="filepath")
+                    scores = gr.Textbox(label="PSNR (Y) against the HR image", lines=4)
+            go2.click(run_compare, [image, chosen, scale], [figure, scores], api_name="compare",
+                      concurrency_id="models", concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+class Server:
+    """A running app: its URL, and :meth:`close` to stop it and remove its files."""
+
+    def __init__(self, demo: Any, workdir: Path, url: str) -> None:
+        self.demo, self.workdir, self.url = demo, workdir, url
+
+    def close(self) -> None:
+        try:
+            self.demo.close()
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start(checkpoints: Sequence[str] = (), host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+          **app_options: Any) -> Server:
+    """Start the page on ``host:port``; ``block`` serves until interrupted, then cleans up."""
+    workdir = Path(tempfile.mkdtemp(prefix="lightsr-serve-"))
+    # Gradio keeps uploads in its cache folder: put it inside ours, so that stopping removes everything.
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")
+    try:
+        app = WebApp(model_entries(checkpoints), workdir, **app_options)
+        demo = build_app(app)
+        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
+                    allowed_paths=[str(workdir / "outputs")], inbrowser=False)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    server = Server(demo, workdir, f"http://{host}:{port}/")
+    if block:
+        try:
+            demo.block_thread()
+        finally:
+            server.close()
+    return server

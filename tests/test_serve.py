@@ -1,0 +1,128 @@
+"""``lightsr serve`` through its HTTP API (gradio_client), on 127.0.0.1 at a free port.
+
+The page must give the bytes ``lightsr upscale`` writes, report bad files and over-limit images as errors while
+the server keeps serving, queue concurrent jobs, serve no file outside its own folder, and remove its files when
+it stops.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+import lightsr  # noqa: E402
+from lightsr.cli import main  # noqa: E402
+from lightsr.serve import model_entries, start  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    net = lightsr.create_model(lightsr.list_models()[0], scale=2, channels=12, num_blocks=1).eval()
+    return lightsr.save_model(net, tmp_path_factory.mktemp("w") / "tiny_x2.safetensors")
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    srv = start([str(tiny)], host="127.0.0.1", port=_free_port(), block=False, device="cpu", max_pixels=20_000)
+    yield srv
+    srv.close()
+    assert not srv.workdir.exists()  # uploads and outputs removed with the server
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return gradio_client.Client(server.url, verbose=False)
+
+
+def _label(tiny: Path) -> str:
+    return next(e.label for e in model_entries([str(tiny)]) if e.weights == str(tiny.resolve()))
+
+
+def _photo(path: Path, w: int = 40, h: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 5, y * 7, (x + y) * 3], -1) + rng.integers(0, 30, (h, w, 3))
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _upscale(client, tiny: Path, path: Path, tiling: str = "off"):
+    return client.predict([gradio_client.handle_file(str(path))], _label(tiny), "fp32", tiling, 256,
+                          api_name="/upscale")
+
+
+def test_the_page_gives_the_bytes_of_lightsr_upscale(client, tiny, tmp_path):
+    src = _photo(tmp_path / "photo.png")
+    slider, crop, files = _upscale(client, tiny, src)
+    assert len(files) == 1 and Path(files[0]).name == "photo_x2.png"
+    assert main(["upscale", str(src), "-o", str(tmp_path / "cli.png"), "--weights", str(tiny), "--tile", "0",
+                 "--device", "cpu", "-q"]) == 0
+    assert Path(files[0]).read_bytes() == (tmp_path / "cli.png").read_bytes()
+    assert slider is not None and crop is not None
+
+
+def test_bad_inputs_are_messages_and_the_server_keeps_serving(client, tiny, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(Exception, match=r"^broken\.png: "):  # the name, not the server's folders
+        _upscale(client, tiny, tmp_path / "broken.png")
+    big = _photo(tmp_path / "big.png", 200, 150)  # 30,000 pixels: over the server's 20,000
+    with pytest.raises(Exception, match="exceeds the limit"):
+        _upscale(client, tiny, big)
+    _, _, files = _upscale(client, tiny, _photo(tmp_path / "fine.png"))  # still serving
+    assert Path(files[0]).is_file()
+
+
+def test_concurrent_requests_both_finish(client, tiny, tmp_path):
+    jobs = [client.submit([gradio_client.handle_file(str(_photo(tmp_path / f"c{i}.png", seed=i)))], _label(tiny),
+                          "fp32", "size", 16, api_name="/upscale") for i in range(2)]
+    outs = [job.result(timeout=300) for job in jobs]
+    assert [Path(o[2][0]).name for o in outs] == ["c0_x2.png", "c1_x2.png"]
+
+
+def test_no_file_outside_the_servers_folder_is_served(server):
+    for target in ("/etc/passwd", os.path.abspath(__file__)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{server.url}gradio_api/file={target}", timeout=30)
+        assert e.value.code in (403, 404)
+
+
+def test_compare_tab_reports_psnr(client, tiny, tmp_path):
+    hr = _photo(tmp_path / "hr.png", 64, 48)
+    figure, scores = client.predict(gradio_client.handle_file(str(hr)), [_label(tiny)], 2, api_name="/compare")
+    assert Path(figure).is_file()
+    lines = scores.splitlines()
+    assert lines[0].startswith("bicubic: ") and lines[0].endswith(" dB") and len(lines) == 2
+
+
+def test_missing_gradio_is_one_line(monkeypatch, capsys):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_gradio(name, *a, **k):
+        if name == "gradio" or name.startswith("gradio."):
+            raise ImportError("No module named 'gradio'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_gradio)
+    assert main(["serve", "--port", str(_free_port())]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lightsr: error: lightsr serve needs Gradio: pip install \"lightsr[web]\"")
