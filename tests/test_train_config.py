@@ -164,10 +164,13 @@ def test_shipped_configs_load(path):
     cfg = load_config(path)
     assert cfg.name == path.stem
     # Paper recipes use the papers' 2e-4; the CPU recipes (15-minute, 1-hour comparison, bundled)
-    # use 1e-3 with cosine decay to the end of their budget.
+    # use 1e-3 with cosine decay to the end of their budget; fine-tuning recipes (a warm start from bundled
+    # weights) start lower, 5e-4, with cosine decay.
     cpu = path.stem.endswith(("_cpu", "_1h", "_bundled")) or "_study_" in path.stem
-    assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(1e-3 if cpu else 2e-4)
-    if cpu:
+    finetune = bool(cfg.init_from) and not cpu
+    expected = 5e-4 if finetune else 1e-3 if cpu else 2e-4
+    assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(expected)
+    if cpu or finetune:
         assert cfg.train.scheduler.type == "cosine"
     # A warm start that a fresh clone cannot find would only fail hours later, at the start of the run.
     if cfg.init_from:

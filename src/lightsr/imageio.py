@@ -279,14 +279,26 @@ _JPEG_EXIF_MAX = 65_527
 
 
 def _read_exif(im) -> bytes | None:
-    """The EXIF block of an open image (None when it has none or it cannot be parsed)."""
+    """The EXIF block of an open image (None when it has none or it cannot be parsed).
+
+    Works on a copy: a TIFF's EXIF is its own first directory, and removing the strip tags from it there would
+    leave Pillow unable to decode the pixels."""
+    from PIL import Image
+
     try:
-        exif = im.getexif()
+        src = im.getexif()
+        for ifd in (0x8769, 0x8825):  # Exif and GPS sub-IFDs: tobytes() writes only those that have been read
+            if ifd in src:
+                src.get_ifd(ifd)
+        if not len(src):
+            return None
+        exif = Image.Exif()
+        exif.load(src.tobytes())
         for tag in (*_TIFF_LAYOUT_TAGS, *_FOREIGN_TAGS) if im.format == "TIFF" else _FOREIGN_TAGS:
             exif.pop(tag, None)
         if not len(exif):
             return None
-        for ifd in (0x8769, 0x8825):  # Exif and GPS sub-IFDs: tobytes() writes only those that have been read
+        for ifd in (0x8769, 0x8825):
             if ifd in exif:
                 exif.get_ifd(ifd)
         return exif.tobytes()
