@@ -38,6 +38,8 @@ _CACHE = 3
 
 
 def _gradio() -> Any:
+    # Nothing leaves this computer: no usage analytics (Gradio sends them unless told not to).
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     try:
         import gradio as gr
     except ImportError as e:
