@@ -271,7 +271,7 @@ def build_app(app: WebApp) -> Any:
                     with gr.Row():
                         tiling = gr.Radio(["auto", "off", "size"], value="auto", label="Tiling")
                         tile = gr.Number(value=256, precision=0, minimum=16, label="Tile size (input pixels)")
-                    go = gr.Button("Upscale", variant="primary")
+                    go = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
                 with gr.Column():
                     slider = gr.ImageSlider(label="Before / after (first image)", type="pil")
                     crop = gr.Image(label="Zoomed crop: bicubic | model", type="pil")
@@ -285,7 +285,7 @@ def build_app(app: WebApp) -> Any:
                                     file_types=list(FORMATS))
                     chosen = gr.CheckboxGroup(app.labels, value=[app.labels[0]], label="Models")
                     scale = gr.Radio([2, 3, 4], value=4, label="Scale")
-                    go2 = gr.Button("Compare", variant="primary")
+                    go2 = gr.Button("Compare", variant="primary", elem_id="compare-button")
                 with gr.Column():
                     figure = gr.Image(label="Crops", type="filepath")
                     scores = gr.Textbox(label="PSNR (Y) against the HR image", lines=4)
