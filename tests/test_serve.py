@@ -69,10 +69,13 @@ def _upscale(client, tiny: Path, path: Path, tiling: str = "off"):
                           api_name="/upscale")
 
 
-def test_the_page_gives_the_bytes_of_lightsr_upscale(client, tiny, tmp_path):
+def test_the_page_gives_the_bytes_of_lightsr_upscale(server, client, tiny, tmp_path):
     src = _photo(tmp_path / "photo.png")
     slider, crop, files = _upscale(client, tiny, src)
     assert len(files) == 1 and Path(files[0]).name == "photo_x2.png"
+    # The upload and the output live in the server's own folder (removed when it stops).
+    assert list((server.workdir / "uploads").rglob("photo.png"))
+    assert list((server.workdir / "outputs").rglob("photo_x2.png"))
     assert main(["upscale", str(src), "-o", str(tmp_path / "cli.png"), "--weights", str(tiny), "--tile", "0",
                  "--device", "cpu", "-q"]) == 0
     assert Path(files[0]).read_bytes() == (tmp_path / "cli.png").read_bytes()
