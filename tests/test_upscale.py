@@ -845,11 +845,11 @@ def test_a_full_disk_while_writing_is_one_line_and_leaves_nothing(tmp_path: Path
         Image.fromarray(_rgb()).save(tmp_path / name)
     real = io_mod._save_pillow
 
-    def save(tmp, data, fmt, quality):
+    def save(tmp, data, fmt, quality, dst):
         if "a_x2" in tmp.name:  # half the file reaches the disk, then the disk is full
             tmp.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real(tmp, data, fmt, quality)
+        real(tmp, data, fmt, quality, dst)
 
     monkeypatch.setattr(io_mod, "_save_pillow", save)
     assert main(["upscale", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "out"),
@@ -925,7 +925,7 @@ def test_sigterm_stops_cleanly_with_status_143(tmp_path: Path, weights: Path, ca
     Image.fromarray(_rgb()).save(tmp_path / "a.png")
     before = signal.getsignal(signal.SIGTERM)
 
-    def save(tmp, data, fmt, quality):  # half-written when the signal comes (as from timeout or docker stop)
+    def save(tmp, data, fmt, quality, dst):  # half-written when the signal comes (as from timeout or docker stop)
         tmp.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
         os.kill(os.getpid(), signal.SIGTERM)
 
