@@ -1,4 +1,4 @@
-"""Inference latency of every form of every network (the speed issue's table).
+"""Inference latency of every form of every network (the README's latency table).
 
 For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s):
 the training form, the fused form (``model.fuse()``), the fused form under ``torch.compile`` (with Inductor's

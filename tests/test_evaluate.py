@@ -48,7 +48,7 @@ def test_bicubic_reproduces_published_rows(bench, scale: int) -> None:
     assert 0.05 < rgb.psnr - raw["Set14"].psnr < 0.15
 
 
-# What the official code gives under this protocol (measured with it; the reference values).
+# What the official code gives under this protocol (measured with the official code itself).
 OFFICIAL = {
     ("weights/HASN_x4_official.pth", "params"): {
         "Set5": (32.176, 0.8947), "Set14": (28.608, 0.7815), "B100": (27.571, 0.7360)},

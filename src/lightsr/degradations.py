@@ -25,7 +25,7 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,9 +33,8 @@ import torch.nn.functional as F
 
 from lightsr.errors import UsageError
 
-if TYPE_CHECKING:
-    from lightsr.train.config import DegradationConfig, StageConfig
-
+# The settings objects are lightsr.train.config's DegradationConfig and StageConfig (typed ``Any`` here: the
+# library does not import the trainer's schema, which imports this module to check ``val.degrade``).
 __all__ = [
     "KERNEL_TYPES",
     "DegradeOp",
@@ -197,7 +196,7 @@ def _kernel_size(rng: np.random.Generator, max_size: int) -> int:
     return int(rng.choice(np.arange(7, max_size + 1, 2)))
 
 
-def _blur(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+def _blur(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
     size = _kernel_size(rng, st.kernel_size)
     if rng.random() < st.sinc_prob:
         # Smaller kernels get a higher cut-off, as in Real-ESRGAN, so that the sinc stays visible.
@@ -208,7 +207,7 @@ def _blur(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch
     return filter2d(img, k)
 
 
-def _random_resize(img: torch.Tensor, st: StageConfig, rng: np.random.Generator,
+def _random_resize(img: torch.Tensor, st: Any, rng: np.random.Generator,
                    base: tuple[int, int]) -> torch.Tensor:
     kind = int(rng.choice(3, p=np.asarray(st.resize_prob) / sum(st.resize_prob)))  # up, down, keep
     factor = (_uniform(rng, (1.0, st.resize_range[1])) if kind == 0
@@ -218,18 +217,18 @@ def _random_resize(img: torch.Tensor, st: StageConfig, rng: np.random.Generator,
     return resize(img, size, mode)
 
 
-def _noise(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+def _noise(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
     gray = bool(rng.random() < st.gray_noise_prob)
     if rng.random() < st.gaussian_noise_prob:
         return gaussian_noise(img, _uniform(rng, st.noise_range), gray, rng)
     return poisson_noise(img, _uniform(rng, st.poisson_scale_range), gray, rng)
 
 
-def _jpeg(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
+def _jpeg(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
     return jpeg(img.clamp(0, 1), int(rng.integers(st.jpeg_range[0], st.jpeg_range[1] + 1)))
 
 
-def _stage(img: torch.Tensor, st: StageConfig, rng: np.random.Generator, shuffled: bool,
+def _stage(img: torch.Tensor, st: Any, rng: np.random.Generator, shuffled: bool,
            resize_base: tuple[int, int], with_jpeg: bool = True) -> torch.Tensor:
     """One stage; random resizes scale ``resize_base`` (the HR size at the first stage, the LR size later). The
     second stage has no JPEG of its own: the final one is its JPEG (Real-ESRGAN)."""
@@ -249,7 +248,7 @@ def _stage(img: torch.Tensor, st: StageConfig, rng: np.random.Generator, shuffle
     return img
 
 
-def degrade_real(hr: np.ndarray, scale: int, cfg: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
+def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator) -> np.ndarray:
     """uint8 HWC LR of size ``(H // scale, W // scale)`` from a uint8 HWC HR image through the configured
     real-world track; a pure function of ``(hr, scale, cfg, rng state)``."""
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
