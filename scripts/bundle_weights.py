@@ -1,4 +1,4 @@
-"""Turn a training run into a bundled weights file: ``src/lightsr/weights/<arch>_x<scale>.safetensors``.
+"""Turn a training run into a bundled weights file: ``src/lightsr/weights/<name>_x<scale>.safetensors``.
 
 Takes the EMA weights of the run's newest complete checkpoint (not the best-on-Set5 one: the test sets must not
 pick the model they then score), evaluates them and the bicubic baseline on Set5/Set14/B100 under the papers'
@@ -6,6 +6,13 @@ protocol, and writes the file with its provenance and scores in the safetensors 
 prints them). The scores also go to ``<run store>/scores.json`` for the model cards.
 
     python scripts/bundle_weights.py runs/lksmn_x4_bundled --hardware "2-core AMD EPYC CPU, 2 threads"
+
+A run on the real-world degradation track is bundled under its own name (``--name lksmn_real``) and is also
+scored on degraded LR images (``--degrade``, as ``lightsr eval --degrade`` makes them), beside bicubic and the
+bicubic-trained file it should beat there (``--baseline``).
+
+    python scripts/bundle_weights.py runs/lksmn_real_x4 --name lksmn_real --baseline lksmn_x4 \
+        --intended-input "photos: JPEG, noise, slight blur" --hardware "..."
 """
 
 from __future__ import annotations
@@ -20,9 +27,17 @@ import yaml
 
 from lightsr.checkpoints import load_model, save_model
 from lightsr.evaluate import evaluate
+from lightsr.hub import load_model as load_named
 from lightsr.train.state import EMA_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+DEGRADED = ("jpeg:75", "jpeg:40", "noise:10,jpeg:60")
+
+
+def _scores(model: torch.nn.Module | None, data: Path, sets: list[str], scale: int,
+            degrade: str | None = None) -> dict[str, list[float]]:
+    return {r.set: [round(r.psnr, 4), round(r.ssim, 4)]
+            for r in evaluate(model, data, sets, scale, progress=False, degrade=degrade)}
 
 
 def main() -> None:
@@ -33,6 +48,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "src" / "lightsr" / "weights")
     p.add_argument("--scores", type=Path, help="where to write scores.json (default: training/NAME/)")
     p.add_argument("--threads", type=int, default=2, help="torch threads for the evaluation")
+    p.add_argument("--name", help="the file's name before _x<scale> (default: the network's)")
+    p.add_argument("--intended-input", help="what the file is for, shown by `lightsr models` (default: clean "
+                                            "downscaled images)")
+    p.add_argument("--degrade", nargs="*", default=list(DEGRADED),
+                   help="degradations to score a real-world-track run on (default: %(default)s)")
+    p.add_argument("--baseline", help="bundled weights scored beside it on the degraded inputs, e.g. lksmn_x4")
+    p.add_argument("--cpu-hours", type=float, help="CPU time the training used, if measured (e.g. by time -v)")
     args = p.parse_args()
 
     ckpt = latest_checkpoint(args.run / "checkpoints")
@@ -45,10 +67,25 @@ def main() -> None:
     scale = model.scale
     sets = ["Set5", "Set14", "B100"]
     torch.set_num_threads(args.threads)
-    scores = {r.set: [round(r.psnr, 4), round(r.ssim, 4)]
-              for r in evaluate(model.fuse(), args.data, sets, scale, progress=False)}
-    bicubic = {r.set: [round(r.psnr, 4), round(r.ssim, 4)]
-               for r in evaluate(None, args.data, sets, scale, progress=False)}
+    fused = model.fuse()
+    scores = _scores(fused, args.data, sets, scale)
+    bicubic = _scores(None, args.data, sets, scale)
+    degradation = cfg["data"].get("degradation") or {"type": "bicubic"}
+    real = degradation.get("type") == "real"
+    extra: dict[str, object] = {"degradation": degradation}
+    if args.intended_input:
+        extra["intended_input"] = args.intended_input
+    if args.cpu_hours is not None:
+        extra["train_cpu_hours"] = args.cpu_hours
+    if real and args.degrade:
+        extra["degraded_psnr_ssim"] = {d: _scores(fused, args.data, sets, scale, d) for d in args.degrade}
+        extra["degraded_bicubic_psnr_ssim"] = {d: _scores(None, args.data, sets, scale, d) for d in args.degrade}
+        if args.baseline:
+            base = load_named(args.baseline).fuse()
+            extra["baseline"] = args.baseline
+            extra["baseline_psnr_ssim"] = _scores(base, args.data, sets, scale)
+            extra["degraded_baseline_psnr_ssim"] = {d: _scores(base, args.data, sets, scale, d)
+                                                    for d in args.degrade}
     record = {
         "arch": model.arch, "scale": scale, "run": cfg["name"], "checkpoint": ckpt.name,
         "weights": "EMA" if weights.name == EMA_FILE else "model", "iterations": int(state["iteration"]),
@@ -56,10 +93,10 @@ def main() -> None:
         "train_data": ", ".join(Path(d).name for d in cfg["data"]["hr_dirs"]), "patch_size": cfg["data"]["patch_size"],
         "batch_size": cfg["train"]["batch_size"], "init_from": cfg.get("init_from") or "",
         "psnr_ssim": scores, "bicubic_psnr_ssim": bicubic,
-        "torch": torch.__version__, "python": platform.python_version(),
+        "torch": torch.__version__, "python": platform.python_version(), **extra,
     }
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in record.items() if k not in ("arch", "scale")}
-    out = save_model(model, args.out / f"{model.arch}_x{scale}.safetensors", extra=meta)
+    out = save_model(model, args.out / f"{args.name or model.arch}_x{scale}.safetensors", extra=meta)
     scores_path = args.scores or ROOT / "training" / cfg["name"] / "scores.json"
     scores_path.parent.mkdir(parents=True, exist_ok=True)
     scores_path.write_text(json.dumps(record, indent=1) + "\n")
@@ -67,6 +104,12 @@ def main() -> None:
     for s in sets:
         print(f"{s} ×{scale}: {scores[s][0]:.2f} / {scores[s][1]:.4f}  (bicubic {bicubic[s][0]:.2f} / "
               f"{bicubic[s][1]:.4f}, {scores[s][0] - bicubic[s][0]:+.2f} dB)")
+    for d, per_set in extra.get("degraded_psnr_ssim", {}).items():  # type: ignore[union-attr]
+        for s in sets:
+            bic = extra["degraded_bicubic_psnr_ssim"][d][s][0]  # type: ignore[index]
+            base = extra.get("degraded_baseline_psnr_ssim", {}).get(d, {}).get(s, [float("nan")])[0]  # type: ignore[union-attr]
+            print(f"{s} ×{scale} {d}: {per_set[s][0]:.2f} (bicubic {bic:.2f}: {per_set[s][0] - bic:+.2f} dB; "
+                  f"{args.baseline or 'baseline'} {base:.2f}: {per_set[s][0] - base:+.2f} dB)")
 
 
 if __name__ == "__main__":

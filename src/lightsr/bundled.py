@@ -33,6 +33,16 @@ def bundled_weights(name: str | None = None) -> dict[int, Path]:
     return out
 
 
+def bundled_names() -> list[str]:
+    """Every name with bundled weights: the networks' own (``lksmn``) and variants trained for another input
+    (``lksmn_real``, whose file's metadata names its network). A name is what ``--model`` and
+    ``create_model(..., pretrained=True)`` accept."""
+    folder = _weights_dir()
+    if not folder.is_dir():
+        return []
+    return sorted({m["name"] for f in folder.iterdir() if (m := _NAME.fullmatch(f.name))})
+
+
 def bundled_path(name: str, scale: int) -> Path | None:
     return bundled_weights(name).get(scale)
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from lightsr._files import default_permissions
-from lightsr.bundled import bundled_path, bundled_weights
+from lightsr.bundled import bundled_names, bundled_path, bundled_weights
 from lightsr.errors import CheckpointError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
@@ -284,10 +284,11 @@ def load_state_dict(
 
 
 def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
-    """The bundled weights of network ``name`` at ``scale`` (default 4); one-line errors name ``option`` and
-    what is missing."""
-    if name not in list_models():
-        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(list_models())}")
+    """The bundled weights ``name`` (a network, or a variant such as ``lksmn_real``) at ``scale`` (default 4);
+    one-line errors name ``option`` and what is missing."""
+    known = list_models() + [n for n in bundled_names() if n not in list_models()]
+    if name not in known:
+        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(known)}")
     scale = 4 if scale is None else scale
     path = bundled_path(name, scale)
     if path is None:

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_weights
+from lightsr.bundled import DEFAULT_MODEL, bundled_names, bundled_weights
 from lightsr.checkpoints import bundled_model
 from lightsr.checkpoints import load_model as _load
 from lightsr.errors import CheckpointError, UsageError
@@ -134,7 +134,7 @@ def load_model(path: str | os.PathLike, name: str | None = None, scale: int | No
         if text in table:
             entry = table[text][1]
             return _load(fetch(text), name, scale, param_key if param_key is not None else entry.param_key, device)
-        bundled = {f"{arch}_x{s}": p for arch in list_models() for s, p in bundled_weights(arch).items()}
+        bundled = {f"{n}_x{s}": p for n in bundled_names() for s, p in bundled_weights(n).items()}
         if text in bundled:
             return _load(bundled[text], name, scale, param_key, device)
     return _load(path, name, scale, param_key, device)
@@ -144,8 +144,9 @@ def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **ov
     """A network by registry name, like timm's ``create_model``.
 
     ``pretrained=False``: randomly initialised (``overrides`` replace the paper's defaults). ``True``: lightsr's
-    bundled weights of ``name`` at ``scale``. A published checkpoint's name (``lightsr models`` lists them):
-    those weights, downloaded on first use.
+    bundled weights of ``name`` at ``scale``; ``name`` may also be a bundled variant (``create_model("lksmn_real",
+    pretrained=True)``, the same as ``create_model("lksmn", pretrained="lksmn_real")``). A published checkpoint's
+    name (``lightsr models`` lists them): those weights, downloaded on first use.
     """
     if pretrained is False or pretrained is None:
         return _create(name, scale=scale, **overrides)
@@ -153,13 +154,19 @@ def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **ov
         raise UsageError(f"create_model({name!r}, pretrained=…): the weights fix the configuration; drop "
                          f"{', '.join(overrides)}")
     if pretrained is True:
-        if name not in list_models():
+        if name not in list_models() and name not in bundled_names():
             model_spec(name)  # the one-line 'unknown model' error
         return bundled_model(name, scale, option="create_model")
+    variants = [n for n in bundled_names() if n not in list_models()]
+    if isinstance(pretrained, str) and pretrained in variants:  # create_model("lksmn", pretrained="lksmn_real")
+        model = bundled_model(pretrained, scale, option="create_model")
+        if model_spec(model.arch).family != model_spec(name).family:
+            raise UsageError(f"pretrained={pretrained!r} holds {model.arch} weights, not {name}")
+        return model
     if not isinstance(pretrained, str) or pretrained not in published():
-        have = ", ".join(sorted(published())) or "none"
-        raise UsageError(f"pretrained={pretrained!r}: expected True (bundled weights) or a published checkpoint "
-                         f"({have})")
+        have = ", ".join(sorted(published()) + variants) or "none"
+        raise UsageError(f"pretrained={pretrained!r}: expected True (bundled weights), bundled variant weights or "
+                         f"a published checkpoint ({have})")
     spec, entry = published()[pretrained]
     if spec.family != model_spec(name).family or entry.scale != scale:
         raise UsageError(f"pretrained={pretrained!r} is a {spec.name} ×{entry.scale} checkpoint, not {name} ×{scale}")

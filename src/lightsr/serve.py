@@ -59,12 +59,11 @@ class ModelEntry:
 
 def model_entries(checkpoints: Sequence[str | os.PathLike] = ()) -> list[ModelEntry]:
     """Bundled weights of every network and scale, published weights, then the given checkpoint files."""
-    from lightsr.bundled import DEFAULT_MODEL, bundled_weights
+    from lightsr.bundled import DEFAULT_MODEL, bundled_names, bundled_weights
     from lightsr.hub import published
-    from lightsr.models.registry import list_models
 
     out = []
-    names = sorted(list_models(), key=lambda n: n != DEFAULT_MODEL)
+    names = sorted(bundled_names(), key=lambda n: n != DEFAULT_MODEL)
     for name in names:
         for scale in sorted(bundled_weights(name), reverse=True):
             tag = " (default)" if name == DEFAULT_MODEL and scale == 4 else ""

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightsr.bundled import DEFAULT_MODEL
+from lightsr.bundled import DEFAULT_MODEL, bundled_names
 from lightsr.checkpoints import bundled_model
 from lightsr.device import resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
@@ -195,9 +195,10 @@ class Upscaler:
 
         if path.is_file() or path.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt", ".bin"):
             return self._wrap_torch(load_model(path, scale=scale), copy_first=False)
-        if text in list_models():
+        names = list_models() + [n for n in bundled_names() if n not in list_models()]
+        if text in names:
             return self._wrap_torch(bundled_model(text, scale), copy_first=False)
-        raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(list_models())})")
+        raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(names)})")
 
     def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
         dtype = resolve_precision(self.precision, self.device, tuple(module.info.precisions))

@@ -28,6 +28,7 @@ def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
     A file wins over a network name of the same spelling.
     """
     # Imported here, not above: ``lightsr compare --help`` stays fast (no torch).
+    from lightsr.bundled import bundled_names
     from lightsr.checkpoints import CheckpointError, bundled_model
     from lightsr.hub import load_model, published
     from lightsr.models.registry import list_models
@@ -36,7 +37,7 @@ def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
     path = Path(target)
     if path.is_file():
         return label or checkpoint_label(path), load_model(path, scale=scale, param_key=param_key)
-    if allow_names and target in list_models():
+    if allow_names and (target in list_models() or target in bundled_names()):
         return label or target, bundled_model(target, scale, option=option)
     if target in published() or not path.suffix:  # a published checkpoint or a bundled file by name
         try:

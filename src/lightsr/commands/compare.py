@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightsr.bundled import bundled_weights
+from lightsr.bundled import bundled_names, bundled_weights
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec
 from lightsr.errors import UsageError
@@ -44,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
         parse_degrade(args.degrade)
     specs = args.models
     if not specs:
-        from lightsr.models.registry import list_models
-
-        specs = [n for n in list_models() if args.scale in bundled_weights(n)]
+        specs = [n for n in bundled_names() if args.scale in bundled_weights(n)]
         if not specs:
             raise UsageError(f"no bundled weights at ×{args.scale}: name models with --models")
     hr = read_rgb(args.image)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_weights
+from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_weights
+
+# What a bundled file was trained for, when its metadata does not say (the bicubic track's files predate the key).
+CLEAN_INPUT = "clean downscaled images"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,28 +18,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lightsr.models.registry import create_model, list_models, model_spec  # here: `--help` loads no torch
 
+    files = [(name, scale, path) for name in bundled_names() for scale, path in sorted(bundled_weights(name).items())]
+    arch_of = {path: bundled_metadata(path).get("arch", name) for name, _scale, path in files}
     rows = []
     for name in list_models():
         spec = model_spec(name)
         counts = [f"{create_model(name, scale=s).num_trainable_params():,}" for s in spec.scales]
         bundled = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "—"
+        variants = [f"{n} ×{s}" for n, s, path in files if n not in list_models() and arch_of[path] == name]
+        bundled += "".join(f"; {v}" for v in variants)
         rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), " / ".join(counts), bundled, spec.paper))
     print("| model | trainable params ×2 / ×3 / ×4 | bundled weights | paper |")
     print("|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    files = [(name, scale, path) for name in list_models() for scale, path in sorted(bundled_weights(name).items())]
     if files:
-        print("\nBundled weights (trained by lightsr; Y-PSNR/SSIM, bicubic in brackets):\n")
-        print("| file | iterations | hours | trained on | Set5 | Set14 | B100 |")
-        print("|---|---|---|---|---|---|---|")
+        print("\nBundled weights (trained by lightsr; Y-PSNR/SSIM on the clean test sets, bicubic in brackets; "
+              "`--model NAME`):\n")
+        print("| file | made for | iterations | hours | trained on | Set5 | Set14 | B100 |")
+        print("|---|---|---|---|---|---|---|---|")
         for _name, _scale, path in files:
             meta = bundled_metadata(path)
             scores = json.loads(meta.get("psnr_ssim", "{}"))
             bicubic = json.loads(meta.get("bicubic_psnr_ssim", "{}"))
             cells = [f"{scores[k][0]:.2f} / {scores[k][1]:.4f} ({bicubic[k][0]:.2f})" if k in scores and k in bicubic
                      else "—" for k in ("Set5", "Set14", "B100")]
-            print(f"| {path.name} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
+            made_for = meta.get("intended_input", CLEAN_INPUT)
+            print(f"| {path.name} | {made_for} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
                   f"{meta.get('hardware', '?')} | " + " | ".join(cells) + " |")
     _published()
     return 0
