@@ -88,3 +88,16 @@ def deny_writes(monkeypatch, folder) -> None:
     monkeypatch.setattr(builtins, "open", open_)
     monkeypatch.setattr(io, "open", open_)
     monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(monkeypatch):
+    """Every test sees a CPU without native bf16, so that ``--precision auto`` (upscale's default) is exact fp32
+    whatever machine runs the suite; tests of ``auto`` itself report other CPUs explicitly."""
+    import torch
+
+    import lightsr.device
+
+    monkeypatch.setattr(lightsr.device, "_cpu_flags", lambda: set())
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     import torch
 
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
+# What --precision accepts: a precision, or "auto" (bf16 where the device computes it natively, else fp32).
+PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
+# Runtimes (lightsr.backends) and the precisions each runs: onnxruntime's CPU kernels are float32 for these graphs.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_PRECISIONS = {"torch": PRECISION_NAMES, "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
 
 
@@ -93,12 +98,48 @@ def resolve_device(pref: str | torch.device | None = "auto", option: str = "--de
     return dev
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a CUDA GPU that supports it (Ampere and newer), or a CPU
+    with AMX or AVX512-BF16 (recent Xeons, AMD Zen 4 and newer). Elsewhere bf16 is emulated and gains little
+    or nothing, so ``auto`` stays fp32 there."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # PyTorch's own CPUID checks
+        fn = getattr(cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+def auto_precision(device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES) -> str:
+    """``auto``'s choice on ``device`` for a network supporting ``supported``: bf16 where native, else fp32."""
+    return "bf16" if "bf16" in supported and native_bf16(device) else "fp32"
+
+
 def resolve_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES
                       ) -> torch.dtype:
-    """The dtype of ``precision`` (one of :data:`PRECISION_NAMES`) on ``device`` for a network supporting
+    """The dtype of ``precision`` (one of :data:`PRECISION_CHOICES`) on ``device`` for a network supporting
     ``supported``; one-line :class:`UsageError` naming ``--precision`` otherwise."""
+    if precision == "auto":
+        precision = auto_precision(device, supported)
     if precision not in PRECISION_NAMES:
-        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISION_NAMES)}")
+        raise UsageError(f"--precision {precision!r}: choose one of {', '.join(PRECISION_CHOICES)}")
     if precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels for fp16 are missing or very slow); "
                          "use --precision bf16 or fp32 on CPU")

@@ -194,14 +194,16 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
 
 
 def check_onnx(model: SRNet, path: str | os.PathLike,
-               shapes: tuple[tuple[int, int, int, int], ...] = CHECK_SHAPES) -> dict[tuple[int, ...], float]:
-    """Largest absolute difference between onnxruntime and PyTorch per input shape (random images).
+               shapes: tuple[tuple[int, int, int, int], ...] = CHECK_SHAPES,
+               run: Any = None) -> dict[tuple[int, ...], float]:
+    """Largest absolute difference between onnxruntime (or ``run``, another runtime of the file) and PyTorch
+    per input shape (random images).
 
     The images are random but image-like (coarse noise, bicubic-upsampled): on i.i.d. pixel noise windowed
     un-normalised attention is chaotic — PyTorch's own float32 output differs from its float64 one by ~100 —
     so no two float32 runtimes could agree there, whatever the graph.
     """
-    session = OnnxModel(path)
+    session = run if run is not None else OnnxModel(path)
     g = torch.Generator().manual_seed(1)
     out = {}
     model = _cpu_eval_copy(model)

@@ -151,7 +151,7 @@ class WebApp:
                 self._nets.popitem(last=False)
         return net
 
-    def upscaler(self, label: str, precision: str = "fp32", tile: int | None = None, on_progress: Any = None) -> Any:
+    def upscaler(self, label: str, precision: str = "auto", tile: int | None = None, on_progress: Any = None) -> Any:
         """The :class:`lightsr.Upscaler` for a model choice (built once, kept for the next request)."""
         from lightsr.upscaler import Upscaler
 
@@ -173,7 +173,7 @@ class WebApp:
         d.mkdir(parents=True)
         return d
 
-    def upscale(self, files: Sequence[str | os.PathLike], label: str, precision: str = "fp32",
+    def upscale(self, files: Sequence[str | os.PathLike], label: str, precision: str = "auto",
                 tile: int | None = None, on_progress: Any = None) -> tuple[list[Path], tuple[Any, Any] | None, Any]:
         """Upscale uploaded files: ``(output files, (before, after) previews of the first, its zoomed crop)``.
 
@@ -266,7 +266,8 @@ def build_app(app: WebApp) -> Any:
                     files = gr.File(label="Images", file_count="multiple", type="filepath",
                                     file_types=[*FORMATS, ".gif"])
                     model = gr.Dropdown(app.labels, value=app.labels[0], label="Model")
-                    precision = gr.Radio(["fp32", "bf16"], value="fp32", label="Precision")
+                    precision = gr.Radio(["auto", "fp32", "bf16"], value="auto", label="Precision",
+                                         info="auto: bf16 where this CPU/GPU computes it natively, else fp32")
                     with gr.Row():
                         tiling = gr.Radio(["auto", "off", "size"], value="auto", label="Tiling")
                         tile = gr.Number(value=256, precision=0, minimum=16, label="Tile size (input pixels)")

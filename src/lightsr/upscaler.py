@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from lightsr.bundled import DEFAULT_MODEL, bundled_names
 from lightsr.checkpoints import bundled_model
-from lightsr.device import resolve_device, resolve_precision
+from lightsr.device import auto_precision, resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
@@ -122,7 +122,10 @@ class Upscaler:
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
     size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
     :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
-    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16`` or ``fp16`` (CUDA only). ``progress``: tqdm bar over tiles;
+    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto`` (bf16 where the device
+    computes it natively — :func:`lightsr.device.native_bf16` — else fp32; :attr:`precision` then holds the
+    choice). ``backend``: ``torch``, or ``onnxruntime``/``openvino`` running the fused ONNX export, made and
+    cached on first use (:mod:`lightsr.backends`). ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
@@ -139,7 +142,7 @@ class Upscaler:
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
                  outscale: float | None = None,
                  max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-                 on_progress: Callable[[int, int, str], None] | None = None) -> None:
+                 on_progress: Callable[[int, int, str], None] | None = None, backend: str = "torch") -> None:
         if max_output_pixels is not None and not max_output_pixels >= 1:
             raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
@@ -154,6 +157,10 @@ class Upscaler:
             if threads < 1:
                 raise UsageError(f"--threads {threads}: must be ≥ 1")
             torch.set_num_threads(threads)
+        from lightsr.backends import check_backend
+
+        check_backend(backend)
+        self.backend = backend
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = tile
@@ -166,6 +173,7 @@ class Upscaler:
         self.on_progress = on_progress  # (tiles done, tiles in all, what), e.g. for a web page's progress bar
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
         self.dtype = torch.float32
+        self._threads = threads
         self.net = self._load(model, scale, threads)
         self.scale = self.net.scale
 
@@ -183,9 +191,14 @@ class Upscaler:
         if path.suffix.lower() == ".onnx":
             from lightsr.export import OnnxModel
 
-            if self.precision != "fp32":
+            if self.backend != "onnxruntime" and self.backend != "torch":
+                raise UsageError(f"--backend {self.backend}: an exported .onnx file runs with onnxruntime; give "
+                                 "the checkpoint instead and the export is made and cached for this backend")
+
+            if self.precision not in ("fp32", "auto"):
                 raise UsageError(f"--precision {self.precision}: ONNX models run in the precision they were "
                                  "exported in (fp32)")
+            self.precision = "fp32"
             onnx = OnnxModel(path, device=self.device, threads=threads)
             if scale is not None and scale != onnx.scale:
                 raise UsageError(f"{path}: is a ×{onnx.scale} model, but scale {scale} was requested")
@@ -201,7 +214,19 @@ class Upscaler:
         raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(names)})")
 
     def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
-        dtype = resolve_precision(self.precision, self.device, tuple(module.info.precisions))
+        if self.backend != "torch":
+            from lightsr.backends import build
+
+            if not self.fuse:
+                raise UsageError(f"--no-fuse applies to --backend torch (--backend {self.backend} runs the fused "
+                                 "export)")
+            rt = build(module, self.backend, self.precision, self.device, threads=self._threads)
+            self.precision = rt.precision
+            return _Net(rt, rt.scale, rt.arch)
+        supported = tuple(module.info.precisions)
+        if self.precision == "auto":
+            self.precision = auto_precision(self.device, supported)
+        dtype = resolve_precision(self.precision, self.device, supported)
         p = next(module.parameters(), None)
         if copy_first and p is not None and (p.device != self.device or p.dtype != dtype or module.training):
             module = copy.deepcopy(module)  # never change the caller's network behind their back

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from lightsr._files import check_creatable
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec, split_spec
+from lightsr.device import BACKENDS, PRECISION_CHOICES
 from lightsr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,6 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the training form instead of the (equivalent, faster) inference form")
     p.add_argument("--device", default="cpu",
                    help="cpu (default: exact, repeatable scores), auto, cuda, cuda:N, mps, xpu or xpu:N")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                   help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA) or auto (bf16 where the "
+                        "device computes it natively)")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="torch (default), or onnxruntime / openvino running the fused ONNX export")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
 
@@ -75,6 +81,7 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
 
 def run(args: argparse.Namespace) -> int:
     # Here, not above: `lightsr eval --help` loads no torch.
+    from lightsr.backends import backend_precision, build, check_backend
     from lightsr.device import resolve_device
     from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
     from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot
@@ -89,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
         args.degrade = describe_degrade(parse_degrade(args.degrade))  # checked and normalised before any work
     device = resolve_device(args.device)
+    check_backend(args.backend)
+    backend_precision(args.backend, args.precision, device)  # before bicubic or any model runs
     check_sets(args.data, args.sets, "--data, --sets")
     if args.output:
         check_creatable(args.output, "--output")
@@ -109,9 +118,8 @@ def run(args: argparse.Namespace) -> int:
             if args.plot:
                 prof = profile(model)
                 complexity = (prof.params, prof.macs)
-            model = model.to(device).eval()
-            if not args.no_fuse:
-                model = model.fuse()
+            runtime = build(model, args.backend, args.precision, device, fuse=not args.no_fuse)
+            model, precision = runtime, runtime.precision
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
         results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
                            self_ensemble=args.self_ensemble, save_dir=save_dir,
@@ -121,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             meta = {"model": label, "arch": arch,
                     "weights": weights, "scale": scale, "gray_mode": args.gray_mode,
                     "metric_space": "RGB" if args.rgb else "Y", "self_ensemble": args.self_ensemble,
-                    "degrade": args.degrade}
+                    "degrade": args.degrade, "backend": args.backend,
+                    "precision": None if arch is None else precision}
             base = args.output[:-5] if args.output.endswith(".json") else args.output.removesuffix(".csv")
             out = f"{base}-{label}" if several else args.output
             for p in write_reports(results, out, meta):

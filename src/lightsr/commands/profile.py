@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 
 from lightsr.commands import _args
+from lightsr.device import BACKENDS, PRECISION_CHOICES
 from lightsr.errors import UsageError
 
 
@@ -21,7 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time the forward pass on a WxH input (default 320x180)")
     p.add_argument("--runs", type=_args.positive, default=5, help="timed runs (median reported)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
-    p.add_argument("--threads", type=_args.positive, help="torch CPU threads")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="runtime timed by --latency: torch (default), onnxruntime or openvino (the fused export)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                   help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA) or auto")
+    p.add_argument("--threads", type=_args.positive, help="CPU threads (torch, onnxruntime, OpenVINO)")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
 
 
@@ -42,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         from lightsr.models.registry import create_model
 
         model = create_model(args.model, scale=4 if args.scale is None else args.scale).eval()
-    prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse)
+    if (args.backend != "torch" or args.precision != "fp32") and not args.latency:
+        raise UsageError("--backend and --precision choose what --latency times; add --latency [WxH]")
+    prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse, backend=args.backend,
+                   precision=args.precision)
     if args.json:
         print(json.dumps(asdict(prof), indent=1))
         return 0
@@ -52,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     lat = "—"
     if prof.latency_ms is not None:
         lat = (f"{prof.latency_ms:.1f} ms ({prof.latency_input_hw[1]}×{prof.latency_input_hw[0]}, {prof.form}, "
+               f"{prof.backend} {prof.precision}, "
                f"{prof.threads} threads, {prof.allocator}, median of {prof.runs})")
     print(f"| {prof.arch} | ×{prof.scale} | {prof.params:,} | {w}×{h} | {prof.macs / 1e9:.2f} G | {lat} |")
     return 0

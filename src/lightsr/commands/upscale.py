@@ -19,7 +19,7 @@ from typing import Any
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
-from lightsr.device import PRECISION_NAMES
+from lightsr.device import BACKENDS, PRECISION_CHOICES
 from lightsr.errors import LightSRError, UsageError
 from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
 
@@ -70,9 +70,13 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--device", default="auto",
                      help="auto, cpu, cuda, cuda:N, mps, xpu or xpu:N (default: auto: CUDA, else MPS, else XPU, "
                           "else the CPU)")
-    run.add_argument("--precision", choices=PRECISION_NAMES, default="fp32",
-                     help="fp32 (default), bf16, or fp16 (CUDA only)")
-    run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime")
+    run.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                     help="auto (default: bf16 where the CPU or GPU computes it natively — AMX, AVX512-BF16, "
+                          "Ampere or newer — else fp32), fp32 (exact), bf16, or fp16 (CUDA only)")
+    run.add_argument("--backend", choices=BACKENDS, default="torch",
+                     help="torch (default), or onnxruntime / openvino running the fused ONNX export, made and "
+                          "cached on first use (pip install 'lightsr[onnx]' / 'lightsr[openvino]')")
+    run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime / OpenVINO")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
 
@@ -232,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
                   threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale,
-                  max_output_pixels=args.max_output_pixels)
+                  max_output_pixels=args.max_output_pixels, backend=args.backend)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
     jobs, conflicts = _plan_jobs(args, found, up.output_scale)
@@ -273,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if not args.quiet:
         secs = time.perf_counter() - start
-        where = f"{up.arch or 'model'}, {up.device.type}, {args.precision}"
+        where = f"{up.arch or 'model'}, {up.device.type}, {up.precision}"
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
         print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")

@@ -70,9 +70,25 @@ def _partition(m: Tensor, ws: int) -> Tensor:
 _RECOMPUTE_TOKENS = 256
 
 
+# Windows per chunk of the 16-bit CPU attention: a chunk's (windows × 256 × 256) scores stay in L2 (2 MB).
+_CHUNK_WINDOWS = 16
+
+
 def _attend(q: Tensor, v: Tensor) -> Tensor:
-    """``softmax(q qᵀ) v`` per window (ELAN: q = k, no scaling); 4-D because torch's 3-D path was 4× slower."""
-    return F.scaled_dot_product_attention(q[None], q[None], v[None], scale=1.0)[0]
+    """``softmax(q qᵀ) v`` per window (ELAN: q = k, no scaling); 4-D because torch's 3-D path was 4× slower.
+
+    In bf16/fp16 on the CPU, SDPA's flash kernel gains nothing over float32 with ELAN's 10-channel heads, so
+    the product runs as two batched matmuls over chunks of windows; the softmax reduces in float32 inside
+    PyTorch's CPU kernel before rounding, as SDPA does.
+    """
+    if q.dtype == torch.float32 or q.device.type != "cpu" or whole_graph():
+        return F.scaled_dot_product_attention(q[None], q[None], v[None], scale=1.0)[0]
+    out = torch.empty_like(v)
+    for i in range(0, q.shape[0], _CHUNK_WINDOWS):
+        qc = q[i : i + _CHUNK_WINDOWS]
+        attn = torch.softmax(torch.bmm(qc, qc.transpose(1, 2)), dim=-1)
+        torch.bmm(attn, v[i : i + _CHUNK_WINDOWS], out=out[i : i + _CHUNK_WINDOWS])
+    return out
 
 
 class FusedGMSA(nn.Module):

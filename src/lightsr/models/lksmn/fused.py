@@ -54,7 +54,10 @@ class FusedLKSMB(nn.Module):
         msma = blk.msma
         wa, ba = fold_pre_affine(msma.a_conv, blk.norm1.weight.detach(), blk.norm1.bias.detach())
         wv, bv = fold_pre_affine(msma.v, blk.norm1.weight.detach(), blk.norm1.bias.detach())
-        self.av = conv_from(torch.cat([wa, wv]), torch.cat([ba, bv]))
+        # a and v as two convolutions: GELU on a channel slice of one channels-last map is a strided walk, 4×
+        # slower in bf16 than on a dense map.
+        self.msma_a = conv_from(wa, ba)
+        self.msma_v = conv_from(wv, bv)
         lka = msma.lka
         self.splits = lka.splits
         self.dw = _merge_depthwise([br.depthwise for br in lka.branches])
@@ -88,8 +91,8 @@ class FusedLKSMB(nn.Module):
     def msma(self, x: Tensor) -> Tensor:
         """The MSMA residual stage (local: reads :attr:`msma_reach` pixels around each output pixel)."""
         c = self.c
-        a, v = self.av(layer_norm_cl(x, c, self.eps)).split(c, dim=1)
-        a = self.dw(F.gelu(a))
+        y = layer_norm_cl(x, c, self.eps)
+        a, v = self.dw(F.gelu(self.msma_a(y))), self.msma_v(y)
         a = torch.cat([conv(p) for conv, p in zip(self.dilated, a.split(self.splits, dim=1), strict=True)], 1)
         return self.proj(self.pw(a).mul_(v)).add_(x)
 
@@ -109,11 +112,18 @@ class FusedLKSMB(nn.Module):
         at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
         """
         b, _c, h, w = v.shape
-        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, qk.shape[1])  # channels-last: a view
+        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, qk.shape[1]).float()  # channels-last: a view in fp32
         return self.mdta_apply(v, self.mdta_matrix(qk.transpose(1, 2) @ qk))
 
     def mdta_matrix(self, g: Tensor) -> Tensor:
-        """``proj ∘ attention`` (b, c, c) from the Gram matrix (b, 2c, 2c) of [q, k] over all pixels."""
+        """``proj ∘ attention`` (b, c, c) from the Gram matrix (b, 2c, 2c) of [q, k] over all pixels.
+
+        Computed in float32 whatever the network's dtype (the norms, logits and softmax of a few c×c matrices
+        cost nothing next to the convolutions) and returned in the network's dtype; the Gram matrix itself is
+        summed in float32 by the callers.
+        """
+        dtype = self.mdta_proj.dtype
+        g = g.float()
         c = self.c
         b = g.shape[0]
         heads = self.heads
@@ -122,8 +132,9 @@ class FusedLKSMB(nn.Module):
         logits = g[:, :c, c:] / (n[:, :c, None] * n[:, None, c:])
         # The per-head diagonal blocks of the c×c products: (b, heads, d, d).
         logits = logits.reshape(b, heads, d, heads, d).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)
-        attn = (logits * self.temperature).softmax(dim=-1)
-        return torch.einsum("ohi,bhij->bohj", self.mdta_proj.view(c, heads, d), attn).reshape(b, c, c)
+        attn = (logits * self.temperature.float()).softmax(dim=-1)
+        proj = self.mdta_proj.float().view(c, heads, d)
+        return torch.einsum("ohi,bhij->bohj", proj, attn).reshape(b, c, c).to(dtype)
 
     @staticmethod
     def mdta_apply(v: Tensor, m: Tensor) -> Tensor:
@@ -249,7 +260,7 @@ class FusedLKSMN(InferenceForm):
                 qk = qk.permute(0, 2, 3, 1).reshape(-1, 2 * c).float()
                 g[0].addmm_(qk.t(), qk)
                 steps()
-            m = blk.mdta_matrix(g.to(x.dtype))
+            m = blk.mdta_matrix(g)
             for t in grid:
                 y = t.read(x1, second)
                 y = blk.mlp(blk.mdta_apply(blk.v_dw(blk.v(layer_norm_cl(y, c, blk.eps))), m).add_(y))

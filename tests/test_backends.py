@@ -1,0 +1,204 @@
+"""Precision ``auto`` and the inference backends (``lightsr.backends``): selection logic and equivalence.
+
+No timing here (benchmarks/latency.py measures speed). What is checked: ``auto`` picks bf16 exactly when the
+device reports native bf16 and is exact fp32 otherwise; every network's bf16 inference form stays close to the
+float32 training form; OpenVINO and onnxruntime run the fused export within 1e-4 of the training form at sizes the
+export never saw, tiled like the torch backend; exports are cached by the weights' hash; errors are one line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import lightsr
+import lightsr.device
+from conftest import calibrated
+from lightsr.cli import main
+from lightsr.device import auto_precision, native_bf16
+from lightsr.errors import UsageError
+from lightsr.upscaler import Upscaler
+
+# The full networks except ELAN, which keeps its structure with 4 of its 36 blocks (as in test_export.py).
+NETWORKS = [(n, {"num_blocks": 4} if n == "elan" else {}) for n in lightsr.list_models()]
+HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
+
+
+def image_like(h: int, w: int, seed: int = 0, n: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(n, 3, max(h // 4, 2), max(w // 4, 2), generator=g), size=(h, w),
+                         mode="bicubic").clamp(0, 1)
+
+
+def network(name: str, overrides: dict, scale: int = 4) -> lightsr.SRNet:
+    torch.manual_seed(0)
+    return calibrated(lightsr.create_model(name, scale=scale, **overrides))
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTSR_HOME", str(tmp_path / "home"))
+
+
+def _cpu_reports(monkeypatch: pytest.MonkeyPatch, flags: set[str]) -> None:
+    """Make the CPU look as if /proc/cpuinfo listed ``flags`` (PyTorch's own CPUID probes agree)."""
+    monkeypatch.setattr(lightsr.device, "_cpu_flags", lambda: set(flags))
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: "amx_bf16" in flags, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: "avx512_bf16" in flags, raising=False)
+
+
+# ------------------------------------------------------------------------------------------------ auto precision
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(set(), "fp32"), ({"avx512f", "avx2"}, "fp32"),
+                                                  ({"avx512_bf16"}, "bf16"), ({"amx_bf16", "amx_tile"}, "bf16")])
+def test_auto_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: str) -> None:
+    _cpu_reports(monkeypatch, flags)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) is (expected == "bf16")
+    assert auto_precision(cpu) == expected
+    assert auto_precision(cpu, ("fp32",)) == "fp32"  # a network without bf16 stays fp32
+    up = Upscaler(network("lksmn", {}), precision="auto", device="cpu")
+    assert up.precision == expected and up.dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+
+
+def test_auto_on_a_cpu_without_bf16_is_exactly_fp32(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cpu_reports(monkeypatch, {"avx2", "fma"})
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((20, 26, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    model = network("hasn", {})
+    weights = lightsr.save_model(model, tmp_path / "m.safetensors")
+    # auto is upscale's default: no flag at all
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "auto.png"), "--weights", str(weights),
+                 "-q"]) == 0
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "fp32.png"), "--weights", str(weights),
+                 "--precision", "fp32", "-q"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "auto.png")), np.asarray(Image.open(tmp_path / "fp32.png")))
+
+
+def test_auto_on_a_bf16_cpu_runs_bf16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cpu_reports(monkeypatch, {"avx512_bf16"})
+    img = (np.random.default_rng(1).random((20, 26, 3)) * 255).astype(np.uint8)
+    model = network("hasn", {})
+    auto = Upscaler(model, precision="auto").upscale(img)
+    assert np.array_equal(auto, Upscaler(model, precision="bf16").upscale(img))
+
+
+@pytest.mark.parametrize(("name", "overrides"), NETWORKS, ids=[n for n, _ in NETWORKS])
+def test_bf16_inference_form_stays_close_to_the_fp32_training_form(name: str, overrides: dict) -> None:
+    """bf16 keeps 8 bits of mantissa: on [0, 1] images the output may move by a few 1e-3, never by a level's
+    worth on average; the float32-sensitive steps (softmax, normalisation, MDTA's Gram matrix) stay float32."""
+    model = network(name, overrides)
+    x = image_like(37, 45, seed=2)
+    with torch.no_grad():
+        ref = model(x)
+        y = model.fuse().to(torch.bfloat16)(x.bfloat16()).float()
+    assert torch.isfinite(y).all()
+    err = (y - ref).abs()
+    print(f"{name}: bf16 max {err.max():.2e}, mean {err.mean():.2e}")
+    assert err.mean() < 2e-3 and err.max() < 0.05
+
+
+# ------------------------------------------------------------------------------------------------ backends
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed (pip install 'lightsr[openvino]')")
+@pytest.mark.parametrize(("name", "overrides"), NETWORKS, ids=[n for n, _ in NETWORKS])
+def test_openvino_fp32_matches_the_training_form_at_unseen_sizes(name: str, overrides: dict) -> None:
+    from lightsr.backends import build
+
+    model = network(name, overrides, scale=3)
+    rt = build(model, "openvino", "fp32")
+    assert (rt.backend, rt.precision, rt.scale) == ("openvino", "fp32", 3)
+    for shape in ((1, 23, 41), (2, 9, 6)):  # neither the export dummy nor its check; batch of 2
+        x = image_like(shape[1], shape[2], seed=shape[1], n=shape[0])
+        with torch.no_grad():
+            ref = model(x)
+        err = float((rt(x) - ref).abs().max())
+        print(f"{name} {shape}: max |openvino - torch| = {err:.2e}")
+        assert err <= 1e-4
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
+def test_openvino_tiles_like_the_torch_backend() -> None:
+    """Tiled against whole-image output. The torch backend's tiles are exact (seam hooks inside the network);
+    an exported graph cannot be hooked, so OpenVINO's tiles overlap and blend: close, not exact."""
+    model = network("elan_light", {})
+    img = (image_like(70, 90, seed=5)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    def tiled_vs_whole(backend: str) -> tuple[float, float]:
+        whole = Upscaler(model, backend=backend, precision="fp32", tile=0).upscale(img).astype(np.float64)
+        tiled = Upscaler(model, backend=backend, precision="fp32", tile=32).upscale(img).astype(np.float64)
+        mse = float(np.mean((whole - tiled) ** 2))
+        return (10 * np.log10(255**2 / mse) if mse else np.inf), float(np.abs(whole - tiled).max())
+
+    (ov_psnr, ov_max), (pt_psnr, pt_max) = tiled_vs_whole("openvino"), tiled_vs_whole("torch")
+    print(f"tiled vs whole: openvino {ov_psnr:.1f} dB / {ov_max:.0f} levels, torch {pt_psnr:.1f} dB / {pt_max:.0f}")
+    assert pt_psnr > 90 and pt_max <= 1
+    assert ov_psnr > 55 and ov_max <= 3
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
+def test_exports_are_cached_by_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightsr.export
+    from lightsr.backends import build, export_dir
+
+    calls = []
+    real = lightsr.export.export_onnx
+    monkeypatch.setattr(lightsr.export, "export_onnx", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
+    build(a, "openvino", "fp32")
+    build(a, "openvino", "fp32")
+    assert len(calls) == 1 and len(list(export_dir().glob("*.onnx"))) == 1
+    b = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
+    with torch.no_grad():
+        next(b.parameters()).add_(1e-3)  # other weights: another export
+    build(b, "openvino", "fp32")
+    assert len(calls) == 2 and len(list(export_dir().glob("*.onnx"))) == 2
+
+
+def test_backend_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from lightsr.backends import build
+
+    model = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
+    with pytest.raises(UsageError, match="runs fp32"):
+        build(model, "onnxruntime", "bf16")
+    with pytest.raises(UsageError, match="choose one of"):
+        build(model, "tensorrt", "fp32")
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real_find(n, *a))
+    with pytest.raises(UsageError, match=r"lightsr\[openvino\]"):
+        build(model, "openvino", "fp32")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lightsr[openvino]" in err[0] and not (tmp_path / "b.png").exists()
+
+
+def test_onnxruntime_backend_and_eval_precision(tmp_path: Path, capsys) -> None:
+    """``eval --backend onnxruntime`` scores what the torch backend scores (fp32, within rounding), and
+    ``--precision`` is reported; bf16 scores move by little."""
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from conftest import require_shared
+
+    root = require_shared("data/benchmark/Set5").parent
+    weights = lightsr.save_model(network("lksmn", {}, scale=4), tmp_path / "m.safetensors")
+    scores = {}
+    for backend, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("torch", "bf16")):
+        out = tmp_path / f"{backend}-{precision}"
+        assert main(["eval", "--weights", str(weights), "--data", str(root), "--sets", "Set5", "--backend", backend,
+                     "--precision", precision, "--output", str(out), "-q"]) == 0
+        report = json.loads(Path(f"{out}.json").read_text())
+        assert (report["backend"], report["precision"]) == (backend, precision)
+        scores[backend, precision] = report["sets"][0]["psnr"]
+    capsys.readouterr()
+    assert abs(scores["onnxruntime", "fp32"] - scores["torch", "fp32"]) < 1e-3
+    assert abs(scores["torch", "bf16"] - scores["torch", "fp32"]) < 0.05
