@@ -1,12 +1,16 @@
-"""Inference latency of every form of every network (the README's latency table).
+"""Inference latency of every form, backend and precision of every network (the README's latency table).
 
-For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s):
-the training form, the fused form (``model.fuse()``), the fused form under ``torch.compile`` (with Inductor's
-weight freezing unless ``--no-freezing``: constant weights folded and pre-packed), and the ONNX
-export under onnxruntime — warm-up, then the median of ``--runs`` runs, all in this one process with the same
-thread count and allocator. It prints the ratio to the training form, the max abs difference of each output
-against the training form, the share of the compute floor reached (MACs from ``lightsr profile`` at
-``--peak`` GFLOP/s, measured on a large matmul when not given), and the peak RSS increase of each variant.
+For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s, or
+``--input WxH``): the training form (``train``), the fused form under ``torch.compile`` (``compile``, with
+Inductor's weight freezing unless ``--no-freezing``), and every ``BACKEND:PRECISION`` of
+:func:`lightsr.backends.build` — ``torch:fp32`` (the fused form, what ``upscale --precision fp32`` runs),
+``torch:bf16``, ``onnxruntime:fp32``, ``openvino:fp32``, ``openvino:bf16`` (the non-torch ones run the fused ONNX
+export). Warm-up, then ``--runs`` rounds in which the variants take turns (A/B/C… alternately, so that a noisy
+machine slows all of them alike); the median and minimum per variant, all in this one process with the same
+thread count and allocator. It prints the ratio to the training form and to ``torch:fp32``, the max abs
+difference of each output against the float32 training form, the share of the compute floor reached (MACs
+from ``lightsr profile`` at ``--peak`` GFLOP/s, measured on a large matmul when not given), and the process's
+peak RSS. A variant whose backend or precision this machine lacks is skipped with a note.
 
 Run it once per allocator to compare them, e.g.::
 
@@ -23,7 +27,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -74,27 +77,36 @@ def timed(fn, x, runs: int, warmup: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), y
 
 
-def onnx_runner(model, x):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    from lightsr.export import export_onnx
+def runner(model: torch.nn.Module, variant: str, no_freezing: bool):
+    """The callable timed for ``variant`` (None when this machine cannot run it)."""
+    if variant == "train":
+        return model
+    if variant == "compile":
+        # Freezing treats the weights as constants (folded, pre-packed for oneDNN): measured 8–20% faster than
+        # plain compile for the fused LKSMN and ELAN-light on one thread.
+        import torch._inductor.config as inductor_config
 
-    path = os.path.join(tempfile.mkdtemp(), "m.onnx")
-    export_onnx(model, path, check=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return lambda t: torch.from_numpy(sess.run(None, {name: t.numpy()})[0])
+        inductor_config.freezing = not no_freezing
+        return torch.compile(model.fuse())
+    from lightsr.backends import build
+    from lightsr.errors import LightSRError
+
+    backend, _, precision = variant.partition(":")
+    try:
+        return build(model, backend, precision or "fp32", "cpu", threads=torch.get_num_threads())
+    except LightSRError as e:
+        print(f"# {variant}: skipped ({e})", file=sys.stderr)
+        return None
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["elan_light", "hasn", "lksmn", "elan"])
     p.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
-    p.add_argument("--variants", nargs="+", default=["train", "fused", "compile", "onnx"])
+    p.add_argument("--variants", nargs="+", default=["train", "torch:fp32", "torch:bf16", "onnxruntime:fp32",
+                                                     "openvino:fp32", "openvino:bf16"],
+                   help="train, compile, or BACKEND:PRECISION (default: %(default)s)")
+    p.add_argument("--input", type=str, help="WxH input instead of the one giving a 1280×720 output")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
@@ -104,40 +116,41 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     peak = args.peak or matmul_peak()
     alloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
-    print(f"# {args.threads} threads, allocator {alloc}, matmul peak {peak:.0f} GFLOP/s, median of {args.runs}")
-    print("| model | scale | variant | latency (s) | × vs train | max abs diff | floor share | peak RSS (MB) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"# {args.threads} threads, allocator {alloc}, matmul peak {peak:.0f} GFLOP/s, {args.runs} alternating "
+          "rounds after warm-up")
+    print("| model | scale | input | variant | median (s) | min (s) | × vs train | × vs torch:fp32 | max abs diff "
+          "| floor share |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         for s in args.scales:
-            model, x = bench_model(name, s, 720 // s, 1280 // s)
+            w, h = map(int, args.input.split("x")) if args.input else (1280 // s, 720 // s)
+            model, x = bench_model(name, s, h, w)
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
-            ref, t_train = None, None
+            fns = {}
             for variant in args.variants:
-                if variant == "train":
-                    fn = model
-                elif variant == "fused":
-                    fn = model.fuse()
-                elif variant == "compile":
-                    # Freezing treats the weights as constants (folded, pre-packed for oneDNN): measured 8–20%
-                    # faster than plain compile for the fused LKSMN and ELAN-light on one thread.
-                    import torch._inductor.config as inductor_config
-
-                    inductor_config.freezing = not args.no_freezing
-                    fn = torch.compile(model.fuse())
-                elif variant == "onnx":
-                    fn = onnx_runner(model.fuse(), x)
-                    if fn is None:
-                        continue
-                else:
-                    raise SystemExit(f"unknown variant {variant}")
-                base = rss_mb()
-                t, y = timed(fn, x, args.runs, args.warmup)
-                if ref is None:
-                    ref, t_train = y, t if variant == "train" else None
-                diff = (y - ref).abs().max().item()
-                ratio = f"{t_train / t:.2f}" if t_train else "—"
-                print(f"| {name} | ×{s} | {variant} | {t:.3f} | {ratio} | {diff:.1e} | {floor / t:.0%} | "
-                      f"{rss_mb() - base:+.0f} (total {rss_mb():.0f}) |", flush=True)
+                fn = runner(model, variant, args.no_freezing)
+                if fn is not None:
+                    fns[variant] = fn
+            times: dict[str, list[float]] = {v: [] for v in fns}
+            outs = {}
+            with torch.inference_mode():
+                ref = model(x)
+                for v, fn in fns.items():  # warm-up (and the outputs compared)
+                    for _ in range(args.warmup):
+                        outs[v] = fn(x)
+                for _ in range(args.runs):
+                    for v, fn in fns.items():
+                        t0 = time.perf_counter()
+                        fn(x)
+                        times[v].append(time.perf_counter() - t0)
+            med = {v: statistics.median(t) for v, t in times.items()}
+            for v in fns:
+                diff = (outs[v].float() - ref).abs().max().item()
+                vs_train = f"{med['train'] / med[v]:.2f}" if "train" in med else "—"
+                vs_fp32 = f"{med['torch:fp32'] / med[v]:.2f}" if "torch:fp32" in med else "—"
+                print(f"| {name} | ×{s} | {w}×{h} | {v} | {med[v]:.3f} | {min(times[v]):.3f} | {vs_train} | "
+                      f"{vs_fp32} | {diff:.1e} | {floor / med[v]:.0%} |", flush=True)
+    print(f"# peak RSS of this process: {rss_mb():.0f} MB")
     return 0
 
 

@@ -15,8 +15,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from learning_curve import read_curve  # noqa: E402
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_weights  # noqa: E402
-from lightsr.models.registry import create_model, list_models  # noqa: E402
+from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_weights  # noqa: E402
+from lightsr.models.registry import create_model  # noqa: E402
 
 SETS = ("Set5", "Set14", "B100")
 # Published results of each paper's own model (DIV2K, ~500K iterations on GPUs), PSNR/SSIM on Y.
@@ -41,11 +41,13 @@ DATA_AND_USE = (
     "**Training data and intended use.** Every file was trained by lightsr on the 291 classic images: T91 (Yang et "
     "al. 2010) and BSD200, the training split of the Berkeley Segmentation Dataset (Martin et al. 2001), both "
     "distributed for research use. The weights ship under lightsr's MIT licence; whoever redistributes them in a "
-    "product should weigh the terms of that data. They are meant for research on lightweight SR (a baseline to "
-    "compare with or fine-tune from) and for upscaling clean images: the LR images they learned from were made "
-    "by MATLAB's bicubic downscale, so JPEG blocks and sensor noise in the input are sharpened, not removed. They "
-    "invent plausible detail and must not be used to recover facts (faces, licence plates, text) from low-"
-    "resolution evidence."
+    "product should weigh the terms of that data. The files named after a network alone are meant for research "
+    "on lightweight SR (a baseline to compare with or fine-tune from) and for upscaling clean images: the LR "
+    "images they learned from were made by MATLAB's bicubic downscale, so JPEG blocks and sensor noise in the "
+    "input are sharpened, not removed. `lksmn_real` learned from LR images degraded as photos are (blur, "
+    "resizing, noise, JPEG) and is meant for photos and web images; on clean downscaled images it scores a little "
+    "below the bicubic-trained file. All of them invent plausible detail and must not be used to recover facts "
+    "(faces, licence plates, text) from low-resolution evidence."
 )
 
 
@@ -53,7 +55,8 @@ def card(name: str, scale: int, path: Path) -> str:
     meta = bundled_metadata(path)
     scores = json.loads(meta["psnr_ssim"])
     bicubic = json.loads(meta["bicubic_psnr_ssim"])
-    params = create_model(name, scale=scale).num_trainable_params()
+    arch = meta.get("arch", name)
+    params = create_model(arch, scale=scale).num_trainable_params()
     run = meta["run"]
     title = f"`{path.name}`" + (" — the default model" if name == DEFAULT_MODEL else "")
     lines = [f"## {title}", ""]
@@ -69,19 +72,24 @@ def card(name: str, scale: int, path: Path) -> str:
         if iters < planned:
             schedule = f" (a checkpoint part-way through its {planned:,}-iteration schedule)"
     rows = [
-        ("network", f"{name} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
+        ("network", f"{arch} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
+        ("made for", meta.get("intended_input", "clean downscaled images (MATLAB bicubic LR)")),
         ("data", f"{meta['train_data']} (the 291 classic images; images smaller than the patch are skipped)"),
         ("config", f"[`configs/{run}.yaml`](../configs/{run}.yaml), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
-        ("start", f"warm start from `{init}` (new upsampler)" if init else "random initialisation"),
+        ("degradations", _degradation_text(meta)),
+        ("start", f"warm start from `{init}`" + ("" if "degraded_psnr_ssim" in meta else " (new upsampler)")
+         if init else "random initialisation"),
         ("training", f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock "
-                     f"on {meta['hardware']}"),
+                     f"on {meta['hardware']}" + (f"; {float(meta['train_cpu_hours']):.1f} CPU-hours (user + system "
+                                                 "time of the trainer and its data worker)"
+                                                 if "train_cpu_hours" in meta else "")),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
         ("software", f"lightsr {meta.get('lightsr_version', '?')}, torch {meta['torch']}"),
     ]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows] + [""]
-    paper = PAPER.get((name, scale))
+    paper = PAPER.get((arch, scale)) if name == arch else None
     lines += [f"| ×{scale}, Y PSNR / SSIM | " + " | ".join(SETS) + " |", "|---" * (len(SETS) + 1) + "|"]
     lines.append("| **this file** | " + " | ".join(f"**{scores[s][0]:.2f}** / {scores[s][1]:.4f}" for s in SETS)
                  + " |")
@@ -91,8 +99,10 @@ def card(name: str, scale: int, path: Path) -> str:
     if paper:
         lines.append(f"| paper ({paper[0]}) | " + " | ".join(
             f"{paper[1][s][0]:.2f} / {paper[1][s][1]:.4f}" for s in SETS) + " |")
-    else:
+    elif name == arch:
         lines.append("| paper | no published numbers could be checked for this network and scale |")
+    if "degraded_psnr_ssim" in meta:
+        lines += ["", *_degraded_table(meta, scale)]
     store = ROOT / "training" / run
     if (store / "log.jsonl").is_file():
         pts = read_curve(store, "Set5")
@@ -105,6 +115,33 @@ def card(name: str, scale: int, path: Path) -> str:
                       "| hours | " + " | ".join(f"{h:.2f}" for _, h, _ in shown) + " |",
                       "| Set5 PSNR | " + " | ".join(f"{v:.2f}" for _, _, v in shown) + " |"]
     return "\n".join(lines)
+
+
+def _degradation_text(meta: dict[str, str]) -> str:
+    deg = json.loads(meta.get("degradation", '{"type": "bicubic"}'))
+    if deg.get("type") != "real":
+        return "none: MATLAB-bicubic LR patches (the papers' track)"
+    return ("the real-world track (`lightsr.degradations`, Real-ESRGAN's second-order model), settings "
+            f"`{json.dumps(deg, separators=(', ', ': '))}`")
+
+
+def _degraded_table(meta: dict[str, str], scale: int) -> list[str]:
+    """Clean and degraded inputs: bicubic, the bicubic-trained baseline and this file, per set."""
+    ours, bic = json.loads(meta["psnr_ssim"]), json.loads(meta["bicubic_psnr_ssim"])
+    d_ours, d_bic = json.loads(meta["degraded_psnr_ssim"]), json.loads(meta["degraded_bicubic_psnr_ssim"])
+    base_name = meta.get("baseline", "")
+    base = json.loads(meta.get("baseline_psnr_ssim", "{}"))
+    d_base = json.loads(meta.get("degraded_baseline_psnr_ssim", "{}"))
+    lines = [f"Clean and degraded LR inputs (`lightsr eval --degrade SPEC`: applied to the MATLAB-made LR images, "
+             f"seeded per image name), ×{scale}, Y PSNR / SSIM:", "",
+             "| LR | model | " + " | ".join(SETS) + " |", "|---|---" + "|---" * len(SETS) + "|"]
+    conditions = [("clean", bic, base, ours)] + [(d, d_bic[d], d_base.get(d, {}), d_ours[d]) for d in d_ours]
+    for cond, b, m, o in conditions:
+        rows = [("bicubic", b)] + ([(f"`{base_name}` (bicubic-trained)", m)] if m else []) + [("**this file**", o)]
+        for label, sc in rows:
+            lines.append(f"| {cond} | {label} | " + " | ".join(f"{sc[s][0]:.2f} / {sc[s][1]:.4f}" for s in SETS)
+                         + " |")
+    return lines
 
 
 def comparison_table(runs: list[str]) -> str:
@@ -130,7 +167,7 @@ def main() -> None:
     if sys.argv[1:2] == ["--comparison"]:
         print(comparison_table(sys.argv[2:]))
         return
-    files = [(n, s, p) for n in list_models() for s, p in sorted(bundled_weights(n).items())]
+    files = [(n, s, p) for n in bundled_names() for s, p in sorted(bundled_weights(n).items())]
     files.sort(key=lambda t: (t[0] != DEFAULT_MODEL, t[0], -t[1]))
     out = ["# Model cards", "",
            "One card per weights file shipped inside the package (`src/lightsr/weights/`, listed by "
