@@ -18,6 +18,7 @@ from lightsr.cli import main
 from lightsr.degradations import (
     KERNEL_TYPES,
     apply_degrade,
+    degrade_downscaled,
     degrade_real,
     filter2d,
     gaussian_noise,
@@ -243,6 +244,60 @@ def test_training_samples_keep_their_crop_and_clean_prob_one_is_the_bicubic_trac
         np.testing.assert_array_equal(lr, real.sample(1, idx)[0])
 
 
+@pytest.mark.parametrize("gaussian", [1.0, 0.0])
+def test_downscaled_path_is_noise_then_pillows_jpeg_on_the_bicubic_lr(gaussian):
+    """Against a computation of its own: the same draws from a copy of the generator, numpy noise, Pillow JPEG."""
+    lr = _photo(20, 18)
+    cfg = DegradationConfig(type="real", downscaled_prob=1.0)
+    cfg.second.gaussian_noise_prob, cfg.second.gray_noise_prob = gaussian, 0.5
+    for seed in range(6):
+        out = degrade_downscaled(lr, cfg, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        gray = rng.random() < 0.5
+        x = lr.astype(np.float64) / 255
+        if rng.random() < gaussian:
+            sigma = rng.uniform(*cfg.second.noise_range)
+            n = rng.standard_normal((1 if gray else 3, *lr.shape[:2]), dtype=np.float32).transpose(1, 2, 0)
+            x = x + n.astype(np.float64) * (sigma / 255)
+        else:  # Poisson on the 8-bit levels (its own test checks the noise): here only that it is the second stage's
+            scale = rng.uniform(*cfg.second.poisson_scale_range)
+            assert 0.05 <= scale <= 2.5
+            x = _t(lr)[0].permute(1, 2, 0).numpy().astype(np.float64)
+            rng = None
+        if rng is None:
+            assert out.shape == lr.shape and out.dtype == np.uint8
+            continue
+        q = int(rng.integers(cfg.second.jpeg_range[0], cfg.second.jpeg_range[1] + 1))
+        noisy = np.clip(np.round(np.clip(x, 0, 1) * 255), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, "JPEG", quality=q)
+        ref = np.asarray(Image.open(buf).convert("RGB"))
+        # float32 noise in torch vs float64 here: a value may round the other way before JPEG, rarely.
+        assert np.mean(out == ref) > 0.97 and np.abs(out.astype(int) - ref).max() <= 8
+
+
+def test_downscaled_share_is_the_bicubic_lr_degraded_and_zero_changes_nothing():
+    from lightsr.data import _DEGRADE_STREAM, SRPatchDataset
+
+    t91 = require_shared("data/train/T91")
+    kw = {"seed": 3, "verbose": False, "cache_max_bytes": 0, "hflip": False, "rot": False}
+    bic = SRPatchDataset([t91], 4, 32, **kw)
+    base = SRPatchDataset([t91], 4, 32, degradation=DegradationConfig(type="real", clean_prob=0.2), **kw)
+    zero = SRPatchDataset([t91], 4, 32, degradation=DegradationConfig(type="real", clean_prob=0.2,
+                                                                       downscaled_prob=0.0), **kw)
+    cfg = DegradationConfig(type="real", downscaled_prob=1.0)
+    down = SRPatchDataset([t91], 4, 32, degradation=cfg, **kw)
+    for idx in (0, 5, 17):
+        np.testing.assert_array_equal(base.sample(2, idx)[0], zero.sample(2, idx)[0])  # resumable old runs
+        lb, hb = bic.sample(2, idx)
+        ld, hd = down.sample(2, idx)
+        np.testing.assert_array_equal(hb, hd)
+        rng = np.random.default_rng((3, _DEGRADE_STREAM, 2, idx))
+        assert rng.random() < 1.0  # the draw that picks the path
+        np.testing.assert_array_equal(ld, degrade_downscaled(lb, cfg, rng))
+        assert not np.array_equal(ld, lb)
+
+
 def _cfg(**deg) -> dict:
     return {"data": {"hr_dirs": ["x"], "degradation": deg}}
 
@@ -253,6 +308,7 @@ def _cfg(**deg) -> dict:
     ({"type": "real", "first": {"kernel_size": 8}}, "data.degradation.first.kernel_size"),
     ({"type": "real", "first": {"kernel_prob": [0, 0, 0, 0, 0, 0]}}, "data.degradation.first.kernel_prob"),
     ({"type": "real", "clean_prob": 1.5}, "data.degradation.clean_prob"),
+    ({"type": "real", "clean_prob": 0.5, "downscaled_prob": 0.6}, "data.degradation.downscaled_prob"),
     ({"type": "real", "first": {"blur_sigmas": [1, 2]}}, "data.degradation.first.blur_sigmas"),
     ({"type": "bsrgan"}, "data.degradation.type"),
     ({"type": "real", "first": {"resize_range": [1.2, 1.5]}}, "data.degradation.first.resize_range"),

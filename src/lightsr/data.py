@@ -262,13 +262,16 @@ class SRPatchDataset(Dataset):
         """The LR patch at ``(ly, lx)`` through the real-world track, from a region with up to
         :data:`DEGRADE_MARGIN` LR pixels of context on each side (so that blur and resize see real neighbours,
         not reflected borders), drawn from its own generator (the crop and flips stay those of the bicubic track)."""
-        from lightsr.degradations import degrade_real
+        from lightsr.degradations import degrade_downscaled, degrade_real
 
         assert self.degradation is not None
         rng = np.random.default_rng(seed)
         s, p = self.scale, self.lr_patch
-        if rng.random() < self.degradation.clean_prob:
+        u = rng.random()  # one draw picks the path, so that a config without downscaled_prob samples as before
+        if u < self.degradation.clean_prob:
             return bicubic_lr_patch(hr_img, s, ly, lx, p, lr_size)
+        if u < self.degradation.clean_prob + self.degradation.downscaled_prob:
+            return degrade_downscaled(bicubic_lr_patch(hr_img, s, ly, lx, p, lr_size), self.degradation, rng)
         y0, x0 = max(0, ly - DEGRADE_MARGIN), max(0, lx - DEGRADE_MARGIN)
         y1, x1 = min(lr_size[0], ly + p + DEGRADE_MARGIN), min(lr_size[1], lx + p + DEGRADE_MARGIN)
         lr = degrade_real(hr_img[y0 * s:y1 * s, x0 * s:x1 * s], s, self.degradation, rng)

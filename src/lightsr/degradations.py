@@ -39,6 +39,7 @@ __all__ = [
     "KERNEL_TYPES",
     "DegradeOp",
     "apply_degrade",
+    "degrade_downscaled",
     "degrade_real",
     "describe_degrade",
     "filter2d",
@@ -273,6 +274,16 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator)
         x = resize(x, (h, w), mode)
         x = filter2d(x, kernel) if kernel is not None else x
     out = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(out)
+
+
+def degrade_downscaled(lr: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+    """uint8 HWC: a bicubic-downscaled uint8 LR image with the second stage's noise (Gaussian or Poisson, colour
+    or gray) and then a JPEG round trip at a quality from the second stage's range (the final JPEG's)."""
+    x = torch.from_numpy(np.array(lr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    x = _noise(x, cfg.second, rng).clamp(0, 1)
+    x = _jpeg(x, cfg.second, rng)
+    out = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return np.ascontiguousarray(out)
 
 

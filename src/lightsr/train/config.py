@@ -154,12 +154,16 @@ class DegradationConfig:
 
     ``bicubic``: MATLAB-exact bicubic, the papers' protocol. ``real``: the real-world track — Real-ESRGAN's
     second-order model (``order: fixed``) or with each stage's operations in a random order as in BSRGAN
-    (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR.
+    (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR, and a share
+    ``downscaled_prob`` is the bicubic LR with the second stage's noise and the final JPEG on it — an image
+    downscaled by software and saved as JPEG, the path most web images take (BSRGAN, Sec. 3.2, counts bicubic
+    downsampling among its resizes and always ends with JPEG).
     """
 
     type: Literal["bicubic", "real"] = "bicubic"
     order: Literal["fixed", "shuffled"] = "fixed"
     clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
+    downscaled_prob: float = field(default=0.0, metadata=UNIT_PROB)
     first: StageConfig = field(default_factory=StageConfig)
     second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
     # The second stage's JPEG is the final one (after or before the final resize + sinc): its jpeg_range.
@@ -451,6 +455,9 @@ def validate(cfg: Config) -> Config:
                           "degradations need HR folders only")
     if d.degradation.type == "bicubic" and config_to_dict(d.degradation) != config_to_dict(DegradationConfig()):
         raise ConfigError("data.degradation: its settings are only used with type 'real'")
+    if d.degradation.clean_prob + d.degradation.downscaled_prob > 1:
+        raise ConfigError(f"data.degradation.downscaled_prob: {d.degradation.downscaled_prob:g} with clean_prob "
+                          f"{d.degradation.clean_prob:g} exceeds 1 (they are shares of the samples)")
     if cfg.val.degrade is not None:
         from lightsr.degradations import parse_degrade
 
