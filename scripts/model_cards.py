@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from learning_curve import read_curve  # noqa: E402
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_weights  # noqa: E402
+from lightsr.bundled import bundled_metadata, bundled_names, bundled_weights, default_upscale_model  # noqa: E402
 from lightsr.models.registry import create_model  # noqa: E402
 
 SETS = ("Set5", "Set14", "B100")
@@ -58,7 +58,8 @@ def card(name: str, scale: int, path: Path) -> str:
     arch = meta.get("arch", name)
     params = create_model(arch, scale=scale).num_trainable_params()
     run = meta["run"]
-    title = f"`{path.name}`" + (" — the default model" if name == DEFAULT_MODEL else "")
+    default = bundled_weights(default_upscale_model(scale)).get(scale) == path
+    title = f"`{path.name}`" + (f" — `upscale`'s default at ×{scale}" if default else "")
     lines = [f"## {title}", ""]
     init = meta.get("init_from", "")
     init = "" if init in ("", "null") else init
@@ -82,7 +83,8 @@ def card(name: str, scale: int, path: Path) -> str:
          if init else "random initialisation"),
         ("training", f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock "
                      f"on {meta['hardware']}" + (f"; {float(meta['train_cpu_hours']):.1f} CPU-hours (user + system "
-                                                 "time of the trainer and its data worker)"
+                                                 "time of the trainer and its data worker where it was measured, "
+                                                 "wall time × threads elsewhere)"
                                                  if "train_cpu_hours" in meta else "")),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
@@ -107,9 +109,15 @@ def card(name: str, scale: int, path: Path) -> str:
     if (store / "log.jsonl").is_file():
         pts = read_curve(store, "Set5")
         if pts:
+            val_degrade = None
+            if run_config.is_file():
+                import yaml
+
+                val_degrade = (yaml.safe_load(run_config.read_text()).get("val") or {}).get("degrade")
+            inputs = f", LR degraded by `{val_degrade}`" if val_degrade else ""
             step = max(1, len(pts) // 12)
             shown = pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else [])
-            lines += ["", "Learning curve (Set5, EMA weights, logged by the trainer):", "",
+            lines += ["", f"Learning curve (Set5{inputs}, EMA weights, logged by the trainer):", "",
                       "| iteration | " + " | ".join(f"{it:,}" for it, _, _ in shown) + " |",
                       "|---" * (len(shown) + 1) + "|",
                       "| hours | " + " | ".join(f"{h:.2f}" for _, h, _ in shown) + " |",
@@ -168,7 +176,7 @@ def main() -> None:
         print(comparison_table(sys.argv[2:]))
         return
     files = [(n, s, p) for n in bundled_names() for s, p in sorted(bundled_weights(n).items())]
-    files.sort(key=lambda t: (t[0] != DEFAULT_MODEL, t[0], -t[1]))
+    files.sort(key=lambda t: (t[0] != default_upscale_model(4), t[0], -t[1]))
     out = ["# Model cards", "",
            "One card per weights file shipped inside the package (`src/lightsr/weights/`, listed by "
            "`lightsr models`). Every number below is read from the file's own metadata, written by "
