@@ -17,7 +17,15 @@ from PIL import Image
 
 import lightsr
 from conftest import require_shared
-from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_path, bundled_weights
+from lightsr.bundled import (
+    DEFAULT_MODEL,
+    UPSCALE_DEFAULTS,
+    bundled_metadata,
+    bundled_names,
+    bundled_path,
+    bundled_weights,
+    default_upscale_model,
+)
 from lightsr.cli import main
 from lightsr.errors import UsageError
 from lightsr.evaluate import evaluate, load_set
@@ -76,10 +84,30 @@ def test_upscale_without_flags_uses_the_default_model(tmp_path: Path) -> None:
     Image.fromarray(hr.lr).save(tmp_path / "in.png")
     assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
-    ref = lightsr.Upscaler(lightsr.load_model(bundled_path(DEFAULT_MODEL, 4))).upscale(hr.lr)
+    default = default_upscale_model(4)
+    assert default == next(n for n in UPSCALE_DEFAULTS if bundled_path(n, 4) is not None)
+    ref = lightsr.Upscaler(lightsr.load_model(bundled_path(default, 4))).upscale(hr.lr)
     assert out.shape == (hr.lr.shape[0] * 4, hr.lr.shape[1] * 4, 3)
-    assert np.array_equal(out, ref)
+    assert np.array_equal(out, ref) and np.array_equal(lightsr.Upscaler().upscale(hr.lr), ref)
     assert calculate_psnr(out, hr.hr, crop_border=4) > calculate_psnr(imresize(hr.lr, 4), hr.hr, crop_border=4)
+
+
+def test_default_model_falls_back_per_scale(tmp_path: Path) -> None:
+    """At a scale the first default has no file for, upscaling takes the next one that has (the bicubic track's
+    network at ×2), in the CLI and the API alike."""
+    for scale in (2, 3, 4):
+        expected = next((n for n in UPSCALE_DEFAULTS if bundled_path(n, scale) is not None), DEFAULT_MODEL)
+        assert default_upscale_model(scale) == expected
+    scale = next((s for s in (2, 3) if bundled_path(UPSCALE_DEFAULTS[0], s) is None), None)
+    if scale is None or bundled_path(default_upscale_model(scale), scale) is None:
+        pytest.skip("no scale where the first default is missing and another is bundled")
+    lr = (np.random.default_rng(0).random((12, 10, 3)) * 255).astype(np.uint8)
+    Image.fromarray(lr).save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--scale", str(scale),
+                 "-q"]) == 0
+    ref = lightsr.Upscaler(lightsr.load_model(bundled_path(default_upscale_model(scale), scale))).upscale(lr)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), ref)
+    assert np.array_equal(lightsr.Upscaler(scale=scale).upscale(lr), ref)
 
 
 def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
@@ -103,6 +131,7 @@ def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
         psnr = json.loads(meta["psnr_ssim"])["Set5"][0]
         row = next(line for line in out.splitlines() if line.startswith(f"| {path.name} |"))
         assert f"{psnr:.2f}" in row and meta["iterations"] in row, row
+        assert ("(upscale's default)" in row) == (path == bundled_path(default_upscale_model(_scale), _scale)), row
     assert f"| {DEFAULT_MODEL} (default) |" in out
 
 

@@ -9,9 +9,13 @@ import re
 from importlib import resources
 from pathlib import Path
 
-# The network used when no --model/--weights is given: of the three, LKSMN gained the most Set5 PSNR per
-# CPU-second in the 15-minute training curves (docs/training.md), and it is also the cheapest to run.
+# The default network (training's `model.arch`, the bicubic track): of the three, LKSMN gained the most Set5 PSNR
+# per CPU-second in the 15-minute training curves (docs/training.md), and it is also the cheapest to run.
 DEFAULT_MODEL = "lksmn"
+# What upscaling (CLI, API, web page) runs when no model is named: the first of these with a bundled file at the
+# requested scale. Photos are mostly JPEGs, often noisy, where the real-photo model scores clearly higher, at a
+# small cost on clean downscaled images (README, "Which model for what"); at ×2/×3 only the bicubic track exists.
+UPSCALE_DEFAULTS = ("lksmn_real", DEFAULT_MODEL)
 
 _NAME = re.compile(r"(?P<name>[a-z_]+)_x(?P<scale>\d+)\.safetensors")
 
@@ -43,6 +47,11 @@ def bundled_names() -> list[str]:
     return sorted({m["name"] for f in folder.iterdir() if (m := _NAME.fullmatch(f.name))})
 
 
+def default_upscale_model(scale: int | None = None) -> str:
+    """The bundled name upscaling uses at ``scale`` (default 4) when no model is named (:data:`UPSCALE_DEFAULTS`)."""
+    return next((n for n in UPSCALE_DEFAULTS if (scale or 4) in bundled_weights(n)), DEFAULT_MODEL)
+
+
 def bundled_path(name: str, scale: int) -> Path | None:
     return bundled_weights(name).get(scale)
 
@@ -54,3 +63,11 @@ def bundled_metadata(path: str | Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as f:
         return dict(f.metadata() or {})
 
+
+# What a bundled file was trained for, when its metadata does not say (the bicubic track's files predate the key).
+CLEAN_INPUT = "clean downscaled images"
+
+
+def intended_input(path: str | Path) -> str:
+    """What the bundled file at ``path`` was trained for (its ``intended_input`` metadata), in a few words."""
+    return bundled_metadata(path).get("intended_input", CLEAN_INPUT)

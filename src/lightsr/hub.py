@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_names, bundled_weights
+from lightsr.bundled import bundled_names, bundled_weights, default_upscale_model
 from lightsr.checkpoints import bundled_model
 from lightsr.checkpoints import load_model as _load
 from lightsr.errors import CheckpointError, UsageError
@@ -175,8 +175,9 @@ def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **ov
 
 def resolve_model(name: str | None, weights: str | None, scale: int | None) -> SRNet:
     """The network a command asks for: ``weights`` (a checkpoint file, or published or bundled weights by name),
-    else the bundled weights of ``name`` (default :data:`~lightsr.bundled.DEFAULT_MODEL`) at ``scale`` (default 4).
+    else the bundled weights of ``name`` (default :func:`~lightsr.bundled.default_upscale_model`) at ``scale``
+    (default 4).
     """
     if weights:
         return load_model(weights, name=name, scale=scale)
-    return bundled_model(name or DEFAULT_MODEL, scale)
+    return bundled_model(name or default_upscale_model(scale), scale)

@@ -59,15 +59,15 @@ class ModelEntry:
 
 def model_entries(checkpoints: Sequence[str | os.PathLike] = ()) -> list[ModelEntry]:
     """Bundled weights of every network and scale, published weights, then the given checkpoint files."""
-    from lightsr.bundled import DEFAULT_MODEL, bundled_names, bundled_weights
+    from lightsr.bundled import bundled_names, bundled_weights, default_upscale_model, intended_input
     from lightsr.hub import published
 
     out = []
-    names = sorted(bundled_names(), key=lambda n: n != DEFAULT_MODEL)
-    for name in names:
-        for scale in sorted(bundled_weights(name), reverse=True):
-            tag = " (default)" if name == DEFAULT_MODEL and scale == 4 else ""
-            out.append(ModelEntry(f"{name} ×{scale}, bundled{tag}", name, None, scale))
+    default = default_upscale_model(4)
+    for name in sorted(bundled_names(), key=lambda n: n != default):
+        for scale, path in sorted(bundled_weights(name).items(), reverse=True):
+            tag = " (default)" if name == default and scale == 4 else ""
+            out.append(ModelEntry(f"{name} ×{scale}, bundled{tag}: for {intended_input(path)}", name, None, scale))
     for key, (spec, entry) in sorted(published().items()):
         out.append(ModelEntry(f"{key}: {spec.name} ×{entry.scale}, published (downloaded on first use)", None, key,
                               entry.scale))

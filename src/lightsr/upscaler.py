@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_names
+from lightsr.bundled import bundled_names, default_upscale_model
 from lightsr.checkpoints import bundled_model
 from lightsr.device import auto_precision, resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
@@ -114,9 +114,10 @@ class _Net:
 class Upscaler:
     """Keeps a network loaded and upscales images, arrays, tensors and files with it.
 
-    ``model``: a registry name (its bundled weights at ``scale``), a checkpoint path (``.pth``,
-    ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet`. ``tile``: None picks the tile size from
-    ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input pixels.
+    ``model``: a bundled name (its weights at ``scale``; None: :func:`lightsr.bundled.default_upscale_model`), a
+    checkpoint path (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet`. ``tile``: None
+    picks the tile size from ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input
+    pixels.
     ``tile_overlap``: context on each side of a tile (default: per architecture, see
     :data:`lightsr.tiling.ARCH_TILING`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
@@ -136,7 +137,7 @@ class Upscaler:
     :data:`lightsr.imageio.DEFAULT_MAX_OUTPUT_PIXELS`; None: no limit).
     """
 
-    def __init__(self, model: str | os.PathLike | SRNet = DEFAULT_MODEL, scale: int | None = None,
+    def __init__(self, model: str | os.PathLike | SRNet | None = None, scale: int | None = None,
                  tile: int | None = None, tile_overlap: int | None = None, device: str | torch.device = "auto",
                  precision: str = "fp32", max_memory: int | str | None = None, alpha: str = "bicubic",
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
@@ -184,6 +185,8 @@ class Upscaler:
             if scale is not None and scale != model.scale:
                 raise UsageError(f"scale {scale} requested, but the network is ×{model.scale}")
             return self._wrap_torch(model, copy_first=True)
+        if model is None:
+            model = default_upscale_model(scale)
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(f"model must be a name, a path or an SRNet, not {type(model).__name__}")
         text = str(model)
@@ -673,7 +676,7 @@ def _dispatch(up: Upscaler, image: Any) -> Any:
     raise TypeError(f"cannot upscale a {type(image).__name__}: pass a PIL image, a numpy array or a torch tensor")
 
 
-def upscale(image: Any, model: str | os.PathLike | SRNet = DEFAULT_MODEL, scale: int | None = None,
+def upscale(image: Any, model: str | os.PathLike | SRNet | None = None, scale: int | None = None,
             tile: int | None = None, **kwargs: Any) -> Any:
     """Upscale one image (PIL, numpy or torch; see :meth:`Upscaler.upscale`) and return the same kind.
 

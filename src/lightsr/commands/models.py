@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_weights
-
-# What a bundled file was trained for, when its metadata does not say (the bicubic track's files predate the key).
-CLEAN_INPUT = "clean downscaled images"
+from lightsr.bundled import (
+    DEFAULT_MODEL,
+    bundled_metadata,
+    bundled_names,
+    bundled_weights,
+    default_upscale_model,
+    intended_input,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,13 +41,15 @@ def run(args: argparse.Namespace) -> int:
               "`--model NAME`):\n")
         print("| file | made for | iterations | hours | trained on | Set5 | Set14 | B100 |")
         print("|---|---|---|---|---|---|---|---|")
-        for _name, _scale, path in files:
+        for _name, scale, path in files:
             meta = bundled_metadata(path)
             scores = json.loads(meta.get("psnr_ssim", "{}"))
             bicubic = json.loads(meta.get("bicubic_psnr_ssim", "{}"))
             cells = [f"{scores[k][0]:.2f} / {scores[k][1]:.4f} ({bicubic[k][0]:.2f})" if k in scores and k in bicubic
                      else "—" for k in ("Set5", "Set14", "B100")]
-            made_for = meta.get("intended_input", CLEAN_INPUT)
+            made_for = intended_input(path)
+            if path == bundled_weights(default_upscale_model(scale)).get(scale):
+                made_for += " (upscale's default)"
             print(f"| {path.name} | {made_for} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
                   f"{meta.get('hardware', '?')} | " + " | ".join(cells) + " |")
     _published()
