@@ -107,7 +107,7 @@ def weights_key(model: SRNet, opset: int) -> str:
 
 
 def export_dir() -> Path:
-    from lightsr.hub import home
+    from lightsr.cache import home
 
     return home() / "exports"
 

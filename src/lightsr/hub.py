@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightsr.bundled import bundled_names, bundled_weights, default_upscale_model
+from lightsr.cache import home
 from lightsr.checkpoints import bundled_model
 from lightsr.checkpoints import load_model as _load
 from lightsr.errors import CheckpointError, UsageError
@@ -36,12 +37,6 @@ from lightsr.models.spec import ModelSpec, PublishedWeights
 
 _CHUNK = 1 << 20
 TIMEOUT_S = 60
-
-
-def home() -> Path:
-    """The cache folder: ``$LIGHTSR_HOME`` or ``~/.cache/lightsr``."""
-    env = os.environ.get("LIGHTSR_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lightsr"
 
 
 def published() -> dict[str, tuple[ModelSpec, PublishedWeights]]:
@@ -126,7 +121,7 @@ def load_model(path: str | os.PathLike, name: str | None = None, scale: int | No
     """:func:`lightsr.checkpoints.load_model`, where ``path`` may also name weights instead of a file.
 
     A file wins; otherwise a published checkpoint's name (downloaded on first use, with the container entry
-    its publisher evaluates unless ``param_key`` says otherwise) or a bundled file's name (``lksmn_x4``).
+    its publisher evaluates unless ``param_key`` says otherwise) or a bundled file's name (``<name>_x<scale>``).
     """
     text = os.fspath(path)
     if not Path(text).exists():
@@ -144,8 +139,9 @@ def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **ov
     """A network by registry name, like timm's ``create_model``.
 
     ``pretrained=False``: randomly initialised (``overrides`` replace the paper's defaults). ``True``: lightsr's
-    bundled weights of ``name`` at ``scale``; ``name`` may also be a bundled variant (``create_model("lksmn_real",
-    pretrained=True)``, the same as ``create_model("lksmn", pretrained="lksmn_real")``). A published checkpoint's
+    bundled weights of ``name`` at ``scale``; ``name`` may also be a bundled variant of a network (its weights
+    file names the network; ``create_model(variant, pretrained=True)`` is ``create_model(network,
+    pretrained=variant)``). A published checkpoint's
     name (``lightsr models`` lists them): those weights, downloaded on first use.
     """
     if pretrained is False or pretrained is None:
@@ -158,7 +154,7 @@ def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **ov
             model_spec(name)  # the one-line 'unknown model' error
         return bundled_model(name, scale, option="create_model")
     variants = [n for n in bundled_names() if n not in list_models()]
-    if isinstance(pretrained, str) and pretrained in variants:  # create_model("lksmn", pretrained="lksmn_real")
+    if isinstance(pretrained, str) and pretrained in variants:  # create_model(network, pretrained=variant)
         model = bundled_model(pretrained, scale, option="create_model")
         if model_spec(model.arch).family != model_spec(name).family:
             raise UsageError(f"pretrained={pretrained!r} holds {model.arch} weights, not {name}")
