@@ -15,6 +15,17 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n auto``, the README's command) the workers share the cores: each gets its part
+    of them for torch's threads instead of every worker starting one thread per core."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if os.environ.get("PYTEST_XDIST_WORKER") and workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // workers))
+
+
 def shared_root() -> Path:
     env = os.environ.get("LIGHTSR_SHARED")
     return Path(env).resolve() if env else (REPO_ROOT.parent / "shared").resolve()
@@ -101,3 +112,13 @@ def _cpu_without_native_bf16(monkeypatch):
     monkeypatch.setattr(lightsr.device, "_cpu_flags", lambda: set())
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
         monkeypatch.setattr(torch.cpu, probe, lambda: False, raising=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_lightsr_home(tmp_path_factory):
+    """Exports and downloads of the suite go to a folder of this session (of each worker, when tests run in
+    parallel), never into the user's cache, and no two processes write one cache file at once."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LIGHTSR_HOME", str(tmp_path_factory.mktemp("lightsr_home")))
+    yield
+    mp.undo()
