@@ -14,10 +14,12 @@ peak RSS. A variant whose backend or precision this machine lacks is skipped wit
 
 Run it once per allocator to compare them, e.g.::
 
-    LIGHTSR_ALLOCATOR=system python benchmarks/latency.py --models hasn --scales 4
+    LIGHTSR_ALLOCATOR=system python benchmarks/latency.py --models hasn --scales 4   # glibc's defaults
+    python benchmarks/latency.py --models hasn --scales 4                            # glibc tuned, as the CLI does
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python benchmarks/latency.py ...
 
-(``python -m lightsr`` re-executes itself under tcmalloc; this script does not, so that you choose.)
+(``python -m lightsr`` re-executes itself under tcmalloc when installed; this script does not, so that you
+choose.)
 """
 
 from __future__ import annotations
@@ -114,8 +116,12 @@ def main() -> int:
     p.add_argument("--peak", type=float, help="GFLOP/s of the compute floor (default: measured)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    from lightsr.allocator import active_allocator, tune_glibc
+
+    if os.environ.get("LIGHTSR_ALLOCATOR", "auto").lower() != "system" and active_allocator() == "system":
+        tune_glibc()  # as the command line does without tcmalloc
     peak = args.peak or matmul_peak()
-    alloc = "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
+    alloc = active_allocator()
     print(f"# {args.threads} threads, allocator {alloc}, matmul peak {peak:.0f} GFLOP/s, {args.runs} alternating "
           "rounds after warm-up")
     print("| model | scale | input | variant | median (s) | min (s) | × vs train | × vs torch:fp32 | max abs diff "
