@@ -113,26 +113,29 @@ def export_dir() -> Path:
 
 
 def cached_export(model: SRNet, backend: str, opset: int = 17) -> Path:
-    """The fused ONNX export of ``model``, built and checked by ``backend`` on first use, then reused."""
+    """The fused ONNX export of ``model`` (its inference form, :meth:`SRNet.fuse`), built and checked by ``backend``
+    against the training form on first use, then reused."""
     from lightsr.export import export_onnx
 
     folder = export_dir()
-    path = folder / f"{model.info.arch}_x{model.info.scale}-{weights_key(model, opset)[:20]}.onnx"
+    path = folder / f"{model.info.arch}_x{model.info.scale}-fused-{weights_key(model, opset)[:20]}.onnx"
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    if backend == "onnxruntime":
-        return export_onnx(model, path, opset=opset, check=True, atol=EXPORT_ATOL)
-    export_onnx(model, path, opset=opset, check=False)
+    # Built and checked under a name of this process, then renamed: a killed build or a concurrent one never
+    # leaves an unchecked file where the next run would trust it.
+    tmp = folder / f".{path.stem}.{os.getpid()}.onnx"
     try:
-        _check(model, OpenVinoModel(path, "fp32", model.scale), path)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        export_onnx(model.fuse(), tmp, opset=opset, check=False)
+        # Checked by the runtime that will run it (onnxruntime when run is None), against the training form.
+        _check(model, None if backend == "onnxruntime" else OpenVinoModel(tmp, "fp32", model.scale), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def _check(model: SRNet, run: Callable[[torch.Tensor], torch.Tensor], path: Path) -> None:
+def _check(model: SRNet, run: Callable[[torch.Tensor], torch.Tensor] | None, path: Path) -> None:
     from lightsr.export import ExportError, check_onnx
 
     errors = check_onnx(model, path, run=run)
