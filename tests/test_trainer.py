@@ -157,6 +157,20 @@ def test_auto_resume_continues_a_shorter_run_exactly(tmp_path):
     assert any("train.max_iters" in r.get("message", "") for r in events)  # the config change is reported
 
 
+def test_keys_added_since_a_checkpoint_compare_as_their_defaults(tmp_path):
+    """A checkpoint written before a config key existed resumes without a config-change warning for that key."""
+    raw = tiny_config(tmp_path, "a", train={"max_iters": 4}, checkpoint={"every": 2})
+    train(config_from_dict(_merge(raw, {"train": {"max_iters": 2}})))
+    state_path = tmp_path / "runs/a/checkpoints/iter_00000002/state.pt"
+    state = torch.load(state_path, weights_only=True)
+    del state["config"]["data"]["degradation"]["downscaled_prob"]  # as written before the key existed
+    torch.save(state, state_path)
+    train(config_from_dict(_merge(raw, {"auto_resume": True})))
+    warnings = [r["message"] for r in _log(tmp_path / "runs/a") if r.get("event") == "warning"]
+    assert any("train.max_iters" in w for w in warnings)  # a real change is still reported
+    assert not any("downscaled_prob" in w for w in warnings), warnings
+
+
 def test_resume_applies_a_changed_schedule_and_optimizer(tmp_path):
     """The config given on resume is the one trained with: a longer cosine run continues on the new schedule
     (its closed form, as if it had been set from the start) and new optimizer hyper-parameters apply."""

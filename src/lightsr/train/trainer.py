@@ -34,7 +34,7 @@ from torch import nn
 from lightsr._files import atomic_write
 from lightsr.errors import LightSRError, WriteError
 from lightsr.train import distributed as D
-from lightsr.train.config import Config, ConfigError, config_to_dict, diff_configs, dump_config
+from lightsr.train.config import Config, ConfigError, config_from_dict, config_to_dict, diff_configs, dump_config
 from lightsr.train.ema import ModelEMA
 from lightsr.train.logger import NullLogger, RunLogger
 from lightsr.train.state import (
@@ -381,6 +381,10 @@ class Trainer:
                               "the run continues with the config given, its learning-rate schedule recomputed "
                               f"to iteration {self.iteration}")
         if previous is not None and self.resume_from is not None:
+            try:  # keys added to the schema since the checkpoint was written compare as their defaults
+                previous = config_to_dict(config_from_dict(previous))
+            except ConfigError:
+                pass
             changed = [k for k in diff_configs(previous, config_to_dict(self.cfg))
                        if not any(k == h or k.startswith(h + ".") for h in _HARMLESS_ON_RESUME)]
             if changed:
