@@ -98,6 +98,10 @@ def test_default_model_falls_back_per_scale(tmp_path: Path) -> None:
     for scale in (2, 3, 4):
         expected = next((n for n in UPSCALE_DEFAULTS if bundled_path(n, scale) is not None), DEFAULT_MODEL)
         assert default_upscale_model(scale) == expected
+    # The shipped decision (README, "Photos: which model for what"): the real-photo file at ×4 only.
+    assert [default_upscale_model(s) for s in (2, 3, 4)] == [DEFAULT_MODEL, DEFAULT_MODEL, UPSCALE_DEFAULTS[0]]
+    assert UPSCALE_DEFAULTS[0] != DEFAULT_MODEL and bundled_metadata(bundled_path(UPSCALE_DEFAULTS[0], 4))[
+        "arch"] == DEFAULT_MODEL
     scale = next((s for s in (2, 3) if bundled_path(UPSCALE_DEFAULTS[0], s) is None), None)
     if scale is None or bundled_path(default_upscale_model(scale), scale) is None:
         pytest.skip("no scale where the first default is missing and another is bundled")
@@ -132,7 +136,7 @@ def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
         row = next(line for line in out.splitlines() if line.startswith(f"| {path.name} |"))
         assert f"{psnr:.2f}" in row and meta["iterations"] in row, row
         assert ("(upscale's default)" in row) == (path == bundled_path(default_upscale_model(_scale), _scale)), row
-    assert f"| {DEFAULT_MODEL} (default) |" in out
+    assert f"| {DEFAULT_MODEL} (default network) |" in out
 
 
 # ------------------------------------------------------------------------------------------------- figures

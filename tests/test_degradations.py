@@ -259,14 +259,9 @@ def test_downscaled_path_is_noise_then_pillows_jpeg_on_the_bicubic_lr(gaussian):
             sigma = rng.uniform(*cfg.second.noise_range)
             n = rng.standard_normal((1 if gray else 3, *lr.shape[:2]), dtype=np.float32).transpose(1, 2, 0)
             x = x + n.astype(np.float64) * (sigma / 255)
-        else:  # Poisson on the 8-bit levels (its own test checks the noise): here only that it is the second stage's
+        else:  # shot noise at a scale from the second stage's range (poisson_noise has its own tests)
             scale = rng.uniform(*cfg.second.poisson_scale_range)
-            assert 0.05 <= scale <= 2.5
-            x = _t(lr)[0].permute(1, 2, 0).numpy().astype(np.float64)
-            rng = None
-        if rng is None:
-            assert out.shape == lr.shape and out.dtype == np.uint8
-            continue
+            x = poisson_noise(_t(lr), scale, gray, rng)[0].permute(1, 2, 0).numpy().astype(np.float64)
         q = int(rng.integers(cfg.second.jpeg_range[0], cfg.second.jpeg_range[1] + 1))
         noisy = np.clip(np.round(np.clip(x, 0, 1) * 255), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
@@ -276,26 +271,47 @@ def test_downscaled_path_is_noise_then_pillows_jpeg_on_the_bicubic_lr(gaussian):
         assert np.mean(out == ref) > 0.97 and np.abs(out.astype(int) - ref).max() <= 8
 
 
-def test_downscaled_share_is_the_bicubic_lr_degraded_and_zero_changes_nothing():
-    from lightsr.data import _DEGRADE_STREAM, SRPatchDataset
+def test_one_draw_picks_the_path_so_runs_without_the_downscaled_share_sample_as_before():
+    """Each degraded sample is, by one uniform draw ``u`` from its generator: the bicubic LR (``u < clean_prob``),
+    the bicubic LR through :func:`degrade_downscaled` (``u < clean_prob + downscaled_prob``), else the
+    real-world track on the patch's region — rebuilt here from the public functions. With ``downscaled_prob`` 0
+    this is the sampling of runs made before the key existed, so their resumes stay exact."""
+    from lightsr.data import _DEGRADE_STREAM, DEGRADE_MARGIN, SRPatchDataset, bicubic_lr_patch
 
     t91 = require_shared("data/train/T91")
     kw = {"seed": 3, "verbose": False, "cache_max_bytes": 0, "hflip": False, "rot": False}
     bic = SRPatchDataset([t91], 4, 32, **kw)
-    base = SRPatchDataset([t91], 4, 32, degradation=DegradationConfig(type="real", clean_prob=0.2), **kw)
-    zero = SRPatchDataset([t91], 4, 32, degradation=DegradationConfig(type="real", clean_prob=0.2,
-                                                                       downscaled_prob=0.0), **kw)
-    cfg = DegradationConfig(type="real", downscaled_prob=1.0)
-    down = SRPatchDataset([t91], 4, 32, degradation=cfg, **kw)
-    for idx in (0, 5, 17):
-        np.testing.assert_array_equal(base.sample(2, idx)[0], zero.sample(2, idx)[0])  # resumable old runs
-        lb, hb = bic.sample(2, idx)
-        ld, hd = down.sample(2, idx)
-        np.testing.assert_array_equal(hb, hd)
-        rng = np.random.default_rng((3, _DEGRADE_STREAM, 2, idx))
-        assert rng.random() < 1.0  # the draw that picks the path
-        np.testing.assert_array_equal(ld, degrade_downscaled(lb, cfg, rng))
-        assert not np.array_equal(ld, lb)
+    paths = set()
+    for clean, down in ((0.2, 0.0), (0.3, 0.4), (0.0, 1.0)):
+        cfg = DegradationConfig(type="real", clean_prob=clean, downscaled_prob=down)
+        ds = SRPatchDataset([t91], 4, 32, degradation=cfg, **kw)
+        for idx in range(12):
+            lr, hr = ds.sample(2, idx)
+            lb, hb = bic.sample(2, idx)
+            np.testing.assert_array_equal(hr, hb)  # the crop is the bicubic track's
+            rng = np.random.default_rng((3, _DEGRADE_STREAM, 2, idx))
+            u = rng.random()
+            if u < clean:
+                paths.add("clean")
+                np.testing.assert_array_equal(lr, lb)
+            elif u < clean + down:
+                paths.add("downscaled")
+                np.testing.assert_array_equal(lr, degrade_downscaled(lb, cfg, rng))
+            else:
+                paths.add("real")
+                item = ds.items[idx % len(ds.items)]
+                hr_img = ds.hr_cache[ds._hr_index[item.hr]]
+                srng = np.random.default_rng((3, 2, 2, idx))  # the sample stream: the crop's draws
+                n = ds.lr_patch
+                ly = int(srng.integers(0, item.lr_size[0] - n + 1))
+                lx = int(srng.integers(0, item.lr_size[1] - n + 1))
+                y0, x0 = max(0, ly - DEGRADE_MARGIN), max(0, lx - DEGRADE_MARGIN)
+                y1 = min(item.lr_size[0], ly + n + DEGRADE_MARGIN)
+                x1 = min(item.lr_size[1], lx + n + DEGRADE_MARGIN)
+                region = degrade_real(hr_img[y0 * 4:y1 * 4, x0 * 4:x1 * 4], 4, cfg, rng)
+                np.testing.assert_array_equal(lr, region[ly - y0:ly - y0 + n, lx - x0:lx - x0 + n])
+                assert not np.array_equal(lr, bicubic_lr_patch(hr_img, 4, ly, lx, n, item.lr_size))
+    assert paths == {"clean", "downscaled", "real"}
 
 
 def _cfg(**deg) -> dict:

@@ -129,7 +129,9 @@ def test_only_the_command_layer_imports_argparse() -> None:
 
 def test_generic_modules_name_no_architecture() -> None:
     words = {s.name for s in specs()} | {s.family for s in specs()} | {s.network.__name__ for s in specs()}
-    rx = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words), key=len, reverse=True)) + r")\b", re.IGNORECASE)
+    # Bounded by anything but letters and digits: "_" joins names too (a weights name such as "<arch>_x4").
+    alternatives = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
+    rx = re.compile(r"(?<![A-Za-z0-9])(" + alternatives + r")(?![A-Za-z0-9])", re.IGNORECASE)
     generic = [p for m, p in MODULES.items()
                if not m.startswith(("lightsr.models", "lightsr.commands")) and m not in ("lightsr.cli",
                                                                                            "lightsr.bundled")]

@@ -284,7 +284,7 @@ def load_state_dict(
 
 
 def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
-    """The bundled weights ``name`` (a network, or a variant such as ``lksmn_real``) at ``scale`` (default 4);
+    """The bundled weights ``name`` (a network, or a variant whose file names its network) at ``scale`` (default 4);
     one-line errors name ``option`` and what is missing."""
     known = list_models() + [n for n in bundled_names() if n not in list_models()]
     if name not in known:

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         bundled = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "—"
         variants = [f"{n} ×{s}" for n, s, path in files if n not in list_models() and arch_of[path] == name]
         bundled += "".join(f"; {v}" for v in variants)
-        rows.append((name + (" (default)" if name == DEFAULT_MODEL else ""), " / ".join(counts), bundled, spec.paper))
+        label = name + (" (default network)" if name == DEFAULT_MODEL else "")
+        rows.append((label, " / ".join(counts), bundled, spec.paper))
     print("| model | trainable params ×2 / ×3 / ×4 | bundled weights | paper |")
     print("|---|---|---|---|")
     for r in rows:
