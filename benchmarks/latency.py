@@ -4,7 +4,7 @@ For each network and scale it times, on one image giving a 1280×720 output (inp
 ``--input WxH``): the training form (``train``), the fused form under ``torch.compile`` (``compile``, with
 Inductor's weight freezing unless ``--no-freezing``), and every ``BACKEND:PRECISION`` of
 :func:`lightsr.backends.build` — ``torch:fp32`` (the fused form, what ``upscale --precision fp32`` runs),
-``torch:bf16``, ``onnxruntime:fp32``, ``openvino:fp32``, ``openvino:bf16`` (the non-torch ones run the fused ONNX
+``torch:bf16``, ``onnxruntime:fp32``, ``openvino:fp32``, ``openvino:bf16`` (the non-torch ones run the ONNX
 export). Warm-up, then ``--runs`` rounds in which the variants take turns (A/B/C… alternately, so that a noisy
 machine slows all of them alike); the median and minimum per variant, all in this one process with the same
 thread count and allocator. It prints the ratio to the training form and to ``torch:fp32``, the max abs

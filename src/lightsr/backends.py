@@ -1,21 +1,22 @@
-"""Inference runtimes: PyTorch, and onnxruntime or OpenVINO running the network's fused ONNX export.
+"""Inference runtimes: PyTorch, and onnxruntime or OpenVINO running the network's ONNX export.
 
 :func:`build` turns a network into a :class:`Runtime` — float32 ``N×3×H×W`` in [0, 1] in, ``N×3×sH×sW`` out —
 on the backend and precision asked for; :class:`~lightsr.upscaler.Upscaler` (``backend=``), ``lightsr eval`` and
 ``lightsr profile`` run it.
 
 * ``torch``: the inference form (:meth:`SRNet.fuse`) in the chosen dtype.
-* ``onnxruntime``: the fused export, float32 (its CPU kernels have no bf16 path for these graphs).
-* ``openvino``: the fused export compiled by OpenVINO for the CPU, f32 or bf16 (its inference precision hint;
+* ``onnxruntime``: the export, float32 (its CPU kernels have no bf16 path for these graphs).
+* ``openvino``: the export compiled by OpenVINO for the CPU, f32 or bf16 (its inference precision hint;
   bf16 where the CPU has AMX or AVX512-BF16). Compiled blobs are cached by OpenVINO itself (``CACHE_DIR``), per
   graph and precision.
 
-The export is built on first use and cached in ``$LIGHTSR_HOME/exports`` (default ``~/.cache/lightsr``) under a
-key made of the weights' SHA-256, the network's config, the lightsr version and the opset: other weights, a
-fine-tuned file or a new lightsr get their own export. A new export is checked against the PyTorch network on
-image-like inputs at sizes it was not traced at before it is kept (above 1e-4 it is an error and the file is
-deleted). ``onnx``/``onnxruntime`` (``lightsr[onnx]``) and ``openvino`` (``lightsr[openvino]``) are optional; a
-missing one is a one-line error naming the extra.
+The export is of the form the network's spec names (``graph_form``: the inference form, or the training form
+where the graph runtimes run that faster), built on first use and cached in ``$LIGHTSR_HOME/exports`` (default
+``~/.cache/lightsr``) under a key made of the weights' SHA-256, the network's config, the lightsr version and the
+opset: other weights, a fine-tuned file or a new lightsr get their own export. A new export is checked against
+the PyTorch network on image-like inputs at sizes it was not traced at before it is kept (above 1e-4 it is an
+error and nothing is kept). ``onnx``/``onnxruntime`` (``lightsr[onnx]``) and ``openvino`` (``lightsr[openvino]``)
+are optional; a missing one is a one-line error naming the extra.
 """
 
 from __future__ import annotations
@@ -113,12 +114,14 @@ def export_dir() -> Path:
 
 
 def cached_export(model: SRNet, backend: str, opset: int = 17) -> Path:
-    """The fused ONNX export of ``model`` (its inference form, :meth:`SRNet.fuse`), built and checked by ``backend``
-    against the training form on first use, then reused."""
+    """The ONNX export of ``model`` in its spec's ``graph_form`` (the inference form, :meth:`SRNet.fuse`, or the
+    training form), built and checked by ``backend`` against the training form on first use, then reused."""
     from lightsr.export import export_onnx
+    from lightsr.models.registry import model_spec
 
+    form = model_spec(model.info.arch).graph_form
     folder = export_dir()
-    path = folder / f"{model.info.arch}_x{model.info.scale}-fused-{weights_key(model, opset)[:20]}.onnx"
+    path = folder / f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx"
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,7 @@ def cached_export(model: SRNet, backend: str, opset: int = 17) -> Path:
     # leaves an unchecked file where the next run would trust it.
     tmp = folder / f".{path.stem}.{os.getpid()}.onnx"
     try:
-        export_onnx(model.fuse(), tmp, opset=opset, check=False)
+        export_onnx(model.fuse() if form == "fused" else model, tmp, opset=opset, check=False)
         # Checked by the runtime that will run it (onnxruntime when run is None), against the training form.
         _check(model, None if backend == "onnxruntime" else OpenVinoModel(tmp, "fp32", model.scale), tmp)
         os.replace(tmp, path)
@@ -181,7 +184,8 @@ class OpenVinoModel:
 def build(model: SRNet, backend: str = "torch", precision: str = "fp32", device: str | torch.device = "cpu",
           threads: int | None = None, fuse: bool = True) -> Runtime:
     """``model`` on ``backend`` in ``precision`` (``auto``: bf16 where the device has it natively and the backend
-    runs it, else fp32). Non-torch backends run the fused export on the CPU (onnxruntime: or CUDA)."""
+    runs it, else fp32). Non-torch backends run the export (:func:`cached_export`) on the CPU (onnxruntime: or
+    CUDA)."""
     check_backend(backend)
     dev = resolve_device(device)
     supported = tuple(model.info.precisions)
@@ -199,7 +203,7 @@ def build(model: SRNet, backend: str = "torch", precision: str = "fp32", device:
 
         return Runtime(run, model.scale, model.arch, backend, prec, dev, module=module)
     if not fuse:
-        raise UsageError(f"--no-fuse applies to --backend torch (--backend {backend} runs the fused export)")
+        raise UsageError(f"--no-fuse applies to --backend torch (--backend {backend} runs the exported graph)")
     if backend == "openvino" and dev.type != "cpu":
         raise UsageError(f"--backend openvino runs on the CPU, not --device {dev}")
     if backend == "openvino" and prec == "bf16" and not native_bf16(torch.device("cpu")):

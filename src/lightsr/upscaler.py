@@ -125,7 +125,7 @@ class Upscaler:
     :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
     ``cuda[:N]``; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto`` (bf16 where the device
     computes it natively — :func:`lightsr.device.native_bf16` — else fp32; :attr:`precision` then holds the
-    choice). ``backend``: ``torch``, or ``onnxruntime``/``openvino`` running the fused ONNX export, made and
+    choice). ``backend``: ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and
     cached on first use (:mod:`lightsr.backends`). ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).

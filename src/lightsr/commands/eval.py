@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA) or auto (bf16 where the "
                         "device computes it natively)")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch (default), or onnxruntime / openvino running the fused ONNX export")
+                   help="torch (default), or onnxruntime / openvino running the network's ONNX export")
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
 

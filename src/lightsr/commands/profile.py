@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=_args.positive, default=5, help="timed runs (median reported)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="runtime timed by --latency: torch (default), onnxruntime or openvino (the fused export)")
+                   help="runtime timed by --latency: torch (default), onnxruntime or openvino (the ONNX export)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA) or auto")
     p.add_argument("--threads", type=_args.positive, help="CPU threads (torch, onnxruntime, OpenVINO)")

@@ -74,7 +74,7 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
                      help="auto (default: bf16 where the CPU or GPU computes it natively — AMX, AVX512-BF16, "
                           "Ampere or newer — else fp32), fp32 (exact), bf16, or fp16 (CUDA only)")
     run.add_argument("--backend", choices=BACKENDS, default="torch",
-                     help="torch (default), or onnxruntime / openvino running the fused ONNX export, made and "
+                     help="torch (default), or onnxruntime / openvino running the network's ONNX export, made and "
                           "cached on first use (pip install 'lightsr[onnx]' / 'lightsr[openvino]')")
     run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime / OpenVINO")
     run.add_argument("--no-fuse", action="store_true",

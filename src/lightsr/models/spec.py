@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -113,6 +113,9 @@ class ModelSpec:
     precisions: tuple[str, ...] = ("fp32", "bf16", "fp16")
     published: tuple[PublishedWeights, ...] = ()
     title: str = ""  # the paper's name for it ("ELAN-light"); default: the registry name upper-cased
+    # The form exported for the graph runtimes (--backend onnxruntime/openvino): the inference form unless its
+    # rearrangements for eager CPU PyTorch (pixel chunks, convs on phases) make the graph slower there.
+    graph_form: Literal["fused", "training"] = "fused"
 
     def __post_init__(self) -> None:
         if not self.family:
