@@ -116,8 +116,8 @@ def _cpu_without_native_bf16(monkeypatch):
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_lightsr_home(tmp_path_factory):
-    """Exports and downloads of the suite go to a folder of this session (of each worker, when tests run in
-    parallel), never into the user's cache, and no two processes write one cache file at once."""
+    """Exports and downloads of the suite go to a temporary folder of this pytest run (one per worker when tests
+    run in parallel), never into the user's cache, and no two processes write one cache file at once."""
     mp = pytest.MonkeyPatch()
     mp.setenv("LIGHTSR_HOME", str(tmp_path_factory.mktemp("lightsr_home")))
     yield

@@ -128,6 +128,16 @@ def _beta(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
 # Images are float32 tensors 1×C×H×W in [0, 1] (noise may leave it; the callers clamp where the pipeline does).
 
 
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    """uint8 H×W×C → float32 1×C×H×W in [0, 1] (a copy)."""
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    """float 1×C×H×W → uint8 H×W×C, clamped to [0, 1] and rounded."""
+    return np.ascontiguousarray((x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+
+
 def filter2d(img: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
     """Correlate every channel with ``kernel`` (odd size), reflecting the borders."""
     k = torch.from_numpy(np.ascontiguousarray(kernel, dtype=np.float32))
@@ -176,14 +186,13 @@ def jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
     to 8 bits."""
     from PIL import Image
 
-    arr = (img[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    arr = _uint8(img)
     gray = arr.shape[2] == 1
     pil = Image.fromarray(arr[..., 0] if gray else arr, "L" if gray else "RGB")
     buf = io.BytesIO()
     pil.save(buf, "JPEG", quality=int(quality))
     out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode))
-    out = out[..., None] if gray else out
-    return torch.from_numpy(out.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255
+    return _tensor(out[..., None] if gray else out)
 
 
 # ------------------------------------------------------------------------------------------- the training track
@@ -253,7 +262,7 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator)
     """uint8 HWC LR of size ``(H // scale, W // scale)`` from a uint8 HWC HR image through the configured
     real-world track; a pure function of ``(hr, scale, cfg, rng state)``."""
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
-    x = torch.from_numpy(np.array(hr[:h * scale, :w * scale])).permute(2, 0, 1).unsqueeze(0).float() / 255
+    x = _tensor(hr[:h * scale, :w * scale])
     shuffled = cfg.order == "shuffled"
     # First stage resizes relative to the HR size, the second relative to the LR size (Real-ESRGAN).
     x = _stage(x, cfg.first, rng, shuffled, (h * scale, w * scale))
@@ -273,18 +282,15 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator)
         x = jpeg(x.clamp(0, 1), quality)
         x = resize(x, (h, w), mode)
         x = filter2d(x, kernel) if kernel is not None else x
-    out = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(out)
+    return _uint8(x)
 
 
 def degrade_downscaled(lr: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
     """uint8 HWC: a bicubic-downscaled uint8 LR image with the second stage's noise (Gaussian or Poisson, colour
     or gray) and then a JPEG round trip at a quality from the second stage's range (the final JPEG's)."""
-    x = torch.from_numpy(np.array(lr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    x = _tensor(lr)
     x = _noise(x, cfg.second, rng).clamp(0, 1)
-    x = _jpeg(x, cfg.second, rng)
-    out = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return np.ascontiguousarray(out)
+    return _uint8(_jpeg(x, cfg.second, rng))
 
 
 # ------------------------------------------------------------------------------------------- evaluation
@@ -340,7 +346,7 @@ def apply_degrade(img: np.ndarray, ops: list[DegradeOp], key: str) -> np.ndarray
         raise UsageError(f"--degrade applies to gray or RGB images, not {img.shape[2]} channels")
     gray2d = img.ndim == 2
     arr = img[..., None] if gray2d else img
-    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    x = _tensor(arr)
     for i, op in enumerate(ops):
         if op.kind == "jpeg":
             x = jpeg(x, int(op.value))
@@ -350,5 +356,5 @@ def apply_degrade(img: np.ndarray, ops: list[DegradeOp], key: str) -> np.ndarray
             size = 2 * math.ceil(3 * op.value) + 1
             x = filter2d(x, generalized_gaussian_kernel(size, op.value, op.value, 0.0, 1.0))
         x = (x.clamp(0, 1) * 255).round() / 255
-    out = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    out = _uint8(x)
     return np.ascontiguousarray(out[..., 0] if gray2d else out)

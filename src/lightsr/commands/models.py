@@ -9,6 +9,7 @@ from lightsr.bundled import (
     DEFAULT_MODEL,
     bundled_metadata,
     bundled_names,
+    bundled_path,
     bundled_weights,
     default_upscale_model,
     intended_input,
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             cells = [f"{scores[k][0]:.2f} / {scores[k][1]:.4f} ({bicubic[k][0]:.2f})" if k in scores and k in bicubic
                      else "—" for k in ("Set5", "Set14", "B100")]
             made_for = intended_input(path)
-            if path == bundled_weights(default_upscale_model(scale)).get(scale):
+            if path == bundled_path(default_upscale_model(scale), scale):
                 made_for += " (upscale's default)"
             print(f"| {path.name} | {made_for} | {meta.get('iterations', '?')} | {meta.get('train_hours', '?')} | "
                   f"{meta.get('hardware', '?')} | " + " | ".join(cells) + " |")
