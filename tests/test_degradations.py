@@ -244,31 +244,38 @@ def test_training_samples_keep_their_crop_and_clean_prob_one_is_the_bicubic_trac
         np.testing.assert_array_equal(lr, real.sample(1, idx)[0])
 
 
-@pytest.mark.parametrize("gaussian", [1.0, 0.0])
-def test_downscaled_path_is_noise_then_pillows_jpeg_on_the_bicubic_lr(gaussian):
-    """Against a computation of its own: the same draws from a copy of the generator, numpy noise, Pillow JPEG."""
+@pytest.mark.parametrize("gaussian, noise_prob", [(1.0, 1.0), (0.0, 1.0), (1.0, 0.5), (0.0, 0.0)])
+def test_downscaled_path_is_noise_then_pillows_jpeg_on_the_bicubic_lr(gaussian, noise_prob):
+    """Against a computation of its own: the same draws from a copy of the generator, numpy noise, Pillow JPEG.
+    With ``downscaled_noise_prob`` 1 (the default) no draw decides on the noise, as before the key existed."""
     lr = _photo(20, 18)
-    cfg = DegradationConfig(type="real", downscaled_prob=1.0)
+    cfg = DegradationConfig(type="real", downscaled_prob=1.0, downscaled_noise_prob=noise_prob)
     cfg.second.gaussian_noise_prob, cfg.second.gray_noise_prob = gaussian, 0.5
-    for seed in range(6):
+    noisy = []
+    for seed in range(12):
         out = degrade_downscaled(lr, cfg, np.random.default_rng(seed))
         rng = np.random.default_rng(seed)
-        gray = rng.random() < 0.5
         x = lr.astype(np.float64) / 255
-        if rng.random() < gaussian:
-            sigma = rng.uniform(*cfg.second.noise_range)
-            n = rng.standard_normal((1 if gray else 3, *lr.shape[:2]), dtype=np.float32).transpose(1, 2, 0)
-            x = x + n.astype(np.float64) * (sigma / 255)
-        else:  # shot noise at a scale from the second stage's range (poisson_noise has its own tests)
-            scale = rng.uniform(*cfg.second.poisson_scale_range)
-            x = poisson_noise(_t(lr), scale, gray, rng)[0].permute(1, 2, 0).numpy().astype(np.float64)
+        noisy.append(noise_prob >= 1 or rng.random() < noise_prob)
+        if noisy[-1]:
+            gray = rng.random() < 0.5
+            if rng.random() < gaussian:
+                sigma = rng.uniform(*cfg.second.noise_range)
+                n = rng.standard_normal((1 if gray else 3, *lr.shape[:2]), dtype=np.float32).transpose(1, 2, 0)
+                x = x + n.astype(np.float64) * (sigma / 255)
+            else:  # shot noise at a scale from the second stage's range (poisson_noise has its own tests)
+                scale = rng.uniform(*cfg.second.poisson_scale_range)
+                x = poisson_noise(_t(lr), scale, gray, rng)[0].permute(1, 2, 0).numpy().astype(np.float64)
         q = int(rng.integers(cfg.second.jpeg_range[0], cfg.second.jpeg_range[1] + 1))
-        noisy = np.clip(np.round(np.clip(x, 0, 1) * 255), 0, 255).astype(np.uint8)
+        before = np.clip(np.round(np.clip(x, 0, 1) * 255), 0, 255).astype(np.uint8)
         buf = io.BytesIO()
-        Image.fromarray(noisy).save(buf, "JPEG", quality=q)
+        Image.fromarray(before).save(buf, "JPEG", quality=q)
         ref = np.asarray(Image.open(buf).convert("RGB"))
-        # float32 noise in torch vs float64 here: a value may round the other way before JPEG, rarely.
-        assert np.mean(out == ref) > 0.97 and np.abs(out.astype(int) - ref).max() <= 8
+        if noisy[-1]:  # float32 noise in torch vs float64 here: a value may round the other way before JPEG, rarely.
+            assert np.mean(out == ref) > 0.97 and np.abs(out.astype(int) - ref).max() <= 8
+        else:  # the bicubic LR saved as JPEG, nothing else
+            np.testing.assert_array_equal(out, ref)
+    assert all(noisy) if noise_prob == 1 else not any(noisy) if noise_prob == 0 else 0 < sum(noisy) < len(noisy)
 
 
 def test_one_draw_picks_the_path_so_runs_without_the_downscaled_share_sample_as_before():
@@ -325,6 +332,7 @@ def _cfg(**deg) -> dict:
     ({"type": "real", "first": {"kernel_prob": [0, 0, 0, 0, 0, 0]}}, "data.degradation.first.kernel_prob"),
     ({"type": "real", "clean_prob": 1.5}, "data.degradation.clean_prob"),
     ({"type": "real", "clean_prob": 0.5, "downscaled_prob": 0.6}, "data.degradation.downscaled_prob"),
+    ({"type": "real", "downscaled_noise_prob": -0.1}, "data.degradation.downscaled_noise_prob"),
     ({"type": "real", "first": {"blur_sigmas": [1, 2]}}, "data.degradation.first.blur_sigmas"),
     ({"type": "bsrgan"}, "data.degradation.type"),
     ({"type": "real", "first": {"resize_range": [1.2, 1.5]}}, "data.degradation.first.resize_range"),

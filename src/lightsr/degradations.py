@@ -286,10 +286,13 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator)
 
 
 def degrade_downscaled(lr: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
-    """uint8 HWC: a bicubic-downscaled uint8 LR image with the second stage's noise (Gaussian or Poisson, colour
-    or gray) and then a JPEG round trip at a quality from the second stage's range (the final JPEG's)."""
+    """uint8 HWC: a bicubic-downscaled uint8 LR image with, for a share ``downscaled_noise_prob`` of the samples,
+    the second stage's noise (Gaussian or Poisson, colour or gray), then a JPEG round trip at a quality from the
+    second stage's range (the final JPEG's)."""
     x = _tensor(lr)
-    x = _noise(x, cfg.second, rng).clamp(0, 1)
+    # Drawn only below 1, so that configs written before the key sample exactly as they did.
+    if cfg.downscaled_noise_prob >= 1 or rng.random() < cfg.downscaled_noise_prob:
+        x = _noise(x, cfg.second, rng).clamp(0, 1)
     return _uint8(_jpeg(x, cfg.second, rng))
 
 

@@ -155,15 +155,17 @@ class DegradationConfig:
     ``bicubic``: MATLAB-exact bicubic, the papers' protocol. ``real``: the real-world track — Real-ESRGAN's
     second-order model (``order: fixed``) or with each stage's operations in a random order as in BSRGAN
     (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR, and a share
-    ``downscaled_prob`` is the bicubic LR with the second stage's noise and the final JPEG on it — an image
-    downscaled by software and saved as JPEG, the path most web images take (BSRGAN, Sec. 3.2, counts bicubic
-    downsampling among its resizes and always ends with JPEG).
+    ``downscaled_prob`` is the bicubic LR with the second stage's noise (on a share ``downscaled_noise_prob`` of
+    them) and the final JPEG on it — an image downscaled by software and saved as JPEG, the path most web images
+    take (BSRGAN, Sec. 3.2, counts bicubic downsampling among its resizes and always ends with JPEG).
     """
 
     type: Literal["bicubic", "real"] = "bicubic"
     order: Literal["fixed", "shuffled"] = "fixed"
     clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
     downscaled_prob: float = field(default=0.0, metadata=UNIT_PROB)
+    # Of the downscaled samples, the share with noise before the JPEG; the rest are a clean resize saved as JPEG.
+    downscaled_noise_prob: float = field(default=1.0, metadata=UNIT_PROB)
     first: StageConfig = field(default_factory=StageConfig)
     second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
     # The second stage's JPEG is the final one (after or before the final resize + sinc): its jpeg_range.
