@@ -12,6 +12,11 @@ difference of each output against the float32 training form, the share of the co
 from ``lightsr profile`` at ``--peak`` GFLOP/s, measured on a large matmul when not given), and the process's
 peak RSS. A variant whose backend or precision this machine lacks is skipped with a note.
 
+``--official ARCH=DIR`` (e.g. ``--official hasn=~/src/HASN --official elan_light=~/src/ELAN``) adds the official
+network code's eager forward (``official``, loaded by ``official_code.py`` from a checkout of its repository) to
+the same alternating rounds; the random-init official network is then the source of the weights every lightsr form
+loads (through lightsr's converter of the official layout), so its max abs difference is a live equivalence check.
+
 Run it once per allocator to compare them, e.g.::
 
     LIGHTSR_ALLOCATOR=system python benchmarks/latency.py --models hasn --scales 4   # glibc's defaults
@@ -38,8 +43,10 @@ from lightsr.models.base import calibrate_batchnorm
 from lightsr.profile import count_macs
 
 
-def bench_model(name: str, scale: int, h: int, w: int) -> tuple[torch.nn.Module, torch.Tensor]:
-    """A random-init network (seed 0) in eval mode and an image-like ``h×w`` input it is calibrated on.
+def bench_model(name: str, scale: int, h: int, w: int,
+                official: str | None = None) -> tuple[torch.nn.Module, torch.Tensor, torch.nn.Module | None]:
+    """A random-init network (seed 0) in eval mode and an image-like ``h×w`` input it is calibrated on; with a
+    checkout of the official code, the official network too, whose weights the returned lightsr network loads.
 
     Image-like (coarse noise, bicubic-upsampled): on i.i.d. noise ELAN's attention is chaotic and float32
     evaluations of the same function differ wildly, which would hide real errors; and random-init ELAN's default
@@ -49,8 +56,21 @@ def bench_model(name: str, scale: int, h: int, w: int) -> tuple[torch.nn.Module,
     model = lightsr.create_model(name, scale=scale).eval()
     coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
-    calibrate_batchnorm(model, x[..., :64, :64])
-    return model, x
+    if official is None:
+        calibrate_batchnorm(model, x[..., :64, :64])
+        return model, x, None
+    import official_code
+
+    from lightsr.checkpoints import load_state_dict
+
+    torch.manual_seed(0)
+    ref, stand_ins = official_code.load(name, official, scale)
+    if stand_ins:
+        print(f"# official {name}: stand-ins for {', '.join(stand_ins)} (see official_code.py)", file=sys.stderr)
+    calibrate_batchnorm(ref, x[..., :64, :64])
+    model = load_state_dict(official_code.official_state_dict(ref), name=name, scale=scale,
+                            source=f"official {name}").eval()
+    return model, x, ref
 
 
 def matmul_peak(seconds: float = 2.0) -> float:
@@ -114,7 +134,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-freezing", action="store_true", help="compile without Inductor's weight freezing")
     p.add_argument("--peak", type=float, help="GFLOP/s of the compute floor (default: measured)")
+    p.add_argument("--official", action="append", default=[], metavar="ARCH=DIR",
+                   help="time the official code from a checkout too (elan_light, elan, hasn; repeatable)")
     args = p.parse_args()
+    official = dict(item.split("=", 1) for item in args.official)
     torch.set_num_threads(args.threads)
     from lightsr.allocator import active_allocator, tune_glibc
 
@@ -130,9 +153,9 @@ def main() -> int:
     for name in args.models:
         for s in args.scales:
             w, h = map(int, args.input.split("x")) if args.input else (1280 // s, 720 // s)
-            model, x = bench_model(name, s, h, w)
+            model, x, official_net = bench_model(name, s, h, w, official.get(name))
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
-            fns = {}
+            fns = {} if official_net is None else {"official": official_net}
             for variant in args.variants:
                 fn = runner(model, variant, args.no_freezing)
                 if fn is not None:
