@@ -288,3 +288,21 @@ def test_a_failed_save_leaves_nothing(tmp_path, monkeypatch) -> None:
     with pytest.raises(CheckpointError, match="cannot write \\(No space left on device\\)"):
         lightsr.save_model(lightsr.create_model("lksmn", scale=2, num_blocks=1), tmp_path / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_save_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch) -> None:
+    """Ctrl-C while the new file is being written: the previous file stays as it was, nothing else appears."""
+    import safetensors.torch
+
+    dest = lightsr.save_model(lightsr.create_model("lksmn", scale=2, num_blocks=1), tmp_path / "m.safetensors")
+    before = dest.read_bytes()
+    real_save = safetensors.torch.save_file
+
+    def interrupted(sd, filename, metadata=None):
+        real_save(sd, filename, metadata=metadata)  # the temporary is complete, the rename has not happened
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lightsr.save_model(lightsr.create_model("lksmn", scale=2, num_blocks=2), dest)
+    assert list(tmp_path.iterdir()) == [dest] and dest.read_bytes() == before

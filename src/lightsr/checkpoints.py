@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from lightsr._files import default_permissions
+from lightsr._files import atomic_write, write_error
 from lightsr.bundled import bundled_names, bundled_path, bundled_weights
-from lightsr.errors import CheckpointError
+from lightsr.errors import CheckpointError, WriteError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
 from lightsr.models.spec import ModelSpec
@@ -386,14 +386,13 @@ def save_model(model: SRNet, path: str | Path, extra: Mapping[str, str] | None =
     meta = {"arch": info.arch, "scale": str(info.scale), "config": json.dumps(config),
             "lightsr_version": __version__, **(dict(extra) if extra else {})}
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
+    # A full disk, an unwritable folder or an interruption (Ctrl-C) leaves nothing half-written.
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(sd, str(tmp), metadata=meta)
-        default_permissions(tmp, path)
-        tmp.replace(path)
-    except (OSError, SafetensorError) as e:  # a full disk or an unwritable folder: nothing half-written stays
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: cannot write ({getattr(e, 'strerror', None) or e})") from None
+        with atomic_write(path) as tmp:
+            try:
+                save_file(sd, str(tmp), metadata=meta)
+            except SafetensorError as e:
+                raise write_error(path, e) from None
+    except WriteError as e:
+        raise CheckpointError(str(e)) from None
     return path
