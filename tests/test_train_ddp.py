@@ -104,3 +104,44 @@ def test_global_batch_must_split_evenly(tmp_path):
     assert r.returncode != 0
     msg = "lightsr: error: train.batch_size: 3 is not divisible by the 2 processes (it is the global batch)"
     assert r.stderr.count(msg) == 1  # one line, from rank 0 only
+
+
+_RANK0_CANNOT_WRITE = """
+import os, sys
+from lightsr.cli import main
+from lightsr.errors import WriteError
+import lightsr.train.trainer as T
+
+if os.environ["RANK"] == "0":
+    def full_disk(path, files):
+        raise WriteError(f"{path}: cannot write (No space left on device); nothing written")
+    T.write_atomic_dir = full_disk
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
+    """Launched without torchrun (as by srun or mpirun, which do not stop the other ranks when one exits):
+    rank 1 stops at once with rank 0's exit status and no traceback, instead of dying at its barrier with gloo's
+    'Connection closed by peer' traceback (under NCCL: waiting there until the group's timeout)."""
+    cfg = _config(tmp_path, "hasn", {"channels": 12, "num_blocks": 1})
+    script = tmp_path / "rank0_cannot_write.py"
+    script.write_text(_RANK0_CANNOT_WRITE)
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+        procs.append(subprocess.Popen([sys.executable, str(script), "train", "--config", str(cfg)], env=env,
+                                      cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [2, 2]
+    assert not any("Traceback" in e for e in errs), errs
+    assert errs[0].strip().splitlines()[-1] == (
+        f"lightsr: error: {tmp_path / 'runs/x/checkpoints/iter_00000002'}: cannot write (No space left on device); "
+        "nothing written; training stopped at iteration 2 — no checkpoint had been written yet")
+    assert errs[1] == ""  # rank 0 alone prints errors

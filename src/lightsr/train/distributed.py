@@ -2,20 +2,24 @@
 
 ``torchrun --nproc-per-node N -m lightsr train ...`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
 rendezvous address; :func:`setup` reads them (``env://``). Rank 0 is the only one that logs, validates and
-writes files; the others train and wait at barriers.
+writes files; the others train and wait for it (:func:`on_main`).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from lightsr.device import resolve_device
 from lightsr.errors import LightSRError
+
+T = TypeVar("T")
 
 
 class DistributedError(LightSRError, RuntimeError):
@@ -68,6 +72,29 @@ def barrier(ctx: DistContext) -> None:
             dist.barrier(device_ids=[ctx.device.index])
         else:
             dist.barrier()
+
+
+def on_main(ctx: DistContext, fn: Callable[[], T], what: str) -> T | None:
+    """``fn()`` on rank 0 while the other ranks wait for its outcome (its result there, ``None`` elsewhere).
+
+    If it raises, every rank stops — rank 0 with its own error, the others with a one-line error saying so —
+    instead of the others failing at a barrier with the backend's connection error (gloo) or waiting there until
+    the group's timeout (NCCL): launchers other than torchrun do not stop them when rank 0 exits.
+    """
+    if not ctx.enabled:
+        return fn()
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except BaseException as e:  # Ctrl-C or SIGTERM on rank 0 stops the others too
+            error = e
+    ok = broadcast_int(0 if error is not None else 1, ctx)
+    if error is not None:
+        raise error
+    if not ok:
+        raise DistributedError(f"rank {ctx.rank}: rank 0 failed while {what} (its error says why); stopped")
+    return result
 
 
 def all_reduce_mean(t: torch.Tensor, ctx: DistContext) -> torch.Tensor:

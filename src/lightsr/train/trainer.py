@@ -461,7 +461,8 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Rank 0 writes ``iter_<n>/`` atomically and prunes old ones; every rank waits for it."""
         path = self.ckpt_dir / checkpoint_name(self.iteration)
-        if self.ctx.is_main:
+
+        def write() -> None:
             files: dict[str, Any] = {MODEL_FILE: self.model}
             if self.ema is not None:
                 files[EMA_FILE] = self.ema.module
@@ -474,7 +475,8 @@ class Trainer:
                 raise WriteError(f"{e}; training stopped at iteration {self.iteration} — {last}") from None
             prune_checkpoints(self.ckpt_dir, self.cfg.checkpoint.keep_last)
             self.logger.record({"event": "checkpoint", "iter": self.iteration, "path": str(path)})
-        D.barrier(self.ctx)
+
+        D.on_main(self.ctx, write, f"writing {path} at iteration {self.iteration}")
         self.last_checkpoint = path
         return path
 
@@ -622,9 +624,7 @@ class Trainer:
                 t_side = time.perf_counter()
                 # Validation first: the checkpoint of the same iteration then records the best score it set.
                 if cfg.val.every and (it % cfg.val.every == 0 or it == max_iters):
-                    if ctx.is_main:
-                        self.validate()
-                    D.barrier(ctx)
+                    D.on_main(ctx, self.validate, f"validating at iteration {it}")
                 if it % cfg.checkpoint.every == 0 or it == max_iters:
                     self.save_checkpoint()
                 t_int += time.perf_counter() - t_side  # patches/s and data_wait measure training only
