@@ -113,17 +113,22 @@ from lightsr.errors import WriteError
 import lightsr.train.trainer as T
 
 if os.environ["RANK"] == "0":
-    def full_disk(path, files):
+    def full_disk(*args):
+        path = args[0] if isinstance(args[0], os.PathLike) else args[0].run_dir / "config.yaml"
         raise WriteError(f"{path}: cannot write (No space left on device); nothing written")
-    T.write_atomic_dir = full_disk
+    if os.environ["FAIL_AT"] == "checkpoint":
+        T.write_atomic_dir = full_disk
+    else:
+        T.Trainer._write_config = full_disk
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
+@pytest.mark.parametrize("fail_at", ["checkpoint", "run folder"])
+def test_a_write_rank_0_cannot_make_stops_every_rank(tmp_path, fail_at):
     """Launched without torchrun (as by srun or mpirun, which do not stop the other ranks when one exits):
-    rank 1 stops at once with rank 0's exit status and no traceback, instead of dying at its barrier with gloo's
-    'Connection closed by peer' traceback (under NCCL: waiting there until the group's timeout)."""
+    rank 1 stops at once with status 2 and prints nothing (rank 0 alone prints errors), instead of dying at its
+    barrier with gloo's 'Connection closed by peer' traceback (under NCCL: waiting there until the timeout)."""
     cfg = _config(tmp_path, "hasn", {"channels": 12, "num_blocks": 1})
     script = tmp_path / "rank0_cannot_write.py"
     script.write_text(_RANK0_CANNOT_WRITE)
@@ -131,7 +136,7 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
     procs = []
     for rank in (0, 1):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+               "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "FAIL_AT": fail_at}
         procs.append(subprocess.Popen([sys.executable, str(script), "train", "--config", str(cfg)], env=env,
                                       cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
@@ -141,7 +146,9 @@ def test_a_checkpoint_rank_0_cannot_write_stops_every_rank(tmp_path):
             p.kill()
     assert [p.returncode for p in procs] == [2, 2]
     assert not any("Traceback" in e for e in errs), errs
-    assert errs[0].strip().splitlines()[-1] == (
-        f"lightsr: error: {tmp_path / 'runs/x/checkpoints/iter_00000002'}: cannot write (No space left on device); "
-        "nothing written; training stopped at iteration 2 — no checkpoint had been written yet")
-    assert errs[1] == ""  # rank 0 alone prints errors
+    run = tmp_path / "runs/x"
+    expected = {"checkpoint": f"{run / 'checkpoints/iter_00000002'}: cannot write (No space left on device); "
+                              "nothing written; training stopped at iteration 2 — no checkpoint had been written yet",
+                "run folder": f"{run / 'config.yaml'}: cannot write (No space left on device); nothing written"}
+    assert errs[0].strip().splitlines()[-1] == f"lightsr: error: {expected[fail_at]}"
+    assert errs[1] == ""

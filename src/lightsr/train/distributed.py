@@ -77,9 +77,10 @@ def barrier(ctx: DistContext) -> None:
 def on_main(ctx: DistContext, fn: Callable[[], T], what: str) -> T | None:
     """``fn()`` on rank 0 while the other ranks wait for its outcome (its result there, ``None`` elsewhere).
 
-    If it raises, every rank stops — rank 0 with its own error, the others with a one-line error saying so —
-    instead of the others failing at a barrier with the backend's connection error (gloo) or waiting there until
-    the group's timeout (NCCL): launchers other than torchrun do not stop them when rank 0 exits.
+    If it raises, every rank stops — rank 0 with its own error, the others with a :class:`DistributedError`
+    (which ``lightsr train`` leaves unprinted: rank 0's error says it all) — instead of the others failing at a
+    barrier with the backend's connection error (gloo) or waiting there until the group's timeout (NCCL):
+    launchers other than torchrun do not stop them when rank 0 exits.
     """
     if not ctx.enabled:
         return fn()

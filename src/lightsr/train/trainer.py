@@ -297,9 +297,11 @@ class Trainer:
             from lightsr.evaluate import check_sets
 
             check_sets(resolve_path(cfg.val.root), cfg.val.sets, "val.root, val.sets")
-        self.logger = (RunLogger(self.run_dir, cfg.train.max_iters, self.iteration, cfg.log.progress,
-                                 cfg.log.tensorboard) if ctx.is_main else NullLogger())
-        if ctx.is_main:
+        self.logger: RunLogger | NullLogger = NullLogger()
+
+        def prepare() -> None:  # rank 0 alone writes into the run folder; the others wait for its outcome
+            self.logger = RunLogger(self.run_dir, cfg.train.max_iters, self.iteration, cfg.log.progress,
+                                    cfg.log.tensorboard)
             self._write_config()
             if recover_atomic_dir(self.run_dir / "best"):
                 self.logger.event("cleanup", "restored best/ from an interrupted replacement")
@@ -327,7 +329,8 @@ class Trainer:
             self.logger.event("start", None, iter=self.iteration, world_size=ctx.world_size,
                               device=str(self.device), params=self.model.num_trainable_params(),
                               samples=len(self.dataset), images=self.dataset.num_images)
-        D.barrier(self.ctx)
+
+        D.on_main(self.ctx, prepare, f"preparing {self.run_dir}")
 
     def _build_model(self) -> nn.Module:
         from lightsr.models.registry import create_model
