@@ -35,6 +35,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -137,7 +138,18 @@ def main() -> int:
     p.add_argument("--official", action="append", default=[], metavar="ARCH=DIR",
                    help="time the official code from a checkout too (elan_light, elan, hasn; repeatable)")
     args = p.parse_args()
-    official = dict(item.split("=", 1) for item in args.official)
+    official = {}
+    for item in args.official:  # checked before anything is printed
+        import official_code
+
+        arch, sep, folder = item.partition("=")
+        if not sep or arch not in official_code.SUPPORTED or arch not in args.models:
+            p.error(f"--official {item}: expected ARCH=DIR with ARCH one of {', '.join(official_code.SUPPORTED)} "
+                    "and among --models")
+        try:
+            official[arch] = official_code.check(arch, Path(folder).expanduser())
+        except ValueError as e:
+            p.error(f"--official {item}: {e}")
     torch.set_num_threads(args.threads)
     from lightsr.allocator import active_allocator, tune_glibc
 

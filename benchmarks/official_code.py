@@ -76,12 +76,11 @@ def _stand_ins() -> list[str]:
         archs = types.ModuleType("archs")
         archs.block = types.ModuleType("archs.block")
         sys.modules.update({"archs": archs, "archs.block": archs.block})
+        used.append("archs.block")
     return used
 
 
 def _module_from(path: Path, name: str) -> types.ModuleType:
-    if not path.is_file():
-        raise SystemExit(f"{path}: not found (expected a checkout of the official repository)")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -100,14 +99,28 @@ class ZeroToOne(nn.Module):
         return self.net(x * 255) / 255
 
 
+NETWORK_FILES = {"elan_light": "models/elan_network.py", "elan": "models/elan_network.py",
+                 "hasn": "basicsr/archs/hasn_arch.py"}
+
+
+def check(arch: str, checkout: Path) -> Path:
+    """``checkout`` if it holds the official network file for ``arch`` and its forward's needs are installed;
+    else a ValueError saying what is missing."""
+    if arch not in NETWORK_FILES:
+        raise AssertionError(arch)  # check() has refused it
+    if not (checkout / NETWORK_FILES[arch]).is_file():
+        raise ValueError(f"{checkout / NETWORK_FILES[arch]} not found (expected a checkout of the official code)")
+    if arch in ELAN_CONFIGS and importlib.util.find_spec("einops") is None:
+        raise ValueError("official ELAN needs einops: pip install einops")
+    return checkout
+
+
 def load(arch: str, checkout: str | Path, scale: int) -> tuple[nn.Module, list[str]]:
     """The official network for ``arch`` at ``scale`` (random init, eval mode) taking [0, 1] input, and the
     names of the stand-ins used."""
-    root = Path(checkout)
+    root = check(arch, Path(checkout))
     used = _stand_ins()
     if arch in ELAN_CONFIGS:
-        if importlib.util.find_spec("einops") is None:
-            raise SystemExit("official ELAN needs einops: pip install einops")
         sys.path.insert(0, str(root))  # elan_network imports models.elan_block
         try:
             network = _module_from(root / "models" / "elan_network.py", "official_elan_network")
@@ -119,7 +132,7 @@ def load(arch: str, checkout: str | Path, scale: int) -> tuple[nn.Module, list[s
     if arch == "hasn":
         network = _module_from(root / "basicsr" / "archs" / "hasn_arch.py", "official_hasn_arch")
         return network.HASN(upscale=scale).eval(), used
-    raise SystemExit(f"no official code known for {arch!r} (known: {', '.join(SUPPORTED)})")
+    raise ValueError(f"no official code known for {arch!r} (known: {', '.join(SUPPORTED)})")
 
 
 def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
