@@ -107,7 +107,7 @@ def check(arch: str, checkout: Path) -> Path:
     """``checkout`` if it holds the official network file for ``arch`` and its forward's needs are installed;
     else a ValueError saying what is missing."""
     if arch not in NETWORK_FILES:
-        raise AssertionError(arch)  # check() has refused it
+        raise ValueError(f"no official code known for {arch!r} (known: {', '.join(SUPPORTED)})")
     if not (checkout / NETWORK_FILES[arch]).is_file():
         raise ValueError(f"{checkout / NETWORK_FILES[arch]} not found (expected a checkout of the official code)")
     if arch in ELAN_CONFIGS and importlib.util.find_spec("einops") is None:
@@ -132,7 +132,7 @@ def load(arch: str, checkout: str | Path, scale: int) -> tuple[nn.Module, list[s
     if arch == "hasn":
         network = _module_from(root / "basicsr" / "archs" / "hasn_arch.py", "official_hasn_arch")
         return network.HASN(upscale=scale).eval(), used
-    raise ValueError(f"no official code known for {arch!r} (known: {', '.join(SUPPORTED)})")
+    raise AssertionError(arch)  # check() refuses any other
 
 
 def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
