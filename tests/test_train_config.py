@@ -165,10 +165,12 @@ def test_shipped_configs_load(path):
     assert cfg.name == path.stem
     # Paper recipes use the papers' 2e-4; the CPU recipes (15-minute, 1-hour comparison, bundled)
     # use 1e-3 with cosine decay to the end of their budget; fine-tuning recipes (a warm start from bundled
-    # weights) start lower, 5e-4, with cosine decay.
+    # weights) start lower, 5e-4, with cosine decay; a run continuing a committed run (a warm start from its
+    # checkpoint in training/) lower still, 2e-4.
     cpu = path.stem.endswith(("_cpu", "_1h", "_bundled")) or "_study_" in path.stem
     finetune = bool(cfg.init_from) and not cpu
-    expected = 5e-4 if finetune else 1e-3 if cpu else 2e-4
+    continued = finetune and Path(cfg.init_from).parts[0] == "training"
+    expected = 2e-4 if continued else 5e-4 if finetune else 1e-3 if cpu else 2e-4
     assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(expected)
     if cpu or finetune:
         assert cfg.train.scheduler.type == "cosine"
