@@ -9,7 +9,9 @@ prints them). The scores also go to ``<run store>/scores.json`` for the model ca
 
 A run on the real-world degradation track is bundled under its own name (``--name lksmn_real``) and is also
 scored on degraded LR images (``--degrade``, as ``lightsr eval --degrade`` makes them), beside bicubic and the
-bicubic-trained file it should beat there (``--baseline``).
+bicubic-trained file it should beat there (``--baseline``). A run that warm-starts from a committed run's
+checkpoint (``init_from: training/<run>/checkpoints/...``) records that run's iterations, hours and settings
+(``previous``), so that a file trained in stages states what all of them took.
 
     python scripts/bundle_weights.py runs/lksmn_real_x4 --name lksmn_real --baseline lksmn_x4 \
         --intended-input "photos: JPEG, noise, slight blur" --hardware "..."
@@ -40,6 +42,21 @@ def _scores(model: torch.nn.Module | None, data: Path, sets: list[str], scale: i
             for r in evaluate(model, data, sets, scale, progress=False, degrade=degrade)}
 
 
+def _previous_run(init_from: str) -> dict[str, object] | None:
+    """The record of the committed run a warm start came from (``training/<run>/checkpoints/...``), so that a
+    file trained in stages says what all of them took."""
+    parts = Path(init_from).parts
+    if len(parts) < 3 or parts[0] != "training":
+        return None
+    scores = ROOT / "training" / parts[1] / "scores.json"
+    if not scores.is_file():
+        raise SystemExit(f"{init_from}: warm start from a committed run without {scores}")
+    prev = json.loads(scores.read_text())
+    keep = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
+            "degradation", "previous")
+    return {k: prev[k] for k in keep if k in prev}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="run directory (runs/NAME or training/NAME)")
@@ -63,6 +80,7 @@ def main() -> None:
     weights = ckpt / EMA_FILE if (ckpt / EMA_FILE).is_file() else ckpt / MODEL_FILE
     state = torch.load(ckpt / STATE_FILE, weights_only=True, map_location="cpu")
     cfg = yaml.safe_load((args.run / "config.yaml").read_text())
+    previous = _previous_run(cfg.get("init_from") or "")  # before minutes of scoring
     model = load_model(weights).eval()
     scale = model.scale
     sets = ["Set5", "Set14", "B100"]
@@ -86,6 +104,8 @@ def main() -> None:
             extra["baseline_psnr_ssim"] = _scores(base, args.data, sets, scale)
             extra["degraded_baseline_psnr_ssim"] = {d: _scores(base, args.data, sets, scale, d)
                                                     for d in args.degrade}
+    if previous:
+        extra["previous"] = previous
     record = {
         "arch": model.arch, "scale": scale, "run": cfg["name"], "checkpoint": ckpt.name,
         "weights": "EMA" if weights.name == EMA_FILE else "model", "iterations": int(state["iteration"]),

@@ -81,11 +81,7 @@ def card(name: str, scale: int, path: Path) -> str:
         ("degradations", _degradation_text(meta)),
         ("start", f"warm start from `{init}`" + ("" if "degraded_psnr_ssim" in meta else " (new upsampler)")
          if init else "random initialisation"),
-        ("training", f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock "
-                     f"on {meta['hardware']}" + (f"; {float(meta['train_cpu_hours']):.1f} CPU-hours (user + system "
-                                                 "time of the trainer and its data worker where it was measured, "
-                                                 "wall time × threads elsewhere)"
-                                                 if "train_cpu_hours" in meta else "")),
+        ("training", _training_text(meta, iters, schedule)),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
         ("software", f"lightsr {meta.get('lightsr_version', '?')}, torch {meta['torch']}"),
@@ -105,32 +101,82 @@ def card(name: str, scale: int, path: Path) -> str:
         lines.append("| paper | no published numbers could be checked for this network and scale |")
     if "degraded_psnr_ssim" in meta:
         lines += ["", *_degraded_table(meta, scale)]
-    store = ROOT / "training" / run
-    if (store / "log.jsonl").is_file():
-        pts = read_curve(store, "Set5")
-        if pts:
-            val_degrade = None
-            if run_config.is_file():
-                import yaml
-
-                val_degrade = (yaml.safe_load(run_config.read_text()).get("val") or {}).get("degrade")
-            inputs = f", LR degraded by `{val_degrade}`" if val_degrade else ""
-            step = max(1, len(pts) // 12)
-            shown = pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else [])
-            lines += ["", f"Learning curve (Set5{inputs}, EMA weights, logged by the trainer):", "",
-                      "| iteration | " + " | ".join(f"{it:,}" for it, _, _ in shown) + " |",
-                      "|---" * (len(shown) + 1) + "|",
-                      "| hours | " + " | ".join(f"{h:.2f}" for _, h, _ in shown) + " |",
-                      "| Set5 PSNR | " + " | ".join(f"{v:.2f}" for _, _, v in shown) + " |"]
+    stages = [st["run"] for st in _stages(meta)]
+    for stage in stages:
+        lines += _curve(stage, f" of run `{stage}`" if len(stages) > 1 else "")
     return "\n".join(lines)
 
 
+def _curve(run: str, which: str) -> list[str]:
+    store = ROOT / "training" / run
+    if not (store / "log.jsonl").is_file():
+        return []
+    pts = read_curve(store, "Set5")
+    if not pts:
+        return []
+    val_degrade = None
+    run_config = store / "config.yaml"
+    if run_config.is_file():
+        import yaml
+
+        val_degrade = (yaml.safe_load(run_config.read_text()).get("val") or {}).get("degrade")
+    inputs = f", LR degraded by `{val_degrade}`" if val_degrade else ""
+    step = max(1, len(pts) // 12)
+    shown = pts[::step] + ([pts[-1]] if (len(pts) - 1) % step else [])
+    return ["", f"Learning curve{which} (Set5{inputs}, EMA weights, logged by the trainer):", "",
+            "| iteration | " + " | ".join(f"{it:,}" for it, _, _ in shown) + " |",
+            "|---" * (len(shown) + 1) + "|",
+            "| hours | " + " | ".join(f"{h:.2f}" for _, h, _ in shown) + " |",
+            "| Set5 PSNR | " + " | ".join(f"{v:.2f}" for _, _, v in shown) + " |"]
+
+
+CPU_HOURS_HOW = ("user + system time of the trainer and its data worker where it was measured, wall time × "
+                 "threads elsewhere")
+
+
+def _stages(meta: dict[str, str]) -> list[dict]:
+    """The runs behind a file, first to last: earlier ones from its ``previous`` record (bundle_weights.py)."""
+    chain, prev = [], json.loads(meta["previous"]) if "previous" in meta else None
+    while prev:
+        chain.append(prev)
+        prev = prev.get("previous")
+    this = {"run": meta["run"], "iterations": int(meta["iterations"]), "train_hours": float(meta["train_hours"]),
+            "hardware": meta["hardware"], "init_from": meta.get("init_from", ""),
+            "degradation": json.loads(meta.get("degradation", '{"type": "bicubic"}'))}
+    if "train_cpu_hours" in meta:
+        this["train_cpu_hours"] = float(meta["train_cpu_hours"])
+    return [*reversed(chain), this]
+
+
+def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
+    stages = _stages(meta)
+    cpu = [st.get("train_cpu_hours") for st in stages]
+    cpu_text = (f"; {sum(cpu):.1f} CPU-hours ({CPU_HOURS_HOW})" if all(c is not None for c in cpu) else "")
+    if len(stages) == 1:
+        return f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock on " \
+               f"{meta['hardware']}{cpu_text}"
+    parts = [f"run `{st['run']}` ([config](../configs/{st['run']}.yaml)): {st['iterations']:,} iterations"
+             + (schedule if st is stages[-1] else "") + f", {st['train_hours']:.2f} h on {st['hardware']}"
+             + (f", {st['train_cpu_hours']:.1f} CPU-hours" if "train_cpu_hours" in st else "")
+             + (f", from `{st['init_from']}`" if st.get("init_from") else "") for st in stages]
+    total_it = sum(st["iterations"] for st in stages)
+    total_h = sum(st["train_hours"] for st in stages)
+    return (f"{len(stages)} runs, each warm-started from the one before, {total_it:,} iterations and "
+            f"{total_h:.2f} h of wall-clock in these runs{cpu_text}: " + "; ".join(parts))
+
+
 def _degradation_text(meta: dict[str, str]) -> str:
-    deg = json.loads(meta.get("degradation", '{"type": "bicubic"}'))
-    if deg.get("type") != "real":
-        return "none: MATLAB-bicubic LR patches (the papers' track)"
-    return ("the real-world track (`lightsr.degradations`, Real-ESRGAN's second-order model), settings "
-            f"`{json.dumps(deg, separators=(', ', ': '))}`")
+    texts = []
+    stages = _stages(meta)
+    for st in stages:
+        deg = st.get("degradation") or {"type": "bicubic"}
+        if deg.get("type") != "real":
+            text = "none: MATLAB-bicubic LR patches (the papers' track)"
+        else:
+            text = ("the real-world track (`lightsr.degradations`, Real-ESRGAN's second-order model), settings "
+                    f"`{json.dumps(deg, separators=(', ', ': '))}`")
+        texts.append(text if len(stages) == 1 else f"run `{st['run']}`: {text}")
+    return "; ".join(texts)
 
 
 def _degraded_table(meta: dict[str, str], scale: int) -> list[str]:
