@@ -23,11 +23,14 @@ import torch
 from torch import nn
 
 # The official configs (ELAN: configs/elan_light_x4.yml and configs/elan_x4.yml; HASN: its default width).
+# The network file of each repository, relative to its checkout.
+NETWORK_FILES = {"elan_light": "models/elan_network.py", "elan": "models/elan_network.py",
+                 "hasn": "basicsr/archs/hasn_arch.py"}
+SUPPORTED = tuple(NETWORK_FILES)
 ELAN_CONFIGS = {
     "elan_light": dict(m_elan=24, c_elan=60, n_share=1, r_expand=2),
     "elan": dict(m_elan=36, c_elan=180, n_share=0, r_expand=2),
 }
-SUPPORTED = ("elan_light", "elan", "hasn")
 
 
 class _DropPath(nn.Module):
@@ -99,8 +102,6 @@ class ZeroToOne(nn.Module):
         return self.net(x * 255) / 255
 
 
-NETWORK_FILES = {"elan_light": "models/elan_network.py", "elan": "models/elan_network.py",
-                 "hasn": "basicsr/archs/hasn_arch.py"}
 
 
 def check(arch: str, checkout: Path) -> Path:
@@ -123,14 +124,14 @@ def load(arch: str, checkout: str | Path, scale: int) -> tuple[nn.Module, list[s
     if arch in ELAN_CONFIGS:
         sys.path.insert(0, str(root))  # elan_network imports models.elan_block
         try:
-            network = _module_from(root / "models" / "elan_network.py", "official_elan_network")
+            network = _module_from(root / NETWORK_FILES[arch], "official_elan_network")
         finally:
             sys.path.remove(str(root))
         args = argparse.Namespace(scale=scale, colors=3, rgb_range=255, window_sizes=[4, 8, 16],
                                   **ELAN_CONFIGS[arch])
         return ZeroToOne(network.create_model(args)).eval(), used
     if arch == "hasn":
-        network = _module_from(root / "basicsr" / "archs" / "hasn_arch.py", "official_hasn_arch")
+        network = _module_from(root / NETWORK_FILES[arch], "official_hasn_arch")
         return network.HASN(upscale=scale).eval(), used
     raise AssertionError(arch)  # check() refuses any other
 
