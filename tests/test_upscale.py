@@ -457,6 +457,12 @@ def test_summary_line(tmp_path: Path, weights: Path, capsys) -> None:
                  "--weights", str(weights)]) == 0
     err = capsys.readouterr().err
     assert "1/1 images upscaled ×2" in err and " s (lksmn, cpu, fp32)" in err
+    # Bundled weights by name: the summary names them, and the network when they are a variant of it.
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--precision", "fp32"]) == 0
+    assert " s (lksmn_real: lksmn, cpu, fp32)" in capsys.readouterr().err
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--model", "lksmn",
+                 "--scale", "2", "--precision", "fp32"]) == 0
+    assert " s (lksmn, cpu, fp32)" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------------- errors

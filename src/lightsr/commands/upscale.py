@@ -223,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
+    from lightsr.bundled import default_upscale_model
     from lightsr.hub import resolve_model  # here, not above: `lightsr upscale --help` loads no torch
     from lightsr.upscaler import NonFiniteOutputError, Upscaler
 
@@ -277,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     if not args.quiet:
         secs = time.perf_counter() - start
-        where = f"{up.arch or 'model'}, {up.device.type}, {up.precision}"
+        arch = up.arch or "model"
+        # Bundled weights may be a variant of their network (upscale's default at ×4 is one): name them.
+        bundled = None if args.weights or args.onnx else args.model or default_upscale_model(args.scale)
+        where = f"{bundled + ': ' if bundled not in (None, arch) else ''}{arch}, {up.device.type}, {up.precision}"
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
         print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
