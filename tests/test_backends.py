@@ -3,7 +3,9 @@
 No timing here (benchmarks/latency.py measures speed). What is checked: ``auto`` picks bf16 exactly when the
 device reports native bf16 and is exact fp32 otherwise; every network's bf16 inference form stays close to the
 float32 training form; OpenVINO and onnxruntime run the fused export within 1e-4 of the training form at sizes the
-export never saw, tiled like the torch backend; exports are cached by the weights' hash; errors are one line.
+export never saw, tiled like the torch backend (networks with global operators: every per-tile stage of the
+layer-streamed execution as a graph, exact like torch's streamed tiles); exports are cached by the weights' hash;
+errors are one line.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ from conftest import calibrated
 from lightsr.cli import main
 from lightsr.device import auto_precision, native_bf16
 from lightsr.errors import UsageError
+from lightsr.models.registry import specs
 from lightsr.upscaler import Upscaler
 
 # The full networks except ELAN, which keeps its structure with 4 of its 36 blocks (as in test_export.py).
 NETWORKS = [(n, {"num_blocks": 4} if n == "elan" else {}) for n in lightsr.list_models()]
+# The networks whose tiles stream layer by layer (global operators), small enough for many stage graphs.
+STREAMED = [s.name for s in specs() if s.tiling.global_context]
+GRAPH_BACKENDS = [b for b, mods in (("openvino", ("openvino", "onnx")), ("onnxruntime", ("onnxruntime", "onnx")))
+                  if all(importlib.util.find_spec(m) is not None for m in mods)]
 HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
 
 
@@ -142,6 +149,80 @@ def test_openvino_tiles_like_the_torch_backend() -> None:
     print(f"tiled vs whole: openvino {ov_psnr:.1f} dB / {ov_max:.0f} levels, torch {pt_psnr:.1f} dB / {pt_max:.0f}")
     assert pt_psnr > 90 and pt_max <= 1
     assert ov_psnr > 55 and ov_max <= 3
+
+
+def _tiny_streamed(name: str) -> lightsr.SRNet:
+    torch.manual_seed(0)
+    return calibrated(lightsr.create_model(name, scale=3, channels=12, num_blocks=2))
+
+
+def _levels_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return (10 * np.log10(255**2 / mse) if mse else np.inf), float(np.abs(diff).max())
+
+
+@pytest.mark.parametrize("backend", GRAPH_BACKENDS)
+@pytest.mark.parametrize("name", STREAMED)
+def test_graph_backends_tile_exactly_like_the_torch_backend(name: str, backend: str) -> None:
+    """Networks with global operators: the graph backends stream the tiles layer by layer as torch does, each
+    per-tile stage a graph of its own, so tiled output is the whole-image output (independent reference: the
+    float32 training form), at image and tile sizes the stage graphs were neither traced nor checked at."""
+    from lightsr.backends import STAGE_CHECKS, STAGE_TRACE, build
+
+    model = _tiny_streamed(name)
+    rt = build(model, backend, "fp32")
+    assert rt.forward_tiled is not None
+    for h, w, tile in ((31, 50, 13), (40, 23, 17)):
+        assert (h, w, tile) != STAGE_TRACE and (h, w, tile) not in STAGE_CHECKS
+        x = image_like(h, w, seed=h)
+        rows: list[tuple[int, torch.Tensor]] = []
+        rt.forward_tiled(x, tile, lambda y0, b, rows=rows: rows.append((y0, b.clone())))
+        assert [y0 for y0, _ in rows] == sorted({y0 for y0, _ in rows}) and len(rows) > 1
+        with torch.no_grad():
+            ref = model(x)[0]
+        err = float((torch.cat([b for _, b in rows], 1) - ref).abs().max())
+        print(f"{name} {backend} {h}×{w} tile {tile}: max |streamed graphs - torch| = {err:.2e}")
+        assert err <= 1e-4
+    # Through the Upscaler, as `upscale --tile` runs it: tiled against whole-image output on uint8 images.
+    img = (image_like(44, 57, seed=5)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    whole = Upscaler(model, backend=backend, tile=0).upscale(img)
+    up = Upscaler(model, backend=backend, tile=20)
+    assert up.plan(44, 57).streamed and up.plan(44, 57).n_tiles > 1
+    psnr, worst = _levels_psnr(up.upscale(img), whole)
+    print(f"{name} {backend} tiled vs whole: {psnr:.1f} dB / {worst:.0f} levels")
+    assert psnr > 90 and worst <= 1
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
+def test_stage_graphs_are_cached_and_a_failed_check_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightsr.backends as backends
+    from lightsr.export import ExportError
+
+    model = _tiny_streamed("lksmn")
+    x = image_like(30, 30)
+    exports = []
+    real = backends._StageExporter.__call__
+    monkeypatch.setattr(backends._StageExporter, "__call__", lambda s, *a: exports.append(a[:2]) or real(s, *a))
+    rt = backends.build(model, "openvino", "fp32")
+    monkeypatch.setattr(backends, "EXPORT_ATOL", -1.0)  # no backend can pass the stages' check
+    with pytest.raises(ExportError, match="stages differs from PyTorch"):
+        rt.forward_tiled(x, 12, lambda *_: None)
+    assert not [p.name for p in backends.export_dir().iterdir() if "-stages-" in p.name]  # nor a temporary
+    monkeypatch.setattr(backends, "EXPORT_ATOL", 1e-4)
+    exports.clear()
+    backends.build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
+    first = len(exports)
+    assert first > 0
+    backends.build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
+    assert len(exports) == first  # the second runtime reads the cached graphs
+    stages = {f"{type(owner).__name__}.{method}" for owner, method in exports}
+    assert stages == {"Conv2d.forward", "FusedLKSMB.msma", "FusedLKSMB.qk_map", "FusedLKSMB.after_mdta",
+                      "FusedLKSMN.output_stage"}
+    folders = [p for p in backends.export_dir().iterdir() if "-stages-" in p.name]
+    assert len(folders) == 1 and not folders[0].name.startswith(".")
+    # One graph per stage of each block (2 blocks), the shallow features and the output stage.
+    assert len(list(folders[0].glob("*.onnx"))) == 2 * 3 + 2
 
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino not installed")

@@ -17,6 +17,12 @@ opset: other weights, a fine-tuned file or a new lightsr get their own export. A
 the PyTorch network on image-like inputs at sizes it was not traced at before it is kept (above 1e-4 it is an
 error and nothing is kept). ``onnx``/``onnxruntime`` (``lightsr[onnx]``) and ``openvino`` (``lightsr[openvino]``)
 are optional; a missing one is a one-line error naming the extra.
+
+Networks that pool or attend over the whole image tile exactly by layer-streamed execution
+(:mod:`lightsr.models._stream`). On the graph backends every per-tile stage of it is exported as a graph of its
+own (:func:`cached_stages`: built, checked against the PyTorch network at tile sizes and image sizes it was not
+traced at, then cached like the whole export) and :class:`StageGraphs` runs them, so tiled output matches the
+whole image there as on the torch backend.
 """
 
 from __future__ import annotations
@@ -24,10 +30,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from lightsr.device import (
@@ -58,6 +68,8 @@ class Runtime:
     device: torch.device
     module: torch.nn.Module | None = None  # the PyTorch network (torch backend only)
     path: Path | None = None  # the ONNX file (other backends)
+    # The layer-streamed execution (InferenceForm.forward_tiled's signature) where the network has one
+    forward_tiled: Callable[..., None] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -151,25 +163,10 @@ class OpenVinoModel:
     """An ONNX export compiled by OpenVINO for the CPU: ``model(x)`` maps float ``N×3×H×W`` to ``N×3×sH×sW``."""
 
     def __init__(self, path: str | os.PathLike, precision: str, scale: int, threads: int | None = None) -> None:
-        import openvino as ov
 
-        from lightsr.export import OnnxModelError
 
         self.path, self.scale = Path(path), scale
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(export_dir() / "openvino")})
-        config = {
-            # f32 must be asked for: on CPUs with native bf16 OpenVINO otherwise picks bf16 by itself.
-            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        try:
-            self.compiled = core.compile_model(str(self.path), "CPU", config)
-        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
-            raise OnnxModelError(f"{self.path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})"
-                                 ) from None
-        self.request = self.compiled.create_infer_request()
+        self.request = openvino_request(self.path, precision, threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -179,6 +176,203 @@ class OpenVinoModel:
         if tuple(out.shape) != (n, 3, h * self.scale, w * self.scale):
             raise RuntimeError(f"{self.path}: OpenVINO returned {tuple(out.shape)} for {tuple(arr.shape)}")
         return out
+
+
+def openvino_request(path: Path, precision: str, threads: int | None = None) -> Any:
+    """An OpenVINO infer request of the graph at ``path`` compiled for the CPU in ``precision``."""
+    import openvino as ov
+
+    from lightsr.export import OnnxModelError
+
+    core = ov.Core()
+    core.set_property({"CACHE_DIR": str(export_dir() / "openvino")})
+    config = {
+        # f32 must be asked for: on CPUs with native bf16 OpenVINO otherwise picks bf16 by itself.
+        "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    try:
+        return core.compile_model(str(path), "CPU", config).create_infer_request()
+    except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
+        raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})") from None
+
+
+# ------------------------------------------------------------------------------- streamed stages as graphs
+
+# Graph runner of one stage file: arrays in, arrays out.
+GraphFn = Callable[..., list[np.ndarray]]
+# The check of a new set of stage graphs: (image height, width, tile), sizes the export was not traced at; the
+# export traces at STAGE_TRACE. Both give several tiles with edge tiles of other sizes than the inner ones.
+STAGE_TRACE = (37, 29, 16)
+STAGE_CHECKS = ((45, 61, 20), (26, 33, 11))
+STAGES_MANIFEST = "stages.json"
+
+
+class _Stage(torch.nn.Module):
+    """One stage (``owner.method``) as a module the ONNX exporter can trace."""
+
+    def __init__(self, owner: torch.nn.Module, method: str) -> None:
+        super().__init__()
+        self.owner, self.method = owner, method
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return getattr(self.owner, self.method)(*args)
+
+
+def _stage_names(form: torch.nn.Module) -> dict[int, str]:
+    return {id(m): name or "net" for name, m in form.named_modules()}
+
+
+class _StageExporter:
+    """A :data:`~lightsr.models._stream.StageRunner` that exports each stage the first time it runs (traced at
+    that call's tensors, height and width dynamic) and computes it in PyTorch."""
+
+    def __init__(self, form: torch.nn.Module, folder: Path, opset: int) -> None:
+        self.names, self.folder, self.opset = _stage_names(form), folder, opset
+        self.done: list[str] = []
+
+    def __call__(self, owner: torch.nn.Module, method: str, *args: torch.Tensor) -> Any:
+        name = f"{self.names[id(owner)]}.{method}"
+        if name not in self.done:
+            outs = _Stage(owner, method)(*args)
+            n_out = len(outs) if isinstance(outs, tuple) else 1
+            axes = {f"in{i}": {2: f"h{i}", 3: f"w{i}"} for i, a in enumerate(args) if a.ndim == 4}
+            axes.update({f"out{i}": {2: f"oh{i}", 3: f"ow{i}"} for i in range(n_out)})
+            with warnings.catch_warnings():
+                # Tracer warnings about Python values: the check of the whole set at other sizes catches any
+                # that would matter.
+                warnings.simplefilter("ignore")
+                torch.onnx.export(_Stage(owner, method), args, str(self.folder / f"{name}.onnx"), dynamo=False,
+                                  opset_version=self.opset, input_names=[f"in{i}" for i in range(len(args))],
+                                  output_names=[f"out{i}" for i in range(n_out)], dynamic_axes=axes)
+            self.done.append(name)
+        return getattr(owner, method)(*args)
+
+
+class StageGraphs:
+    """A :data:`~lightsr.models._stream.StageRunner` running each stage's graph from ``folder`` (see
+    :func:`cached_stages`) with ``compile(path)`` → a :data:`GraphFn`; graphs are compiled on first use."""
+
+    def __init__(self, form: torch.nn.Module, folder: Path, compile: Callable[[Path], GraphFn]) -> None:
+        self.names, self.folder, self.compile = _stage_names(form), folder, compile
+        self.graphs: dict[str, GraphFn] = {}
+
+    def __call__(self, owner: torch.nn.Module, method: str, *args: torch.Tensor) -> Any:
+        name = f"{self.names[id(owner)]}.{method}"
+        graph = self.graphs.get(name)
+        if graph is None:
+            graph = self.graphs[name] = self.compile(self.folder / f"{name}.onnx")
+        outs = graph(*(a.detach().to("cpu", torch.float32).contiguous().numpy() for a in args))
+        res = tuple(torch.from_numpy(o) for o in outs)
+        return res[0] if len(res) == 1 else res
+
+
+def _graph_fn(backend: str, precision: str, threads: int | None) -> Callable[[Path], GraphFn]:
+    """How ``backend`` compiles one stage file."""
+    if backend == "openvino":
+        def compile_ov(path: Path) -> GraphFn:
+            request = openvino_request(path, precision, threads)
+            n_out = len(request.model_outputs)
+
+            def run(*arrays: np.ndarray) -> list[np.ndarray]:
+                request.infer(dict(enumerate(arrays)))
+                return [request.get_output_tensor(i).data.copy() for i in range(n_out)]
+
+            return run
+
+        return compile_ov
+
+    def compile_ort(path: Path) -> GraphFn:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run(*arrays: np.ndarray) -> list[np.ndarray]:
+            return session.run(None, dict(zip(names, arrays, strict=True)))
+
+        return run
+
+    return compile_ort
+
+
+def _streamed_rows(form: torch.nn.Module, x: torch.Tensor, tile: int, run: Any) -> torch.Tensor:
+    rows: list[torch.Tensor] = []
+    form.forward_tiled(x, tile, lambda _y0, block: rows.append(block.clone()), run=run)
+    return torch.cat(rows, 1)
+
+
+def cached_stages(model: SRNet, form: torch.nn.Module, backend: str, opset: int = 17) -> Path:
+    """The folder of graphs of the per-tile stages of ``form`` (``model``'s float32 CPU inference form) for the
+    graph backends: exported on first use by tracing them on an image with several tiles, kept only once
+    ``backend`` (in float32) running all of them tile by tile matches the training form on images and tiles of
+    other sizes within :data:`EXPORT_ATOL`; cached like :func:`cached_export`."""
+    from lightsr.export import ExportError
+
+    folder = export_dir() / f"{model.info.arch}_x{model.info.scale}-stages-{weights_key(model, opset)[:20]}"
+    if (folder / STAGES_MANIFEST).is_file():
+        return folder
+    tmp = folder.parent / f".{folder.name}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        g = torch.Generator().manual_seed(2)
+        h, w, tile = STAGE_TRACE
+        exporter = _StageExporter(form, tmp, opset)
+        with torch.no_grad():
+            _streamed_rows(form, torch.rand(1, 3, h, w, generator=g), tile, exporter)
+            runner = StageGraphs(form, tmp, _graph_fn(backend, "fp32", None))
+            for h, w, tile in STAGE_CHECKS:
+                coarse = torch.rand(1, 3, h // 4, w // 4, generator=g)
+                x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+                err = float((_streamed_rows(form, x, tile, runner) - model(x)[0]).abs().max())
+                if not err <= EXPORT_ATOL:
+                    raise ExportError(f"{folder}: {backend} running the tiles' stages differs from PyTorch by "
+                                      f"{err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w} in tiles of {tile}")
+        (tmp / STAGES_MANIFEST).write_text(json.dumps({"stages": exporter.done}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished the same folder first: its graphs are the same
+            if not (folder / STAGES_MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _graph_streaming(model: SRNet, backend: str, precision: str, threads: int | None
+                     ) -> Callable[..., None] | None:
+    """``forward_tiled`` running its stages on ``backend`` (built on the first call), or None where the
+    network does not stream (its tiles are blended)."""
+    from lightsr.models.registry import model_spec
+
+    if not model_spec(model.info.arch).tiling.global_context:
+        return None
+    form = copy_to_cpu_fp32(model).fuse()
+    if getattr(form, "forward_tiled", None) is None:
+        return None
+    runner: StageGraphs | None = None
+    reference = copy_to_cpu_fp32(model)
+
+    def forward_tiled(x: torch.Tensor, tile: int, sink: Callable, progress: Callable | None = None) -> None:
+        nonlocal runner
+        if runner is None:
+            folder = cached_stages(reference, form, backend)
+            runner = StageGraphs(form, folder, _graph_fn(backend, precision, threads))
+        with torch.no_grad():
+            form.forward_tiled(x.to("cpu", torch.float32), tile, sink, progress, run=runner)
+
+    return forward_tiled
+
+
+def copy_to_cpu_fp32(model: SRNet) -> SRNet:
+    import copy
+
+    return copy.deepcopy(model).to("cpu", torch.float32).eval()
 
 
 def build(model: SRNet, backend: str = "torch", precision: str = "fp32", device: str | torch.device = "cpu",
@@ -213,6 +407,8 @@ def build(model: SRNet, backend: str = "torch", precision: str = "fp32", device:
         from lightsr.export import OnnxModel
 
         session = OnnxModel(path, device=dev, threads=threads)
-        return Runtime(session, session.scale, model.arch, backend, prec, dev, path=path)
+        tiled = _graph_streaming(model, backend, prec, threads) if dev.type == "cpu" else None
+        return Runtime(session, session.scale, model.arch, backend, prec, dev, path=path, forward_tiled=tiled)
     ov_model = OpenVinoModel(path, prec, model.scale, threads)
-    return Runtime(ov_model, model.scale, model.arch, backend, prec, dev, path=path)
+    return Runtime(ov_model, model.scale, model.arch, backend, prec, dev, path=path,
+                   forward_tiled=_graph_streaming(model, backend, prec, threads))

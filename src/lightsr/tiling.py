@@ -25,7 +25,8 @@ each tile would compute the global statistics of its own pixels. Their inference
 (:attr:`~lightsr.models.base.InferenceForm.forward_tiled`, :mod:`lightsr.models._stream`): layer by layer, with
 full-size LR feature maps and the statistics summed over all tiles, exact at any tile size. A streamed
 :class:`TilePlan` (``streamed=True``, from :func:`plan_streamed`) describes those tiles; its memory is the maps
-plus one tile (:func:`streamed_bytes`). The training form and ONNX graphs of such networks keep blended tiles.
+plus one tile (:func:`streamed_bytes`). The graph backends run the same execution with each stage as a graph
+(:mod:`lightsr.backends`); the training form and exported ``.onnx`` files of such networks keep blended tiles.
 """
 
 from __future__ import annotations
@@ -279,10 +280,11 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1,
                     wrap=wrap, align=align, streamed=streamed and tiled)
 
 
-def can_stream(module: torch.nn.Module | None, spec: TilingSpec) -> bool:
-    """Whether ``module`` tiles exactly by layer-streamed execution: an inference form with ``forward_tiled``
-    of a network with global operators (not its training form, not an ONNX graph)."""
-    return spec.global_context and getattr(module, "forward_tiled", None) is not None
+def can_stream(net: object, spec: TilingSpec) -> bool:
+    """Whether ``net`` tiles exactly by layer-streamed execution: it has a ``forward_tiled`` (an inference form,
+    or a graph backend running one's stages) and the network has global operators (not its training form, not
+    an exported ``.onnx`` file)."""
+    return spec.global_context and getattr(net, "forward_tiled", None) is not None
 
 
 def plan_streamed(height: int, width: int, tile: int, spec: TilingSpec) -> TilePlan:

@@ -109,6 +109,13 @@ class _Net:
     scale: int
     arch: str | None
     module: torch.nn.Module | None = None  # the PyTorch network (its inference form unless fuse=False)
+    graph_tiled: Callable[..., None] | None = None  # a graph backend's layer-streamed execution, if any
+
+    @property
+    def forward_tiled(self) -> Callable[..., None] | None:
+        """Layer-streamed execution (exact tiles) where the network has it: the inference form's or the graph
+        backend's."""
+        return self.graph_tiled if self.module is None else getattr(self.module, "forward_tiled", None)
 
 
 class Upscaler:
@@ -225,7 +232,7 @@ class Upscaler:
                                  "export)")
             rt = build(module, self.backend, self.precision, self.device, threads=self._threads)
             self.precision = rt.precision
-            return _Net(rt, rt.scale, rt.arch)
+            return _Net(rt, rt.scale, rt.arch, graph_tiled=rt.forward_tiled)
         supported = tuple(module.info.precisions)
         if self.precision == "auto":
             self.precision = auto_precision(self.device, supported)
@@ -296,7 +303,7 @@ class Upscaler:
         overlap = self._overlap()
         # Wrap mode needs seam hooks inside the network: only possible in a PyTorch module, not an ONNX session.
         wrap = spec.wrap and self.net.module is not None
-        streamed = can_stream(self.net.module, spec)
+        streamed = can_stream(self.net, spec)
         tile = self.tile
         if tile is None:
             elem = torch.tensor([], dtype=self.dtype).element_size()
@@ -354,7 +361,7 @@ class Upscaler:
                     check(block)
                     sink(y0, block)
 
-                net.module.forward_tiled(x[None].to(device, dtype), tile, checked, progress)
+                net.forward_tiled(x[None].to(device, dtype), tile, checked, progress)
 
             return run
 
@@ -427,7 +434,7 @@ class Upscaler:
                 from lightsr.tiling import can_stream, plan_streamed
 
                 spec = arch_tiling(self.arch)
-                if plan.streamed or (plan.n_tiles == 1 and can_stream(self.net.module, spec)):
+                if plan.streamed or (plan.n_tiles == 1 and can_stream(self.net, spec)):
                     plan = plan_streamed(plan.height, plan.width, core // 2, spec)
                 else:
                     plan = plan_tiles(plan.height, plan.width, core // 2, self._overlap(), plan.align,

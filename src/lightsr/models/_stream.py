@@ -11,7 +11,11 @@ applies the now complete global result. The output stage runs tile-wise from the
 the high-resolution image to a sink, top to bottom. Only one tile's activations exist at a time.
 
 The inference forms build their ``forward_tiled`` from these pieces; see
-:attr:`lightsr.models.base.InferenceForm.forward_tiled` for the contract.
+:attr:`lightsr.models.base.InferenceForm.forward_tiled` for the contract. Each per-tile computation goes
+through a :data:`StageRunner` as ``run(owner, method, *tensors)``: a method of one of the form's submodules that
+maps tensors to tensors and knows nothing of the tile's place in the image (crops, sums and the global results
+stay in ``forward_tiled``). :func:`eager` calls it; the graph backends (:mod:`lightsr.backends`) run each such
+stage as its own exported graph, so their tiled output is as exact as PyTorch's.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +34,13 @@ CL = torch.channels_last
 Sink = Callable[[int, Tensor], None]
 # progress(done, total) in steps (one tile of one pass)
 Progress = Callable[[int, int], None]
+# run(owner, method, *tensors) -> a tensor or a tuple of tensors: one per-tile stage (see the module docstring)
+StageRunner = Callable[..., Any]
+
+
+def eager(owner: nn.Module, method: str, *args: Tensor) -> Any:
+    """The :data:`StageRunner` that calls the stage in PyTorch."""
+    return getattr(owner, method)(*args)
 
 
 def split(length: int, tile: int, unit: int = 1) -> list[tuple[int, int]]:

@@ -23,10 +23,12 @@ from lightsr.models._stream import (
     Grid,
     Progress,
     Sink,
+    StageRunner,
     Steps,
     Tile,
     check_batch,
     conv_reach,
+    eager,
     feature_map,
     stream_rows,
 )
@@ -107,7 +109,7 @@ class FusedHASB(nn.Module):
 
         return n(height), n(width)
 
-    def pooled(self, x: Tensor, t: Tile) -> Tensor:
+    def pooled(self, x: Tensor, t: Tile, run: StageRunner = eager) -> Tensor:
         """ESA's max-pooled map at pooled rows/columns ``t`` (a tile of the pooled grid), from the block input.
 
         Pooled index ``j`` reads the stride-2 conv's rows ``[3j, 3j + 7)``, which read ``c1_``'s rows
@@ -123,18 +125,29 @@ class FusedHASB(nn.Module):
         (ra, rb), (ca, cb) = span(t.r0, t.r1), span(t.c0, t.c1)
         reach = conv_reach(self.dwconv)
         xa, xb, xc, xd = max(0, ra - reach), min(height, rb + reach), max(0, ca - reach), min(width, cb + reach)
-        y = layer_norm_cl(self.dwconv(x[..., xa:xb, xc:xd].contiguous(memory_format=CL)), self.c, self.eps)
-        c1_ = self.esa_in(y[..., ra - xa:rb - xa, ca - xc:cb - xc])[:, : self.esa_f]
-        return self._pool(c1_)
+        y = run(self, "normalised", x[..., xa:xb, xc:xd].contiguous(memory_format=CL))
+        return run(self, "pool_stage", y[..., ra - xa:rb - xa, ca - xc:cb - xc].contiguous(memory_format=CL))
 
-    def body(self, xw: Tensor, c3: Tensor, window: tuple[int, int, int, int], size: tuple[int, int]) -> Tensor:
+    def normalised(self, x: Tensor) -> Tensor:
+        """LayerNorm of the depthwise conv: what every other stage of the block reads."""
+        return layer_norm_cl(self.dwconv(x), self.c, self.eps)
+
+    def pool_stage(self, y: Tensor) -> Tensor:
+        """ESA's max-pooled map of (a window of) the normalised input ``y``."""
+        return self._pool(self.esa_in(y)[:, : self.esa_f])
+
+    def body(self, xw: Tensor, c3: Tensor, window: tuple[int, int, int, int], size: tuple[int, int],
+             run: StageRunner = eager) -> Tensor:
         """:meth:`_body` on a window ``(row0, row1, col0, col1)`` ``xw`` of the block input of size ``size``;
         ``c3``: ESA's coarse map of the whole image (after conv3), upsampled here for the window's pixels as
         ``F.interpolate`` upsamples it to the whole image."""
-        y = layer_norm_cl(self.dwconv(xw), self.c, self.eps)
-        cf = self.esa_in(y)[:, self.esa_f :]
-        up = _bilinear_window(c3, size, window).add_(cf)
-        return self._body(xw, y, up)
+        return run(self, "body_stage", xw, _bilinear_window(c3, size, window))
+
+    def body_stage(self, xw: Tensor, up: Tensor) -> Tensor:
+        """:meth:`_body` on a window ``xw`` of the block input, given the window ``up`` of ESA's upsampled coarse
+        map."""
+        y = self.normalised(xw)
+        return self._body(xw, y, self.esa_in(y)[:, self.esa_f :].add(up))
 
     def _expand_gate_reduce(self, y: Tensor, c3: Tensor) -> Tensor:
         """``g(ReLU6(f1 y)·f2 y + f3 y·σ(conv4 c3))`` in chunks of pixels that stay in cache.
@@ -227,8 +240,14 @@ class FusedHASN(InferenceForm):
         last = max(conv_reach(self.head), conv_reach(self.body_conv)) + conv_reach(self.upsampler[0])
         return body, last
 
-    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None) -> None:
-        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`).
+    def output_stage(self, body: Tensor, x: Tensor) -> Tensor:
+        """The upsampled image from the blocks' output ``body`` and the input ``x`` (the head's features)."""
+        return self.upsampler(self.body_conv(body).add_(self.head(x)))
+
+    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None,
+                      run: StageRunner = eager) -> None:
+        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`); the
+        per-tile stages go through ``run``.
 
         Kept for the whole image: the block input and output (two ``C×H×W`` maps; the head's features are
         recomputed from the input where needed) and ESA's pooled map (1/36 of the pixels). Per block, pass 1
@@ -254,19 +273,19 @@ class FusedHASN(InferenceForm):
         steps = Steps(progress, len(grid) * (len(self.blocks) + 2) + len(pooled_grid) * len(self.blocks))
         cur = feature_map(x, c, height, width)
         for t in grid:
-            t.of(cur).copy_(t.core(self.head(t.read(x, 1)), 1))
+            t.of(cur).copy_(t.core(run(self.head, "forward", t.read(x, 1)), 1))
             steps()
         nxt = torch.empty_like(cur)
         for blk in self.blocks:
             pooled = feature_map(x, blk.esa_f, ph, pw)
             for t in pooled_grid:
-                t.of(pooled).copy_(blk.pooled(cur, t))
+                t.of(pooled).copy_(blk.pooled(cur, t, run))
                 steps()
             c3 = blk.esa_conv3(pooled)
             del pooled
             total = torch.zeros(1, c, dtype=torch.float32, device=x.device)
             for t in grid:
-                out = t.core(blk.body(t.read(cur, body), c3, t.window(body), (height, width)), body)
+                out = t.core(blk.body(t.read(cur, body), c3, t.window(body), (height, width), run), body)
                 t.of(nxt).copy_(out)
                 total += out.float().sum(dim=(2, 3))
                 steps()
@@ -275,7 +294,7 @@ class FusedHASN(InferenceForm):
         del nxt
 
         def output(t: Tile) -> Tensor:
-            return self.upsampler(self.body_conv(t.read(cur, last)).add_(self.head(t.read(x, last))))
+            return run(self, "output_stage", t.read(cur, last), t.read(x, last))
 
         stream_rows(grid, last, output, self.scale, sink, steps, (h * self.scale, w * self.scale))
 

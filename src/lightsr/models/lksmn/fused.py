@@ -21,10 +21,12 @@ from lightsr.models._stream import (
     Grid,
     Progress,
     Sink,
+    StageRunner,
     Steps,
     Tile,
     check_batch,
     conv_reach,
+    eager,
     feature_map,
     stream_rows,
 )
@@ -100,6 +102,15 @@ class FusedLKSMB(nn.Module):
         """The MLP residual stage."""
         return self.fc2(F.gelu(self.mlp_dw(self.fc1(layer_norm_cl(x, self.c, self.eps))))).add_(x)
 
+    def qk_map(self, y: Tensor) -> Tensor:
+        """MDTA's depthwise-filtered q|k of the MSMA output ``y`` (what the Gram matrix sums over)."""
+        return self.qk_dw(self.qk(layer_norm_cl(y, self.c, self.eps)))
+
+    def after_mdta(self, y: Tensor, m: Tensor) -> Tensor:
+        """The block's output from the MSMA output ``y`` once MDTA's matrix ``m`` (:meth:`mdta_matrix`) is known:
+        MDTA's residual stage, then the MLP."""
+        return self.mlp(self.mdta_apply(self.v_dw(self.v(layer_norm_cl(y, self.c, self.eps))), m).add_(y))
+
     @property
     def msma_reach(self) -> int:
         return conv_reach(self.dw) + max(conv_reach(m) for m in self.dilated)
@@ -163,6 +174,9 @@ class _PhaseDilatedDepthwise(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         r = self.r
+        if whole_graph():  # the padding below depends on the size; graph compilers pick their own kernel anyway
+            return F.conv2d(x, self.weight[:: r * r], self.bias[:: r * r], padding=self.reach, dilation=r,
+                            groups=self.groups // (r * r))
         h, w = x.shape[-2:]
         ph, pw = -h % r, -w % r
         if ph or pw:  # zeros beyond the border are what the dilated conv's zero padding reads anyway
@@ -228,8 +242,14 @@ class FusedLKSMN(InferenceForm):
         last = max(conv_reach(self.shallow), conv_reach(self.mlfa_conv)) + conv_reach(self.upsampler[0])
         return first, second, last
 
-    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None) -> None:
-        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`).
+    def output_stage(self, fused: Tensor, x: Tensor) -> Tensor:
+        """The upsampled image from MLFA's fusion ``fused`` and the input ``x`` (the shallow features)."""
+        return self.upsampler(self.mlfa_conv(fused).add_(self.shallow(x)))
+
+    def forward_tiled(self, x: Tensor, tile: int, sink: Sink, progress: Progress | None = None,
+                      run: StageRunner = eager) -> None:
+        """``forward(x)`` layer by layer in tiles of at most ``tile`` pixels (see :class:`InferenceForm`); the
+        per-tile stages go through ``run``.
 
         Kept for the whole image: the block input (later its output), the MSMA output x₁ and the MLFA sum
         (three ``C×H×W`` maps; the shallow features are recomputed from the input where needed). Per block,
@@ -245,7 +265,7 @@ class FusedLKSMN(InferenceForm):
         steps = Steps(progress, len(grid) * (2 * len(self.blocks) + 2))
         cur = feature_map(x, c, h, w)
         for t in grid:
-            t.of(cur).copy_(t.core(self.shallow(t.read(x, 1)), 1))
+            t.of(cur).copy_(t.core(run(self.shallow, "forward", t.read(x, 1)), 1))
             steps()
         x1 = torch.empty_like(cur)
         acc = torch.empty_like(cur)
@@ -254,17 +274,15 @@ class FusedLKSMN(InferenceForm):
         for i, blk in enumerate(self.blocks):
             g = torch.zeros(1, 2 * c, 2 * c, dtype=torch.float32, device=x.device)
             for t in grid:
-                y = t.shrink(blk.msma(t.read(cur, first)), first, 1)  # x₁ on the core ± 1
+                y = t.shrink(run(blk, "msma", t.read(cur, first)), first, 1)  # x₁ on the core ± 1
                 t.of(x1).copy_(t.core(y, 1))
-                qk = t.core(blk.qk_dw(blk.qk(layer_norm_cl(y, c, blk.eps))), 1)
+                qk = t.core(run(blk, "qk_map", y.contiguous(memory_format=CL)), 1)
                 qk = qk.permute(0, 2, 3, 1).reshape(-1, 2 * c).float()
                 g[0].addmm_(qk.t(), qk)
                 steps()
             m = blk.mdta_matrix(g)
             for t in grid:
-                y = t.read(x1, second)
-                y = blk.mlp(blk.mdta_apply(blk.v_dw(blk.v(layer_norm_cl(y, c, blk.eps))), m).add_(y))
-                out = t.core(y, second)
+                out = t.core(run(blk, "after_mdta", t.read(x1, second), m), second)
                 t.of(cur).copy_(out)
                 part = t.of(acc).permute(0, 2, 3, 1).reshape(-1, c)  # a copy unless the core spans whole rows
                 part.addmm_(out.permute(0, 2, 3, 1).reshape(-1, c), fuse_w[:, i * c : (i + 1) * c].t())
@@ -273,7 +291,7 @@ class FusedLKSMN(InferenceForm):
         del x1, cur
 
         def output(t: Tile) -> Tensor:
-            return self.upsampler(self.mlfa_conv(t.read(acc, last)).add_(self.shallow(t.read(x, last))))
+            return run(self, "output_stage", t.read(acc, last), t.read(x, last))
 
         stream_rows(grid, last, output, self.scale, sink, steps)
 
