@@ -6,13 +6,17 @@ several tiles), as the command line would run them: streamed (exact) tiles for n
 blended tiles for the others. Each row gives the plan, the PSNR of the tiled uint8 output against the whole-image
 uint8 output (inf when identical), the largest difference in levels, and the time of that one run (2 threads).
 ``--blended`` also runs blended tiles of the same sizes through the same inference form, for comparison.
+``--backend openvino|onnxruntime`` runs everything (whole image included) on that backend: streamed tiles as one
+graph per stage, ELAN's wrapped tiles through the export that takes the seams; the first tiled run of each
+network includes exporting and compiling those graphs (``--time`` reuses warm runtimes).
 
     python benchmarks/tiling_exactness.py                      # bundled LKSMN and HASN ×4, official HASN ×4
     python benchmarks/tiling_exactness.py --models elan_light --tiles 64 auto
     python benchmarks/tiling_exactness.py --models lksmn --tiles 64 128 --blended
     python benchmarks/tiling_exactness.py --models lksmn --time 64 --rounds 3   # A/B timing only
+    python benchmarks/tiling_exactness.py --backend openvino --models lksmn hasn elan_light --tiles 64 128
 
-Exits with status 1 when a streamed run is below 60 dB or more than 2 levels off.
+Exits with status 1 when a streamed or wrapped run is below 60 dB or more than 2 levels off.
 """
 
 from __future__ import annotations
@@ -59,20 +63,20 @@ def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
 
 
 def _describe(plan) -> str:
-    kind = "streamed" if plan.streamed else "blended"
+    kind = "streamed" if plan.streamed else "blended, wrapped" if plan.wrap else "blended"
     return f"{kind}, {plan.n_tiles} tiles ≤ {max(r.stop - r.start for r in plan.rows)} px"
 
 
 def _time_ab(args: argparse.Namespace, img: np.ndarray) -> None:
     """Whole image, streamed and blended tiles of one size, timed alternately; minimum and median of the rounds."""
     h, w = img.shape[:2]
-    print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.precision}, {args.threads} threads, tile {args.time}, "
-          f"{args.rounds} alternating rounds")
+    print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.backend} {args.precision}, {args.threads} threads, "
+          f"tile {args.time}, {args.rounds} alternating rounds")
     print("| weights | run | min (s) | median (s) |\n|---|---|---|---|")
     for name in args.models:
         model = _model(name)
-        whole = lightsr.Upscaler(model, tile=0, precision=args.precision)
-        tiled = lightsr.Upscaler(model, tile=args.time, precision=args.precision)
+        whole = lightsr.Upscaler(model, tile=0, precision=args.precision, backend=args.backend)
+        tiled = lightsr.Upscaler(model, tile=args.time, precision=args.precision, backend=args.backend)
         spec = arch_tiling(tiled.arch)
         x = torch.from_numpy(img).permute(2, 0, 1).float() / 255
         runs = {"whole image": (whole, whole.plan(h, w)), "streamed": (tiled, tiled.plan(h, w)),
@@ -97,6 +101,7 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--blended", action="store_true", help="also run blended tiles of the same sizes")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"])
     ap.add_argument("--time", type=int, metavar="TILE",
                     help="only time whole, streamed and blended runs at this tile, alternately (--rounds each)")
     ap.add_argument("--rounds", type=int, default=3)
@@ -107,17 +112,18 @@ def main() -> int:
     if args.time:
         _time_ab(args, img)
         return 0
-    print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.precision}, {args.threads} threads")
+    print(f"# Set14 barbara, {w}×{h} centre crop, ×4, {args.backend} {args.precision}, {args.threads} threads")
     print("| weights | tile | plan | PSNR vs whole (dB) | max diff (levels) | time (s) |\n|---|---|---|---|---|---|")
     ok = True
     for name in args.models:
         model = _model(name)
         t0 = time.perf_counter()
-        whole = lightsr.Upscaler(model, tile=0, precision=args.precision)(img)
+        whole = lightsr.Upscaler(model, tile=0, precision=args.precision, backend=args.backend)(img)
         print(f"| {name} | whole | 1 tile | – | – | {time.perf_counter() - t0:.1f} |", flush=True)
         for tile in args.tiles:
-            up = (lightsr.Upscaler(model, max_memory=args.max_memory, precision=args.precision) if tile == "auto"
-                  else lightsr.Upscaler(model, tile=int(tile), precision=args.precision))
+            kw = {"precision": args.precision, "backend": args.backend}
+            up = (lightsr.Upscaler(model, max_memory=args.max_memory, **kw) if tile == "auto"
+                  else lightsr.Upscaler(model, tile=int(tile), **kw))
             plan = up.plan(h, w)
             runs = [(plan, lambda up=up: up(img))]
             if args.blended and plan.streamed:
@@ -135,7 +141,7 @@ def main() -> int:
                 got = run()
                 secs = time.perf_counter() - t0
                 psnr, levels = _compare(got, whole)
-                if p.streamed and (psnr < 60 or levels > 2):
+                if (p.streamed or p.wrap) and (psnr < 60 or levels > 2):
                     ok = False
                 print(f"| {name} | {tile} | {_describe(p)} | {psnr:.1f} | {levels} | {secs:.1f} |", flush=True)
     return 0 if ok else 1

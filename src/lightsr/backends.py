@@ -22,11 +22,14 @@ Networks that pool or attend over the whole image tile exactly by layer-streamed
 (:mod:`lightsr.models._stream`). On the graph backends every per-tile stage of it is exported as a graph of its
 own (:func:`cached_stages`: built, checked against the PyTorch network at tile sizes and image sizes it was not
 traced at, then cached like the whole export) and :class:`StageGraphs` runs them, so tiled output matches the
-whole image there as on the torch backend.
+whole image there as on the torch backend. Networks whose tiles wrap around the image border
+(``TilingSpec.wrap``) get a second export taking the seams as an input (:func:`cached_seamed_export`), which
+places :class:`~lightsr.tiling.SeamHooks`' zero gaps inside the graph.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -70,6 +73,8 @@ class Runtime:
     path: Path | None = None  # the ONNX file (other backends)
     # The layer-streamed execution (InferenceForm.forward_tiled's signature) where the network has one
     forward_tiled: Callable[..., None] | None = None
+    # seamed(x, (row, column)): a wrap-mode tile with its seams (None: none on that axis), where the network wraps
+    seamed: Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
@@ -163,39 +168,52 @@ class OpenVinoModel:
     """An ONNX export compiled by OpenVINO for the CPU: ``model(x)`` maps float ``N×3×H×W`` to ``N×3×sH×sW``."""
 
     def __init__(self, path: str | os.PathLike, precision: str, scale: int, threads: int | None = None) -> None:
-
-
         self.path, self.scale = Path(path), scale
-        self.request = openvino_request(self.path, precision, threads)
+        self.graph = OpenVinoGraph(self.path, precision, threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        self.request.infer({0: arr})
-        out = torch.from_numpy(self.request.get_output_tensor(0).data.copy())
+        out = torch.from_numpy(self.graph(arr)[0])
         n, _, h, w = arr.shape
         if tuple(out.shape) != (n, 3, h * self.scale, w * self.scale):
             raise RuntimeError(f"{self.path}: OpenVINO returned {tuple(out.shape)} for {tuple(arr.shape)}")
         return out
 
 
-def openvino_request(path: Path, precision: str, threads: int | None = None) -> Any:
-    """An OpenVINO infer request of the graph at ``path`` compiled for the CPU in ``precision``."""
+@functools.cache
+def _openvino_core() -> Any:
+    """One OpenVINO core for the process, never freed: once the last core went (and its CPU plugin with it), the
+    next signal the process handled (SIGTERM, SIGINT) crashed it with SIGSEGV."""
     import openvino as ov
 
-    from lightsr.export import OnnxModelError
+    return ov.Core()
 
-    core = ov.Core()
-    core.set_property({"CACHE_DIR": str(export_dir() / "openvino")})
-    config = {
-        # f32 must be asked for: on CPUs with native bf16 OpenVINO otherwise picks bf16 by itself.
-        "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
-        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-        "PERFORMANCE_HINT": "LATENCY",
-    }
-    try:
-        return core.compile_model(str(path), "CPU", config).create_infer_request()
-    except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
-        raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})") from None
+
+class OpenVinoGraph:
+    """A graph compiled by OpenVINO for the CPU in ``precision``, with its infer request (the compiled model
+    stays referenced as long as the request)."""
+
+    def __init__(self, path: Path, precision: str, threads: int | None = None) -> None:
+        from lightsr.export import OnnxModelError
+
+        config = {
+            # f32 must be asked for: on CPUs with native bf16 OpenVINO otherwise picks bf16 by itself.
+            "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+            "PERFORMANCE_HINT": "LATENCY",
+            "CACHE_DIR": str(export_dir() / "openvino"),  # compiled blobs, reused by later runs
+        }
+        try:
+            self.compiled = _openvino_core().compile_model(str(path), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
+            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})"
+                                 ) from None
+        self.request = self.compiled.create_infer_request()
+        self.n_outputs = len(self.compiled.outputs)
+
+    def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        self.request.infer(dict(enumerate(arrays)))
+        return [self.request.get_output_tensor(i).data.copy() for i in range(self.n_outputs)]
 
 
 # ------------------------------------------------------------------------------- streamed stages as graphs
@@ -271,17 +289,7 @@ class StageGraphs:
 def _graph_fn(backend: str, precision: str, threads: int | None) -> Callable[[Path], GraphFn]:
     """How ``backend`` compiles one stage file."""
     if backend == "openvino":
-        def compile_ov(path: Path) -> GraphFn:
-            request = openvino_request(path, precision, threads)
-            n_out = len(request.model_outputs)
-
-            def run(*arrays: np.ndarray) -> list[np.ndarray]:
-                request.infer(dict(enumerate(arrays)))
-                return [request.get_output_tensor(i).data.copy() for i in range(n_out)]
-
-            return run
-
-        return compile_ov
+        return lambda path: OpenVinoGraph(path, precision, threads)
 
     def compile_ort(path: Path) -> GraphFn:
         import onnxruntime as ort
@@ -342,6 +350,100 @@ def cached_stages(model: SRNet, form: torch.nn.Module, backend: str, opset: int 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+# ------------------------------------------------------------------------------------ wrap-mode seams as input
+
+# A seam index at or beyond the tile's size: no seam on that axis.
+NO_SEAM = 1 << 30
+# (batch, height, width, seam row, seam column) of the seamed export's check, none of them its trace's.
+SEAM_TRACE = (32, 48, 16, 32)
+SEAM_CHECKS = ((1, 48, 32, 32, None), (2, 32, 64, None, 16), (1, 16, 16, 0, 0))
+
+
+class _Seamed(torch.nn.Module):
+    """``form`` (padding its input as its export does) with wrap mode's seams as a second input, int64
+    ``[row, column]``: :class:`~lightsr.tiling.SeamHooks` with tensor seams, traced into the graph."""
+
+    def __init__(self, form: torch.nn.Module) -> None:
+        from lightsr.export import ShapeGenericWrapper
+        from lightsr.tiling import SeamHooks
+
+        super().__init__()
+        self.inner = ShapeGenericWrapper(form)
+        self.hooks = SeamHooks(form)
+
+    def forward(self, x: torch.Tensor, seams: torch.Tensor) -> torch.Tensor:
+        self.hooks.seams = (seams[0], seams[1])
+        with self.hooks:
+            return self.inner(x)
+
+
+def _seam_tensor(seams: tuple[int | None, int | None]) -> np.ndarray:
+    return np.array([NO_SEAM if s is None else s for s in seams], dtype=np.int64)
+
+
+def cached_seamed_export(model: SRNet, backend: str, opset: int = 17) -> Path:
+    """The export of ``model``'s inference form taking wrap mode's seams as a second input, built and checked
+    like :func:`cached_export`: ``backend`` (float32) on tiles with and without seams, at sizes it was not traced
+    at, within :data:`EXPORT_ATOL` of the PyTorch form under :class:`~lightsr.tiling.SeamHooks`."""
+    from lightsr.export import ExportError
+    from lightsr.tiling import SeamHooks
+
+    form = copy_to_cpu_fp32(model).fuse()
+    folder = export_dir()
+    path = folder / f"{model.info.arch}_x{model.info.scale}-fused-seamed-{weights_key(model, opset)[:20]}.onnx"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{path.stem}.{os.getpid()}.onnx"
+    g = torch.Generator().manual_seed(3)
+    try:
+        h, w, row, col = SEAM_TRACE
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer warnings: the check below runs other sizes and seams
+            torch.onnx.export(_Seamed(form).eval(), (torch.rand(1, 3, h, w, generator=g),
+                                                     torch.tensor([row, col])), str(tmp), dynamo=False,
+                              opset_version=opset, input_names=["input", "seams"], output_names=["output"],
+                              dynamic_axes={"input": {0: "batch", 2: "height", 3: "width"},
+                                            "output": {0: "batch", 2: "out_height", 3: "out_width"}})
+        run = _graph_fn(backend, "fp32", None)(tmp)
+        hooks = SeamHooks(form)
+        for n, h, w, row, col in SEAM_CHECKS:
+            coarse = torch.rand(n, 3, h // 4, w // 4, generator=g)
+            x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+            hooks.seams = (row, col)
+            with torch.no_grad(), hooks:
+                ref = form(x)
+            got = torch.from_numpy(run(x.numpy(), _seam_tensor((row, col)))[0])
+            err = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+            if not err <= EXPORT_ATOL:
+                raise ExportError(f"{path}: {backend} with seams {row}, {col} differs from PyTorch by {err:.3g} "
+                                  f"(> {EXPORT_ATOL:g}) on {h}×{w}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _graph_seams(model: SRNet, backend: str, precision: str, threads: int | None
+                 ) -> Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor] | None:
+    """``seamed(x, seams)`` running the seamed export on ``backend`` (built on the first call), or None where
+    the network's tiles do not wrap."""
+    from lightsr.models.registry import model_spec
+
+    if not model_spec(model.info.arch).tiling.wrap:
+        return None
+    graph: GraphFn | None = None
+
+    def seamed(x: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
+        nonlocal graph
+        if graph is None:
+            graph = _graph_fn(backend, precision, threads)(cached_seamed_export(model, backend))
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(graph(arr, _seam_tensor(seams))[0])
+
+    return seamed
 
 
 def _graph_streaming(model: SRNet, backend: str, precision: str, threads: int | None
@@ -407,8 +509,11 @@ def build(model: SRNet, backend: str = "torch", precision: str = "fp32", device:
         from lightsr.export import OnnxModel
 
         session = OnnxModel(path, device=dev, threads=threads)
-        tiled = _graph_streaming(model, backend, prec, threads) if dev.type == "cpu" else None
-        return Runtime(session, session.scale, model.arch, backend, prec, dev, path=path, forward_tiled=tiled)
+        on_cpu = dev.type == "cpu"  # the stage and seam graphs run on onnxruntime's CPU provider
+        return Runtime(session, session.scale, model.arch, backend, prec, dev, path=path,
+                       forward_tiled=_graph_streaming(model, backend, prec, threads) if on_cpu else None,
+                       seamed=_graph_seams(model, backend, prec, threads) if on_cpu else None)
     ov_model = OpenVinoModel(path, prec, model.scale, threads)
     return Runtime(ov_model, model.scale, model.arch, backend, prec, dev, path=path,
-                   forward_tiled=_graph_streaming(model, backend, prec, threads))
+                   forward_tiled=_graph_streaming(model, backend, prec, threads),
+                   seamed=_graph_seams(model, backend, prec, threads))

@@ -403,6 +403,27 @@ def run_tiled(fn: TileFn, x: torch.Tensor, scale: int, plan: TilePlan, sink: Sin
 # ------------------------------------------------------------------------------------------ seams (wrap mode)
 
 
+def insert_gap(t: torch.Tensor, dim: int, at: torch.Tensor, gap: int) -> torch.Tensor:
+    """``gap`` zero slices inserted along ``dim`` before index ``at`` (a 0-d int64 tensor; at or beyond the
+    length: none inside, the zeros go after the end, where a 'same' convolution reads zero padding anyway).
+
+    The tensor form of what :class:`SeamHooks` does with Python ints, as index arithmetic on the traced
+    shape, so an exported graph takes the seams as an input and works at any size.
+    """
+    n = torch._shape_as_tensor(t)[dim]
+    at = torch.minimum(at, n)
+    p = torch.arange(n + gap, device=t.device)
+    src = torch.where(p < at, p, torch.where(p < at + gap, n, p - gap))  # index n: the zero slice appended
+    return torch.cat([t, torch.zeros_like(t.narrow(dim, 0, 1))], dim).index_select(dim, src)
+
+
+def remove_gap(t: torch.Tensor, dim: int, at: torch.Tensor, gap: int) -> torch.Tensor:
+    """The inverse of :func:`insert_gap` on a 'same' convolution's output."""
+    n = torch._shape_as_tensor(t)[dim] - gap
+    q = torch.arange(n, device=t.device)
+    return t.index_select(dim, torch.where(q < torch.minimum(at, n), q, q + gap))
+
+
 class SeamHooks:
     """Make a network treat a wrapped window's border crossing like the image border it stands for.
 
@@ -447,6 +468,8 @@ class SeamHooks:
         if row is None and col is None:
             return None
         t = args[0]
+        if isinstance(row, torch.Tensor):  # traced for a graph backend: see insert_gap
+            return (insert_gap(insert_gap(t, -2, row, gap), -1, col, gap), *args[1:])
         if row is not None:
             t = torch.cat([t[..., :row, :], t.new_zeros(*t.shape[:-2], gap, t.shape[-1]), t[..., row:, :]], -2)
         if col is not None:
@@ -457,6 +480,8 @@ class SeamHooks:
         row, col = self.seams
         if row is None and col is None:
             return None
+        if isinstance(row, torch.Tensor):
+            return remove_gap(remove_gap(out, -2, row, gap), -1, col, gap)
         if row is not None:
             out = torch.cat([out[..., :row, :], out[..., row + gap:, :]], -2)
         if col is not None:

@@ -110,6 +110,9 @@ class _Net:
     arch: str | None
     module: torch.nn.Module | None = None  # the PyTorch network (its inference form unless fuse=False)
     graph_tiled: Callable[..., None] | None = None  # a graph backend's layer-streamed execution, if any
+    # A graph backend's wrap-mode tiles: seamed(x, seams) with the seams as an input of the graph (SeamHooks'
+    # place for PyTorch modules)
+    seamed: Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor] | None = None
 
     @property
     def forward_tiled(self) -> Callable[..., None] | None:
@@ -232,7 +235,7 @@ class Upscaler:
                                  "export)")
             rt = build(module, self.backend, self.precision, self.device, threads=self._threads)
             self.precision = rt.precision
-            return _Net(rt, rt.scale, rt.arch, graph_tiled=rt.forward_tiled)
+            return _Net(rt, rt.scale, rt.arch, graph_tiled=rt.forward_tiled, seamed=rt.seamed)
         supported = tuple(module.info.precisions)
         if self.precision == "auto":
             self.precision = auto_precision(self.device, supported)
@@ -301,8 +304,9 @@ class Upscaler:
 
         spec = arch_tiling(self.arch)
         overlap = self._overlap()
-        # Wrap mode needs seam hooks inside the network: only possible in a PyTorch module, not an ONNX session.
-        wrap = spec.wrap and self.net.module is not None
+        # Wrap mode needs seam hooks inside the network: a PyTorch module, or a graph backend's seamed export
+        # (not an .onnx file of unknown origin).
+        wrap = spec.wrap and (self.net.module is not None or self.net.seamed is not None)
         streamed = can_stream(self.net, spec)
         tile = self.tile
         if tile is None:
@@ -368,7 +372,10 @@ class Upscaler:
         def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
             if hooks is not None:
                 hooks.seams = seams
-            y = net.forward(t.to(device, dtype))
+            if net.seamed is not None and seams != (None, None):
+                y = net.seamed(t.to(device, dtype), seams)
+            else:
+                y = net.forward(t.to(device, dtype))
             check(y)
             return y
 
@@ -412,7 +419,7 @@ class Upscaler:
         Returns the plan that ran (the sink overwrites rows, so a retry simply starts again from the top).
         """
         while True:
-            hooks = SeamHooks(self.net.module) if plan.wrap else None
+            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
             try:
                 if hooks is not None:
                     with hooks:
@@ -450,7 +457,7 @@ class Upscaler:
             return
         if self.alpha == "model":
             colour_fn = self._forward_fn(self.net, None, "alpha channel")
-            hooks = SeamHooks(self.net.module) if plan.wrap else None
+            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
 
             def fn(t: torch.Tensor, seams: tuple) -> torch.Tensor:
                 if hooks is not None:
