@@ -145,7 +145,7 @@ def test_graph_backends_tile_wrapped_networks_exactly_like_torch(name: str, back
     as for torch (blended tiles without the seams: ~55 dB, 3 levels). The seamed graph itself against the
     PyTorch form under SeamHooks at seams and sizes its check did not use."""
     from lightsr.backends import SEAM_CHECKS, SEAM_TRACE, build
-    from lightsr.tiling import SeamHooks
+    from lightsr.seams import SeamHooks
 
     torch.manual_seed(0)
     model = calibrated(lightsr.create_model(name, scale=3, num_blocks=2))

@@ -15,9 +15,9 @@ from conftest import calibrated, require_shared
 from lightsr.checkpoints import bundled_model
 from lightsr.models import model_spec
 from lightsr.models.registry import specs
+from lightsr.seams import SeamHooks
 from lightsr.tiling import (
     MIN_AUTO_TILE,
-    SeamHooks,
     activation_bytes,
     arch_tiling,
     auto_tile,

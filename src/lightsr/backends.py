@@ -24,7 +24,7 @@ own (:func:`cached_stages`: built, checked against the PyTorch network at tile s
 traced at, then cached like the whole export) and :class:`StageGraphs` runs them, so tiled output matches the
 whole image there as on the torch backend. Networks whose tiles wrap around the image border
 (``TilingSpec.wrap``) get a second export taking the seams as an input (:func:`cached_seamed_export`), which
-places :class:`~lightsr.tiling.SeamHooks`' zero gaps inside the graph.
+places :class:`~lightsr.seams.SeamHooks`' zero gaps inside the graph.
 """
 
 from __future__ import annotations
@@ -363,11 +363,11 @@ SEAM_CHECKS = ((1, 48, 32, 32, None), (2, 32, 64, None, 16), (1, 16, 16, 0, 0))
 
 class _Seamed(torch.nn.Module):
     """``form`` (padding its input as its export does) with wrap mode's seams as a second input, int64
-    ``[row, column]``: :class:`~lightsr.tiling.SeamHooks` with tensor seams, traced into the graph."""
+    ``[row, column]``: :class:`~lightsr.seams.SeamHooks` with tensor seams, traced into the graph."""
 
     def __init__(self, form: torch.nn.Module) -> None:
         from lightsr.export import ShapeGenericWrapper
-        from lightsr.tiling import SeamHooks
+        from lightsr.seams import SeamHooks
 
         super().__init__()
         self.inner = ShapeGenericWrapper(form)
@@ -386,9 +386,9 @@ def _seam_tensor(seams: tuple[int | None, int | None]) -> np.ndarray:
 def cached_seamed_export(model: SRNet, backend: str, opset: int = 17) -> Path:
     """The export of ``model``'s inference form taking wrap mode's seams as a second input, built and checked
     like :func:`cached_export`: ``backend`` (float32) on tiles with and without seams, at sizes it was not traced
-    at, within :data:`EXPORT_ATOL` of the PyTorch form under :class:`~lightsr.tiling.SeamHooks`."""
+    at, within :data:`EXPORT_ATOL` of the PyTorch form under :class:`~lightsr.seams.SeamHooks`."""
     from lightsr.export import ExportError
-    from lightsr.tiling import SeamHooks
+    from lightsr.seams import SeamHooks
 
     form = copy_to_cpu_fp32(model).fuse()
     folder = export_dir()

@@ -40,8 +40,8 @@ from lightsr.imageio import (
     tensor_to_array,
 )
 from lightsr.models.base import SRNet
+from lightsr.seams import SeamHooks
 from lightsr.tiling import (
-    SeamHooks,
     TilePlan,
     arch_tiling,
     auto_tile,

@@ -35,7 +35,7 @@ class TilingSpec:
     (CPU, ×4, inference mode, output included; the largest of the training and inference forms, see
     benchmarks/README.md); about halved for 16-bit precisions. ``wrap``: the network mixes opposite image
     borders (ELAN's cyclically shifted windows), so border tiles take their context from the opposite border
-    too (see :class:`lightsr.tiling.SeamHooks`).
+    too (see :class:`lightsr.seams.SeamHooks`).
 
     ``global_context``: the network pools or attends over the whole image, so blended tiles are only
     approximate; its inference form tiles exactly instead, layer by layer
