@@ -389,3 +389,34 @@ def test_streamed_alpha_by_the_model_and_progress() -> None:
     assert up.plan(30, 38).streamed
     got = up(rgba)
     assert np.abs(got.astype(int) - whole.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(("row", "col"), [(5, None), (None, 7), (0, 3), (12, 16), (11, 1), (None, None)])
+def test_seam_aware_modules_equal_a_zero_gap_around_them(row: int | None, col: int | None) -> None:
+    """Modules that place wrap mode's seams themselves (``handles_seams``, e.g. ELAN's shift by a mask) compute
+    what SeamHooks' generic rule gives any 'same' convolution: a zero gap of its reach inserted at the seam
+    before it and removed after it (independent reference: that rule, spelled out here)."""
+    aware = [(name, m) for name in lightsr.list_models()
+             for m in lightsr.create_model(name, scale=2, num_blocks=1).fuse().modules()
+             if getattr(m, "handles_seams", False)]
+    assert aware  # ELAN's shift convolutions
+    g = torch.Generator().manual_seed(0)
+    for name, m in aware:
+        c, gap = m.conv.in_channels, m.seam_reach
+        x = torch.rand(1, c, 12, 16, generator=g)
+        m.seams = (row, col)
+        with torch.no_grad():
+            got = m(x)
+        m.seams = (None, None)
+        ref = x
+        if row is not None:
+            ref = torch.cat([ref[..., :row, :], torch.zeros(1, c, gap, 16), ref[..., row:, :]], -2)
+        if col is not None:
+            ref = torch.cat([ref[..., :col], torch.zeros(1, c, ref.shape[-2], gap), ref[..., col:]], -1)
+        with torch.no_grad():
+            ref = m(ref)
+        if row is not None:
+            ref = torch.cat([ref[..., :row, :], ref[..., row + gap:, :]], -2)
+        if col is not None:
+            ref = torch.cat([ref[..., :col], ref[..., col + gap:]], -1)
+        assert float((got - ref).abs().max()) <= 1e-6, name

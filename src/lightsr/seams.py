@@ -42,7 +42,9 @@ class SeamHooks:
     remove the corresponding output positions after it, so convolutions see zero padding at the seam while
     attention sees the wrapped pixels. Only modules whose spatial reach is a plain 'same' convolution are hooked:
     ``nn.Conv2d`` with a kernel > 1 and stride 1, and modules that declare their reach in a ``seam_reach``
-    attribute (e.g. a shift by one pixel with zero fill).
+    attribute (e.g. a shift by one pixel with zero fill). A module that sets ``handles_seams = True`` places the
+    seams itself, more cheaply than by copies: while the hooks are active its ``seams`` attribute holds the
+    current ``(row, column)`` (ints or None; 0-d tensors when traced, a value ≥ the size meaning none).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -50,9 +52,12 @@ class SeamHooks:
 
         self.seams: tuple[int | None, int | None] = (None, None)
         self.targets: list[tuple[torch.nn.Module, int]] = []
+        self.aware: list[torch.nn.Module] = []
         for m in model.modules():
             reach = getattr(m, "seam_reach", None)
-            if reach is not None:
+            if getattr(m, "handles_seams", False):
+                self.aware.append(m)
+            elif reach is not None:
                 self.targets.append((m, int(reach)))
             elif isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
                 if m.stride != (1, 1) or not isinstance(m.padding, tuple):
@@ -64,12 +69,16 @@ class SeamHooks:
         for m, gap in self.targets:
             self._handles.append(m.register_forward_pre_hook(lambda _m, args, g=gap: self._open(args, g)))
             self._handles.append(m.register_forward_hook(lambda _m, _a, out, g=gap: self._close(out, g)))
+        for m in self.aware:
+            self._handles.append(m.register_forward_pre_hook(lambda m, _a: setattr(m, "seams", self.seams)))
         return self
 
     def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for m in self.aware:
+            m.seams = (None, None)
 
     def _open(self, args: tuple, gap: int) -> tuple | None:
         row, col = self.seams

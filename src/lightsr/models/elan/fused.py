@@ -33,15 +33,35 @@ class FusedShiftConv(nn.Module):
     kernel holds a single 1 per channel.
     """
 
-    seam_reach = 1  # a one-pixel shift with zero fill: tiling's seams treat it as a 'same' 3×3 convolution
+    seam_reach = 1  # a one-pixel shift with zero fill: to tiling's seams a 'same' 3×3 convolution
+    # Wrapped tiles (lightsr.seams.SeamHooks): the shift zero-fills across the seams itself, by a mask on its
+    # output — a zero gap inserted and removed around the module copied the map four times.
+    handles_seams = True
 
     def __init__(self, sc) -> None:
         super().__init__()
         self.register_buffer("shift", sc.shift.detach().clone(), persistent=False)
         self.conv = conv_from(sc.weight.detach(), sc.bias.detach())
+        self.seams: tuple = (None, None)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.conv2d(x, self.shift, padding=1, groups=x.shape[1]))
+        y = F.conv2d(x, self.shift, padding=1, groups=x.shape[1])
+        row, col = self.seams
+        if row is not None:
+            y = y * self._seam_mask(y, -2, row)
+        if col is not None:
+            y = y * self._seam_mask(y, -1, col)
+        return self.conv(y)
+
+    def _seam_mask(self, y: Tensor, dim: int, at: int | Tensor) -> Tensor:
+        """Ones except where a channel's shift reads across the seam before index ``at`` along ``dim``: row
+        ``at - 1`` of the channels that read the next row, row ``at`` of those that read the previous one
+        (as a zero row inserted at ``at`` would give them)."""
+        k = self.shift[:, 0].sum(dim=2 if dim == -2 else 1)  # (C, 3): which neighbour each channel reads
+        i = torch.arange(y.shape[dim], device=y.device)
+        cut = k[:, 2:3] * (i == at - 1).to(k.dtype) + k[:, 0:1] * (i == at).to(k.dtype)  # (C, n)
+        mask = (1 - cut).to(y.dtype)
+        return mask[None, :, :, None] if dim == -2 else mask[None, :, None, :]
 
 
 @lru_cache(maxsize=64)
