@@ -297,7 +297,7 @@ def _graph_fn(backend: str, precision: str, threads: int | None) -> Callable[[Pa
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         # Many sessions take turns here (one per stage, or beside the whole graph's): threads that spin after
-        # their work kept the cores from the next session (LKSMN, 16 tiles of 64: 4.2 s spinning, 1.0 s not).
+        # their work kept the cores from the next session (tiles ran 4-6 times slower).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
@@ -392,7 +392,7 @@ def cached_seamed_export(model: SRNet, backend: str, opset: int = 17) -> Path:
     from lightsr.export import ExportError
     from lightsr.seams import SeamHooks
 
-    form = copy_to_cpu_fp32(model).fuse()
+    form = _cpu_fp32_copy(model).fuse()
     folder = export_dir()
     path = folder / f"{model.info.arch}_x{model.info.scale}-fused-seamed-{weights_key(model, opset)[:20]}.onnx"
     if path.is_file():
@@ -436,6 +436,7 @@ def _graph_seams(model: SRNet, backend: str, precision: str, threads: int | None
 
     if not model_spec(model.info.arch).tiling.wrap:
         return None
+    model = _cpu_fp32_copy(model)
     graph: GraphFn | None = None
 
     def seamed(x: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
@@ -456,11 +457,11 @@ def _graph_streaming(model: SRNet, backend: str, precision: str, threads: int | 
 
     if not model_spec(model.info.arch).tiling.global_context:
         return None
-    form = copy_to_cpu_fp32(model).fuse()
+    reference = _cpu_fp32_copy(model)
+    form = reference.fuse()
     if getattr(form, "forward_tiled", None) is None:
         return None
     runner: StageGraphs | None = None
-    reference = copy_to_cpu_fp32(model)
 
     def forward_tiled(x: torch.Tensor, tile: int, sink: Callable, progress: Callable | None = None) -> None:
         nonlocal runner
@@ -473,7 +474,9 @@ def _graph_streaming(model: SRNet, backend: str, precision: str, threads: int | 
     return forward_tiled
 
 
-def copy_to_cpu_fp32(model: SRNet) -> SRNet:
+def _cpu_fp32_copy(model: SRNet) -> SRNet:
+    """A float32 CPU copy in eval mode: the graphs are built later, from the weights as they were now, whatever
+    becomes of the caller's network."""
     import copy
 
     return copy.deepcopy(model).to("cpu", torch.float32).eval()
