@@ -349,4 +349,10 @@ def test_onnxruntime_backend_and_eval_precision(tmp_path: Path, capsys) -> None:
         scores[backend, precision] = report["sets"][0]["psnr"]
     capsys.readouterr()
     assert abs(scores["onnxruntime", "fp32"] - scores["torch", "fp32"]) < 1e-3
+    # upscale's summary line names the backend when it is not torch
+    img = tmp_path / "a.png"
+    Image.fromarray((image_like(20, 24)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(img)
+    assert main(["upscale", str(img), "-o", str(tmp_path / "up"), "--weights", str(weights),
+                 "--backend", "onnxruntime"]) == 0
+    assert "(lksmn, cpu, fp32, onnxruntime)" in capsys.readouterr().err
     assert abs(scores["torch", "bf16"] - scores["torch", "fp32"]) < 0.05

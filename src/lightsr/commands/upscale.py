@@ -281,7 +281,8 @@ def run(args: argparse.Namespace) -> int:
         arch = up.arch or "model"
         # Bundled weights may be a variant of their network (upscale's default at ×4 is one): name them.
         bundled = None if args.weights or args.onnx else args.model or default_upscale_model(args.scale)
-        where = f"{bundled + ': ' if bundled not in (None, arch) else ''}{arch}, {up.device.type}, {up.precision}"
+        where = (f"{bundled + ': ' if bundled not in (None, arch) else ''}{arch}, {up.device.type}, {up.precision}"
+                 + (f", {up.backend}" if up.backend != "torch" else ""))
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
         print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
