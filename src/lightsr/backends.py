@@ -137,22 +137,40 @@ def cached_export(model: SRNet, backend: str, opset: int = 17) -> Path:
     from lightsr.models.registry import model_spec
 
     form = model_spec(model.info.arch).graph_form
-    folder = export_dir()
-    path = folder / f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx"
-    if path.is_file():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    # Built and checked under a name of this process, then renamed: a killed build or a concurrent one never
-    # leaves an unchecked file where the next run would trust it.
-    tmp = folder / f".{path.stem}.{os.getpid()}.onnx"
-    try:
+
+    def build(tmp: Path) -> None:
         export_onnx(model.fuse() if form == "fused" else model, tmp, opset=opset, check=False)
         # Checked by the runtime that will run it (onnxruntime when run is None), against the training form.
         _check(model, None if backend == "onnxruntime" else OpenVinoModel(tmp, "fp32", model.scale), tmp)
+
+    return _cached_file(f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx",
+                        build)
+
+
+def _cached_file(name: str, build: Callable[[Path], None]) -> Path:
+    """``export_dir() / name``, made by ``build(tmp)`` first if it is not there yet.
+
+    Built and checked under a name of this process, then renamed: a killed build or a concurrent one never
+    leaves an unchecked file where the next run would trust it.
+    """
+    folder = export_dir()
+    path = folder / name
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{path.stem}.{os.getpid()}{path.suffix}"
+    try:
+        build(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _image_like(g: torch.Generator, n: int, h: int, w: int) -> torch.Tensor:
+    """Random but image-like inputs for the checks (see :func:`lightsr.export.check_onnx` for why)."""
+    coarse = torch.rand(n, 3, max(h // 4, 2), max(w // 4, 2), generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
 
 
 def _check(model: SRNet, run: Callable[[torch.Tensor], torch.Tensor] | None, path: Path) -> None:
@@ -252,8 +270,8 @@ class _StageExporter:
 
     def __call__(self, owner: torch.nn.Module, method: str, *args: torch.Tensor) -> Any:
         name = f"{self.names[id(owner)]}.{method}"
+        outs = getattr(owner, method)(*args)  # the stages never write into their inputs
         if name not in self.done:
-            outs = _Stage(owner, method)(*args)
             n_out = len(outs) if isinstance(outs, tuple) else 1
             axes = {f"in{i}": {2: f"h{i}", 3: f"w{i}"} for i, a in enumerate(args) if a.ndim == 4}
             axes.update({f"out{i}": {2: f"oh{i}", 3: f"ow{i}"} for i in range(n_out)})
@@ -265,7 +283,7 @@ class _StageExporter:
                                   opset_version=self.opset, input_names=[f"in{i}" for i in range(len(args))],
                                   output_names=[f"out{i}" for i in range(n_out)], dynamic_axes=axes)
             self.done.append(name)
-        return getattr(owner, method)(*args)
+        return outs
 
 
 class StageGraphs:
@@ -337,8 +355,7 @@ def cached_stages(model: SRNet, form: torch.nn.Module, backend: str, opset: int 
             _streamed_rows(form, torch.rand(1, 3, h, w, generator=g), tile, exporter)
             runner = StageGraphs(form, tmp, _graph_fn(backend, "fp32", None))
             for h, w, tile in STAGE_CHECKS:
-                coarse = torch.rand(1, 3, h // 4, w // 4, generator=g)
-                x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+                x = _image_like(g, 1, h, w)
                 err = float((_streamed_rows(form, x, tile, runner) - model(x)[0]).abs().max())
                 if not err <= EXPORT_ATOL:
                     raise ExportError(f"{folder}: {backend} running the tiles' stages differs from PyTorch by "
@@ -392,15 +409,11 @@ def cached_seamed_export(model: SRNet, backend: str, opset: int = 17) -> Path:
     from lightsr.export import ExportError
     from lightsr.seams import SeamHooks
 
-    form = _cpu_fp32_copy(model).fuse()
-    folder = export_dir()
-    path = folder / f"{model.info.arch}_x{model.info.scale}-fused-seamed-{weights_key(model, opset)[:20]}.onnx"
-    if path.is_file():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.stem}.{os.getpid()}.onnx"
-    g = torch.Generator().manual_seed(3)
-    try:
+    name = f"{model.info.arch}_x{model.info.scale}-fused-seamed-{weights_key(model, opset)[:20]}.onnx"
+
+    def build(tmp: Path) -> None:
+        form = _cpu_fp32_copy(model).fuse()
+        g = torch.Generator().manual_seed(3)
         h, w, row, col = SEAM_TRACE
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings: the check below runs other sizes and seams
@@ -412,20 +425,17 @@ def cached_seamed_export(model: SRNet, backend: str, opset: int = 17) -> Path:
         run = _graph_fn(backend, "fp32", None)(tmp)
         hooks = SeamHooks(form)
         for n, h, w, row, col in SEAM_CHECKS:
-            coarse = torch.rand(n, 3, h // 4, w // 4, generator=g)
-            x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+            x = _image_like(g, n, h, w)
             hooks.seams = (row, col)
             with torch.no_grad(), hooks:
                 ref = form(x)
             got = torch.from_numpy(run(x.numpy(), _seam_tensor((row, col)))[0])
             err = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
             if not err <= EXPORT_ATOL:
-                raise ExportError(f"{path}: {backend} with seams {row}, {col} differs from PyTorch by {err:.3g} "
-                                  f"(> {EXPORT_ATOL:g}) on {h}×{w}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+                raise ExportError(f"{export_dir() / name}: {backend} with seams {row}, {col} differs from PyTorch "
+                                  f"by {err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w}")
+
+    return _cached_file(name, build)
 
 
 def _graph_seams(model: SRNet, backend: str, precision: str, threads: int | None
