@@ -26,7 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(tmp_path: Path, arch: str, overrides: dict) -> Path:
+def _config(tmp_path: Path, arch: str, overrides: dict, teacher: str | None = None) -> Path:
     t91 = require_shared("data/train/T91")
     raw = {
         "name": "x", "output_dir": str(tmp_path / "runs"), "seed": 0,
@@ -40,6 +40,8 @@ def _config(tmp_path: Path, arch: str, overrides: dict) -> Path:
         "log": {"every": 1, "progress": False, "tensorboard": False},
         "debug": {"dump_rank_weights": True},
     }
+    if teacher:  # each rank runs its own copy on its half of the batch
+        raw["distill"] = {"teacher": teacher, "weight": 0.5}
     p = tmp_path / f"{arch}.yaml"
     p.write_text(yaml.safe_dump(raw))
     return p
@@ -60,12 +62,14 @@ def _max_diff(a: dict, b: dict) -> float:
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
-@pytest.mark.parametrize(("arch", "overrides"), [("hasn", {"channels": 12, "num_blocks": 1}),
-                                                 ("lksmn", {"channels": 12, "num_blocks": 1})])
-def test_two_ranks_match_each_other_and_a_single_process(tmp_path, arch, overrides):
+@pytest.mark.parametrize(("arch", "overrides", "teacher"), [("hasn", {"channels": 12, "num_blocks": 1}, None),
+                                                            ("lksmn", {"channels": 12, "num_blocks": 1}, None),
+                                                            ("lksmn", {"channels": 12, "num_blocks": 1}, "hasn_x4")])
+def test_two_ranks_match_each_other_and_a_single_process(tmp_path, arch, overrides, teacher):
     # hasn and lksmn have no BatchNorm: with per-rank BN (ELAN) the batch statistics of 2 patches differ from
-    # those of 4, so only BN-free networks can equal a single process.
-    cfg = _config(tmp_path, arch, overrides)
+    # those of 4, so only BN-free networks can equal a single process. With a teacher (distillation) the loss
+    # is still a mean over equal halves of the batch, so the same holds.
+    cfg = _config(tmp_path, arch, overrides, teacher)
     r = _run([*_torchrun(2), "--config", str(cfg), "--set", "name=ddp"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     r1 = _run([sys.executable, "-m", "lightsr", "train", "--config", str(cfg), "--set", "name=single"], tmp_path)
@@ -89,6 +93,7 @@ def test_two_ranks_match_each_other_and_a_single_process(tmp_path, arch, overrid
         "ema.safetensors", "model.safetensors", "state.pt"]
     records = [json.loads(x) for x in (ddp / "log.jsonl").read_text().splitlines()]
     assert [x["iter"] for x in records if "loss" in x] == [1, 2, 3, 4]
+    assert all(("loss_teacher" in x) == bool(teacher) for x in records if "loss" in x)
     start = next(x for x in records if x.get("event") == "start")
     assert start["world_size"] == 2
     assert r.stderr.count("lightsr train: finished") == 1

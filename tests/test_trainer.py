@@ -95,10 +95,12 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     The killed run uses a DataLoader worker and the reference none; the schedule has a warm-up and a
     milestone after the resume point; gradients are clipped; EMA with warm-up; only one checkpoint kept. The
     data are the real-world track's (blur, resize, noise and JPEG drawn per sample in the worker); the bicubic
-    track's exact resumption is checked by test_auto_resume_continues_a_shorter_run_exactly.
+    track's exact resumption is checked by test_auto_resume_continues_a_shorter_run_exactly. The run distils from
+    the bundled HASN ×4 (knowledge distillation keeps resume exact).
     """
     n = 5
-    raw = tiny_config(tmp_path, "full", data={"degradation": {"type": "real"}}, train={
+    raw = tiny_config(tmp_path, "full", data={"degradation": {"type": "real"}}, distill={"teacher": "hasn_x4"},
+                      train={
         "max_iters": 2 * n, "grad_clip": 0.05, "ema_decay": 0.9, "ema_warmup": True,
         "optimizer": {"type": "adamw", "weight_decay": 1e-4},
         "scheduler": {"warmup_iters": 2, "milestones": [n + 2], "gamma": 0.5}},

@@ -55,7 +55,8 @@ def _url(entry: PublishedWeights) -> str:
     return mirror.rstrip("/") + "/" + Path(urllib.parse.urlparse(entry.url).path).name
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_CHUNK):
@@ -74,7 +75,7 @@ def fetch(name: str, progress: bool | None = None) -> Path:
     entry = table[name][1]
     path = cached_path(entry)
     if path.is_file():
-        if _sha256(path) == entry.sha256:
+        if file_sha256(path) == entry.sha256:
             return path
         path.unlink(missing_ok=True)  # damaged or replaced: fetched again below
     return _download(entry, path, sys.stderr.isatty() if progress is None else progress)
@@ -116,6 +117,32 @@ def _download(entry: PublishedWeights, path: Path, progress: bool) -> Path:
     return path
 
 
+def weights_file(text: str | os.PathLike, scale: int | None = None) -> tuple[Path, str | None]:
+    """The file behind what a user named as weights, and the container entry its publisher evaluates.
+
+    A file wins; otherwise a published checkpoint's name (downloaded on first use), a bundled file's name
+    (``<name>_x<scale>``) or, with ``scale``, a bundled network or variant name. Anything
+    else is returned as the path it spells, for the loader to report.
+    """
+    text = os.fspath(text)
+    if Path(text).exists():
+        return Path(text), None
+    table = published()
+    if text in table:
+        return fetch(text), table[text][1].param_key
+    bundled = {f"{n}_x{s}": p for n in bundled_names() for s, p in bundled_weights(n).items()}
+    if text in bundled:
+        return bundled[text], None
+    if text in bundled_names():
+        have = bundled_weights(text)
+        want = 4 if scale is None else scale
+        if want not in have:
+            raise CheckpointError(f"{text}: no bundled weights for ×{want} (bundled: "
+                                  f"{', '.join(f'×{s}' for s in sorted(have)) or 'none'})")
+        return have[want], None
+    return Path(text), None
+
+
 def load_model(path: str | os.PathLike, name: str | None = None, scale: int | None = None,
                param_key: str | None = None, device: str = "cpu") -> SRNet:
     """:func:`lightsr.checkpoints.load_model`, where ``path`` may also name weights instead of a file.
@@ -124,14 +151,9 @@ def load_model(path: str | os.PathLike, name: str | None = None, scale: int | No
     its publisher evaluates unless ``param_key`` says otherwise) or a bundled file's name (``<name>_x<scale>``).
     """
     text = os.fspath(path)
-    if not Path(text).exists():
-        table = published()
-        if text in table:
-            entry = table[text][1]
-            return _load(fetch(text), name, scale, param_key if param_key is not None else entry.param_key, device)
-        bundled = {f"{n}_x{s}": p for n in bundled_names() for s, p in bundled_weights(n).items()}
-        if text in bundled:
-            return _load(bundled[text], name, scale, param_key, device)
+    if not Path(text).exists() and text not in bundled_names():
+        file, key = weights_file(text)
+        return _load(file, name, scale, param_key if param_key is not None else key, device)
     return _load(path, name, scale, param_key, device)
 
 

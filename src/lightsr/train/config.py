@@ -38,6 +38,7 @@ __all__ = [
     "DataConfig",
     "DebugConfig",
     "DegradationConfig",
+    "DistillConfig",
     "LogConfig",
     "ModelConfig",
     "OptimizerConfig",
@@ -240,6 +241,26 @@ class TrainConfig:
     threads: int = field(default=0, metadata=NON_NEGATIVE_INT)  # intra-op threads per process; 0: torch's default
 
 
+SHA256 = _meta(lambda v: bool(re.fullmatch(r"[0-9a-f]{64}", v)), "a SHA-256 in 64 lower-case hex digits")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: loss = L1(student, HR) + ``weight``·L1(student, teacher(LR)).
+
+    The teacher is frozen in eval mode (its inference form) and sees exactly the LR batch the student sees.
+    ``teacher``: a checkpoint path, a published checkpoint's name or a bundled file's name (``<name>_x<scale>``), or a
+    network/variant name at ``model.scale``); null = no distillation. ``sha256``: the teacher file's SHA-256 —
+    filled in when a run starts (config.yaml and every checkpoint record it); when given, the file must match.
+    """
+
+    teacher: str | None = None
+    weight: float = field(default=1.0, metadata=POSITIVE_FLOAT)
+    precision: Literal["fp32", "bf16"] = "fp32"  # the teacher's forward; bf16 only pays on CPUs with native bf16
+    param_key: str | None = None  # container entry of the teacher file (params / params_ema); null: detected
+    sha256: str | None = field(default=None, metadata=SHA256)
+
+
 @dataclass
 class CheckpointConfig:
     every: int = field(default=5000, metadata=POSITIVE_INT)
@@ -273,6 +294,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     val: ValConfig = field(default_factory=ValConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -499,6 +521,13 @@ def validate(cfg: Config) -> Config:
     for key, bad, why in inert:
         if bad:
             raise ConfigError(f"{key}: {why}")
+    k = cfg.distill
+    if k.teacher is None:
+        unused = [f"distill.{n}" for n, v in config_to_dict(k).items() if v != getattr(DistillConfig(), n)]
+        if unused:
+            raise ConfigError(f"{unused[0]}: has no effect without distill.teacher")
+    elif not k.teacher.strip():
+        raise ConfigError("distill.teacher: expected a checkpoint path or a bundled or published name, got ''")
     if s.type == "cosine" and s.eta_min >= t.optimizer.lr:
         raise ConfigError(f"train.scheduler.eta_min: {s.eta_min:g} is not below train.optimizer.lr {t.optimizer.lr:g}")
     return cfg

@@ -14,6 +14,7 @@ one (``tests/test_trainer.py``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import logging
@@ -225,6 +226,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        # Before anything is written: a teacher that does not load or does not fit is a config error.
+        self.teacher, self.teacher_id = self._load_teacher()
+        cfg = self.cfg  # with distill.sha256 filled in
         # Same seed on every rank: identical initial weights even before DDP's broadcast.
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)  # noqa: NPY002 - seeds what third-party code may draw from
@@ -332,6 +336,59 @@ class Trainer:
 
         D.on_main(self.ctx, prepare, f"preparing {self.run_dir}")
 
+    def _load_teacher(self) -> tuple[nn.Module | None, dict[str, Any] | None]:
+        """The distillation teacher (its inference form, frozen, on this rank's device) and its identity.
+
+        Every rank loads its own copy. The file's SHA-256 is written into ``distill.sha256`` of the run's config,
+        so that config.yaml and every checkpoint name the exact teacher; a given ``distill.sha256`` must match.
+        """
+        k, scale = self.cfg.distill, self.cfg.model.scale
+        if k.teacher is None:
+            return None, None
+        from lightsr.checkpoints import load_model
+        from lightsr.hub import file_sha256, weights_file
+
+        try:
+            path, key = weights_file(k.teacher, scale)
+            if not path.exists():
+                raise ConfigError(f"distill.teacher: {k.teacher}: no such file, nor a bundled or published name "
+                                  "('lightsr models' lists them)")
+            digest = file_sha256(path) if path.is_file() else None
+            teacher = load_model(path, param_key=k.param_key if k.param_key is not None else key,
+                                 device=self.device)
+        except ConfigError:
+            raise
+        except LightSRError as e:
+            raise ConfigError(f"distill.teacher: {_last_line(e)}") from None
+        except OSError as e:
+            raise ConfigError(f"distill.teacher: {e.filename or k.teacher}: cannot read ({e.strerror or e})") from None
+        if teacher.scale != scale:
+            raise ConfigError(f"distill.teacher: {k.teacher} is a ×{teacher.scale} {teacher.arch} network; the "
+                              f"student (model.scale) is ×{scale}")
+        if digest is None:  # pragma: no cover - load_model reads files only
+            raise ConfigError(f"distill.teacher: {k.teacher} is not a file")
+        if k.sha256 is not None and k.sha256 != digest:
+            raise ConfigError(f"distill.sha256: {path} has SHA-256 {digest[:16]}…, not {k.sha256[:16]}… (the "
+                              "teacher file changed; set distill.sha256 to null to accept it)")
+        self.cfg = dataclasses.replace(self.cfg, distill=dataclasses.replace(k, sha256=digest))
+        if k.precision == "bf16" and "bf16" not in teacher.precisions:
+            raise ConfigError(f"distill.precision: {teacher.arch} does not run in bf16")
+        form = teacher.fuse()
+        for t in list(form.parameters()) + list(form.buffers()):
+            t.requires_grad_(False)
+        ident = {"teacher": k.teacher, "file": str(path), "sha256": digest, "arch": teacher.arch,
+                 "scale": teacher.scale, "params": teacher.num_trainable_params(), "precision": k.precision}
+        return form.eval(), ident
+
+    @torch.no_grad()
+    def teach(self, lr: torch.Tensor) -> torch.Tensor:
+        """The teacher's float32 output for the student's LR batch (no autograd: it is a fixed target)."""
+        assert self.teacher is not None
+        ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.distill.precision == "bf16"
+               else contextlib.nullcontext())
+        with ctx:
+            return self.teacher(lr).float()
+
     def _build_model(self) -> nn.Module:
         from lightsr.models.registry import create_model
 
@@ -419,6 +476,7 @@ class Trainer:
             "world_size": self.ctx.world_size,
             # What the next resume compares its config with (config.yaml is rewritten by every start).
             "config": config_to_dict(self.cfg),
+            "teacher": self.teacher_id,
         }
 
     def _restore(self, ckpt: Path) -> None:
@@ -500,11 +558,18 @@ class Trainer:
         with self._autocast():
             sr = self.forward(lr)
         loss = F.l1_loss(sr.float(), hr)
+        kd = None
+        if self.teacher is not None:  # same LR batch, same rank: DDP averages the combined loss's gradients
+            kd = F.l1_loss(sr.float(), self.teach(lr))
+            loss = loss + self.cfg.distill.weight * kd
         if self.cfg.debug.nan_at_iter == self.iteration + 1:
             loss = loss * float("nan")
         # Checked before backward, on the all-reduced value, so every rank stops at the same step and the
         # weights never take a non-finite update.
-        value = D.all_reduce_mean(loss.detach().clone(), self.ctx).item()
+        reduced = D.all_reduce_mean(torch.stack([loss.detach(), kd.detach() if kd is not None else loss.detach()]),
+                                    self.ctx).tolist()
+        value = reduced[0]
+        self.teacher_loss = reduced[1] if kd is not None else None
         if not math.isfinite(value):
             self._nonfinite(value)
         self.optimizer.zero_grad(set_to_none=True)
@@ -593,7 +658,7 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, ctx = self.cfg, self.ctx
         max_iters = cfg.train.max_iters
-        loss_sum, loss_n, wait, t_int = 0.0, 0, 0.0, time.perf_counter()
+        loss_sum, kd_sum, loss_n, wait, t_int = 0.0, 0.0, 0, 0.0, time.perf_counter()
         if self.iteration >= max_iters:
             self.logger.event("warning", f"the run is already at iteration {self.iteration} and train.max_iters is "
                               f"{max_iters}: nothing to train (raise train.max_iters to continue it)")
@@ -611,6 +676,7 @@ class Trainer:
                 wait += time.perf_counter() - t
                 loss = self.train_step(lr_u8, hr_u8)
                 loss_sum += loss
+                kd_sum += self.teacher_loss or 0.0
                 loss_n += 1
                 it = self.iteration
                 self.logger.progress(it, loss=f"{loss:.4f}", lr=f"{self.current_lr():.2e}")
@@ -620,10 +686,12 @@ class Trainer:
                            "loss": loss_sum / loss_n, "lr": self.current_lr(),
                            "patches_per_s": cfg.train.batch_size * loss_n / dt, "it_per_s": loss_n / dt,
                            "data_wait": wait / dt}
+                    if self.teacher is not None:  # the teacher term alone, before its weight
+                        rec["loss_teacher"] = kd_sum / loss_n
                     if self.grad_norm is not None:
                         rec["grad_norm"] = self.grad_norm
                     self.logger.record(rec)
-                    loss_sum, loss_n, wait, t_int = 0.0, 0, 0.0, time.perf_counter()
+                    loss_sum, kd_sum, loss_n, wait, t_int = 0.0, 0.0, 0, 0.0, time.perf_counter()
                 t_side = time.perf_counter()
                 # Validation first: the checkpoint of the same iteration then records the best score it set.
                 if cfg.val.every and (it % cfg.val.every == 0 or it == max_iters):
