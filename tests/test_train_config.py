@@ -21,7 +21,7 @@ from lightsr.train.config import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
 def _minimal(**sections) -> dict:
@@ -165,11 +165,14 @@ def test_shipped_configs_load(path):
     assert cfg.name == path.stem
     # Paper recipes use the papers' 2e-4; the CPU recipes (15-minute, 1-hour comparison, bundled)
     # use 1e-3 with cosine decay to the end of their budget; fine-tuning recipes (a warm start from bundled
-    # weights) start lower, 5e-4, with cosine decay; a run continuing a committed run (a warm start from its
-    # checkpoint in training/) lower still, 2e-4.
+    # weights of another track) start lower, 5e-4, with cosine decay; a run continuing a committed run (a warm
+    # start from its checkpoint in training/, or from the bundled file its name continues: lksmn_x4_* from
+    # lksmn_x4.safetensors) or fine-tuning fully trained published weights (../shared/weights) lower still, 2e-4.
     cpu = path.stem.endswith(("_cpu", "_1h", "_bundled")) or "_study_" in path.stem
     finetune = bool(cfg.init_from) and not cpu
-    continued = finetune and Path(cfg.init_from).parts[0] == "training"
+    init = Path(cfg.init_from or "")
+    continued = finetune and (init.parts[0] == "training" or init.parts[:3] == ("..", "shared", "weights")
+                              or (init.parent.as_posix() == "src/lightsr/weights" and path.stem.startswith(init.stem)))
     expected = 2e-4 if continued else 5e-4 if finetune else 1e-3 if cpu else 2e-4
     assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(expected)
     if cpu or finetune:
