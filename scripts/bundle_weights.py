@@ -27,9 +27,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from lightsr.bundled import bundled_metadata
 from lightsr.checkpoints import load_model, save_model
 from lightsr.evaluate import evaluate
+from lightsr.hub import file_sha256, weights_file
 from lightsr.hub import load_model as load_named
+from lightsr.models.registry import specs
 from lightsr.train.state import EMA_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,19 +45,58 @@ def _scores(model: torch.nn.Module | None, data: Path, sets: list[str], scale: i
             for r in evaluate(model, data, sets, scale, progress=False, degrade=degrade)}
 
 
+_KEEP = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
+         "degradation", "teacher", "train_images", "derived_from", "previous")
+
+
 def _previous_run(init_from: str) -> dict[str, object] | None:
-    """The record of the committed run a warm start came from (``training/<run>/checkpoints/...``), so that a
-    file trained in stages says what all of them took."""
+    """The record of the run a warm start came from, so that a file trained in stages says what all of them took:
+    a committed run (``training/<run>/checkpoints/...``) or a bundled file (its own metadata holds its runs)."""
     parts = Path(init_from).parts
-    if len(parts) < 3 or parts[0] != "training":
-        return None
-    scores = ROOT / "training" / parts[1] / "scores.json"
-    if not scores.is_file():
-        raise SystemExit(f"{init_from}: warm start from a committed run without {scores}")
-    prev = json.loads(scores.read_text())
-    keep = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
-            "degradation", "previous")
-    return {k: prev[k] for k in keep if k in prev}
+    if len(parts) >= 3 and parts[0] == "training":
+        scores = ROOT / "training" / parts[1] / "scores.json"
+        if not scores.is_file():
+            raise SystemExit(f"{init_from}: warm start from a committed run without {scores}")
+        prev = json.loads(scores.read_text())
+        return {k: prev[k] for k in _KEEP if k in prev}
+    path = ROOT / init_from
+    if path.suffix == ".safetensors" and path.is_file() and "run" in (meta := bundled_metadata(path)):
+        prev = {k: _json_or_text(v) for k, v in meta.items() if k in _KEEP}
+        for k in ("iterations", "train_images"):
+            if k in prev:
+                prev[k] = int(prev[k])  # type: ignore[call-overload]
+        for k in ("train_hours", "train_cpu_hours"):
+            if k in prev:
+                prev[k] = float(prev[k])  # type: ignore[arg-type]
+        return prev
+    return None
+
+
+def _json_or_text(v: str) -> object:
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
+def _origins(files: dict[str, Path]) -> list[dict[str, str]]:
+    """Published weights a file derives from, by role ("warm start", "teacher"): a file whose SHA-256 is a
+    published entry's, or a teacher whose lightsr metadata lists origins of its own (one fine-tuned from such)."""
+    table = {w.sha256: w for spec in specs() for w in spec.published}
+    out: list[dict[str, str]] = []
+    for role, path in files.items():
+        w = table.get(file_sha256(path))
+        if w is not None:
+            out.append({"role": role, "name": w.name, "license": w.license, "source": w.source})
+        elif role == "teacher" and path.suffix == ".safetensors":  # a warm start's come with ``previous``
+            for o in json.loads(bundled_metadata(path).get("derived_from", "[]")):
+                out.append({**o, "role": f"{role} ← {o['role']}"})
+    return out
+
+
+def _log(run: Path) -> list[dict]:
+    path = run / "log.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def main() -> None:
@@ -106,6 +148,20 @@ def main() -> None:
                                                     for d in args.degrade}
     if previous:
         extra["previous"] = previous
+    teacher = state.get("teacher")
+    if teacher:  # the trainer's record of the distillation teacher (file SHA-256 included)
+        extra["teacher"] = {**teacher, "weight": cfg["distill"]["weight"]}
+    starts = {"warm start": weights_file(cfg["init_from"])[0]} if cfg.get("init_from") else {}
+    if teacher:
+        starts["teacher"] = Path(teacher["file"])
+    # Earlier stages' origins come with their record; a bundled warm start also lists them itself: once each.
+    origins = _origins(starts) + list((previous or {}).get("derived_from", []))  # type: ignore[call-overload]
+    if origins:
+        extra["derived_from"] = list({json.dumps(o, sort_keys=True): o for o in origins}.values())
+        extra["notice"] = "lightsr/weights/NOTICE"
+    images = [r.get("images") for r in _log(args.run) if r.get("event") == "start"]
+    if images and images[-1]:
+        extra["train_images"] = int(images[-1])
     record = {
         "arch": model.arch, "scale": scale, "run": cfg["name"], "checkpoint": ckpt.name,
         "weights": "EMA" if weights.name == EMA_FILE else "model", "iterations": int(state["iteration"]),

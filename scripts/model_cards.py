@@ -75,12 +75,14 @@ def card(name: str, scale: int, path: Path) -> str:
     rows = [
         ("network", f"{arch} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
         ("made for", meta.get("intended_input", "clean downscaled images (MATLAB bicubic LR)")),
-        ("data", f"{meta['train_data']} (the 291 classic images; images smaller than the patch are skipped)"),
+        ("data", _data_text(meta)),
         ("config", f"[`configs/{run}.yaml`](../configs/{run}.yaml), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
         ("degradations", _degradation_text(meta)),
         ("start", f"warm start from `{init}`" + ("" if "degraded_psnr_ssim" in meta else " (new upsampler)")
          if init else "random initialisation"),
+        *([("teacher", _teacher_text(meta))] if _teachers(meta) else []),
+        *([("origin and licence", _origin_text(meta))] if "derived_from" in meta else []),
         ("training", _training_text(meta, iters, schedule)),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
@@ -105,6 +107,34 @@ def card(name: str, scale: int, path: Path) -> str:
     for stage in stages:
         lines += _curve(stage, f" of run `{stage}`" if len(stages) > 1 else "")
     return "\n".join(lines)
+
+
+def _data_text(meta: dict[str, str]) -> str:
+    """The training images of every run behind the file (their counts where the trainer logged them)."""
+    stages = _stages(meta)
+    texts = [f"{st.get('train_data') or meta['train_data']} "
+             f"({f'{n} images' if (n := st.get('train_images')) else 'the 291 classic images'}; images smaller "
+             "than the patch are skipped)" for st in stages]
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"run `{st['run']}`: {t}" for st, t in zip(stages, texts, strict=True))
+
+
+def _teachers(meta: dict[str, str]) -> list[tuple[str, dict]]:
+    return [(st["run"], st["teacher"]) for st in _stages(meta) if st.get("teacher")]
+
+
+def _teacher_text(meta: dict[str, str]) -> str:
+    parts = [f"run `{run}`: distilled from `{t['teacher']}` ({t['arch']} ×{t['scale']}, file SHA-256 "
+             f"`{t['sha256'][:12]}…`), loss L1(HR) + {t.get('weight', 1)}·L1(teacher), the teacher in "
+             f"{t.get('precision', 'fp32')} on the student's LR batch" for run, t in _teachers(meta)]
+    return "; ".join(parts)
+
+
+def _origin_text(meta: dict[str, str]) -> str:
+    parts = [f"{o['role']}: `{o['name']}` ({o['source']}), licence {o['license']}"
+             for o in json.loads(meta["derived_from"])]
+    return "; ".join(parts) + f" — the licence text ships in `{meta.get('notice', 'lightsr/weights/NOTICE')}`"
 
 
 def _curve(run: str, which: str) -> list[str]:
@@ -142,7 +172,12 @@ def _stages(meta: dict[str, str]) -> list[dict]:
         prev = prev.get("previous")
     this = {"run": meta["run"], "iterations": int(meta["iterations"]), "train_hours": float(meta["train_hours"]),
             "hardware": meta["hardware"], "init_from": meta.get("init_from", ""),
-            "degradation": json.loads(meta.get("degradation", '{"type": "bicubic"}'))}
+            "degradation": json.loads(meta.get("degradation", '{"type": "bicubic"}')),
+            "train_data": meta["train_data"]}
+    if "teacher" in meta:
+        this["teacher"] = json.loads(meta["teacher"])
+    if "train_images" in meta:
+        this["train_images"] = int(meta["train_images"])
     if "train_cpu_hours" in meta:
         this["train_cpu_hours"] = float(meta["train_cpu_hours"])
     return [*reversed(chain), this]

@@ -347,3 +347,21 @@ def test_a_bundled_variant_is_selectable_by_name_everywhere(tmp_path: Path, monk
     assert f"| {name}_x4.safetensors |" in out and f"; {name} ×4" in out
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--model", "nope"]) == 2
     assert name in capsys.readouterr().err
+
+
+def test_files_derived_from_published_weights_ship_their_licence_notice() -> None:
+    """A bundled file fine-tuned or distilled from published weights names them in its metadata, and the
+    package's weights/NOTICE carries each origin's name and licence (MIT asks for its notice in every copy)."""
+    from importlib import resources
+
+    from lightsr.hub import published
+
+    notice = (resources.files("lightsr") / "weights" / "NOTICE").read_text(encoding="utf-8")
+    for entry in (w for _, w in published().values() if w.license == "MIT"):
+        if entry.name in notice:
+            assert "Permission is hereby granted, free of charge" in notice and "Copyright (c)" in notice
+    for name, scale, path in FILES:
+        for origin in json.loads(bundled_metadata(path).get("derived_from", "[]")):
+            assert origin["name"] in published(), (path.name, origin)
+            assert origin["name"] in notice and origin["license"] == published()[origin["name"]][1].license
+            assert bundled_metadata(path)["notice"] == "lightsr/weights/NOTICE"
