@@ -360,7 +360,7 @@ def test_files_derived_from_published_weights_ship_their_licence_notice() -> Non
     for entry in (w for _, w in published().values() if w.license == "MIT"):
         if entry.name in notice:
             assert "Permission is hereby granted, free of charge" in notice and "Copyright (c)" in notice
-    for name, scale, path in FILES:
+    for _, _, path in FILES:
         for origin in json.loads(bundled_metadata(path).get("derived_from", "[]")):
             assert origin["name"] in published(), (path.name, origin)
             assert origin["name"] in notice and origin["license"] == published()[origin["name"]][1].license

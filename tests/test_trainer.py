@@ -588,3 +588,41 @@ def test_progress_in_a_log_file_is_plain_lines(tmp_path, capsys, monkeypatch):
     assert lines == ["lightsr train: iteration 12/30 (0.20 it/s), loss 0.0500",
                      "lightsr train: iteration 24/30 (0.20 it/s), loss 0.0500",
                      "lightsr train: iteration 30/30 (0.20 it/s), loss 0.0500"]
+
+
+def test_max_time_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path, capsys):
+    """--max-time: the run stops at its first iteration past the budget with a checkpoint of that iteration
+    (not only of the last checkpoint.every multiple), and --resume continues it bit-exactly."""
+    raw = tiny_config(tmp_path, "whole", train={"max_iters": 5, "ema_decay": 0.8}, checkpoint={"every": 4})
+    train(config_from_dict(raw))
+    cfg = _write(tmp_path, _merge(raw, {"name": "chunks"}))
+    assert main(["train", "--config", str(cfg), "--max-time", "0.001s"]) == 0
+    err = capsys.readouterr().err
+    assert "stopped by --max-time at iteration 1" in err and "continue with --resume" in err
+    run = tmp_path / "runs" / "chunks"
+    assert [i for i, _ in list_checkpoints(run / "checkpoints")] == [1]
+    assert main(["train", "--config", str(cfg), "--resume", "--max-time", "1:00:00"]) == 0
+    assert "finished at iteration 5" in capsys.readouterr().err
+    for f in ("model.safetensors", "ema.safetensors"):
+        _assert_same_weights(tmp_path / "runs/whole/checkpoints/iter_00000005" / f,
+                             run / "checkpoints/iter_00000005" / f)
+    assert any(r.get("event") == "time_limit" and r["iter"] == 1 for r in _log(run))
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("540s", 540), ("9m", 540), ("2h", 7200),
+                                               ("1:30:00", 5400), ("2:30", 150)])
+def test_max_time_durations(text, seconds):
+    from lightsr.commands.train import _duration
+
+    assert _duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "abc", "-5m", "0", "1:2:3:4", "nanm", "infs"])
+def test_bad_max_time_is_a_one_line_usage_error(tmp_path, capsys, text):
+    cfg = _write(tmp_path, tiny_config(tmp_path, "x"))
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--config", str(cfg), "--max-time", text])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--max-time" in err and "Traceback" not in err
+    assert not (tmp_path / "runs" / "x").exists()

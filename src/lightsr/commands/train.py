@@ -21,7 +21,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", metavar="CKPT",
                    help="warm start: load weights only (any layout lightsr reads; a different scale's "
                         "upsampler is skipped) with a fresh optimizer and schedule")
+    p.add_argument("--max-time", type=_duration, metavar="DURATION",
+                   help="stop after this much wall-clock time with a checkpoint, to continue later with --resume "
+                        "(e.g. 540s, 9m, 2h, 1:30:00)")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``9m``, ``2h``, ``1:30:00`` → seconds (positive)."""
+    t = text.strip().lower()
+    try:
+        if ":" in t:
+            parts = [float(x) for x in t.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            seconds = sum(v * 60 ** i for i, v in enumerate(reversed(parts)))
+        else:
+            unit = {"s": 1, "m": 60, "h": 3600}.get(t[-1:], None)
+            seconds = float(t[:-1] if unit else t) * (unit or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration such as 540s, 9m, 2h or 1:30:00") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive duration")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         from lightsr.train.trainer import train
 
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, max_seconds=args.max_time)
     except LightSRError:
         # Under torchrun every rank hits the same error; let rank 0 alone print it.
         if int(os.environ.get("RANK", "0")) != 0:
@@ -48,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0 and not args.quiet:
         best = (f"; best {result.best['set']} {result.best['psnr']:.3f} dB at iteration {result.best['iteration']}"
                 if result.best else "")
-        print(f"lightsr train: finished at iteration {result.iteration}; checkpoint {result.checkpoint}{best}",
+        how = "stopped by --max-time" if result.time_limited else "finished"
+        again = "; continue with --resume" if result.time_limited else ""
+        print(f"lightsr train: {how} at iteration {result.iteration}; checkpoint {result.checkpoint}{best}{again}",
               file=sys.stderr)
     return 0

@@ -137,6 +137,7 @@ class TrainResult:
     iteration: int
     checkpoint: Path | None
     best: dict[str, Any] | None
+    time_limited: bool = False  # stopped by max_seconds before train.max_iters (continue with --resume)
 
 
 def resolve_path(p: str | Path) -> Path:
@@ -194,9 +195,12 @@ class Trainer:
     uses one if present. ``cfg.init_from`` warm-starts the weights of a fresh run.
     """
 
-    def __init__(self, cfg: Config, resume: bool = False) -> None:
+    def __init__(self, cfg: Config, resume: bool = False, max_seconds: float | None = None) -> None:
         self.cfg = cfg
         self._t0 = time.perf_counter()
+        # A wall-clock budget for this process (--max-time): at its end the run writes a checkpoint and stops, to
+        # be continued with --resume (sessions or GPU leases of fixed length).
+        self.max_seconds = max_seconds
         self.logger: NullLogger = NullLogger()
         self.ctx = D.setup(cfg.train.device)
         try:
@@ -650,6 +654,14 @@ class Trainer:
                           iter=self.iteration)
         return rec
 
+    def elapsed_here(self) -> float:
+        """Seconds since this process built the trainer (what ``max_seconds`` bounds)."""
+        return time.perf_counter() - self._t0
+
+    def _time_is_up(self) -> bool:
+        # Rank 0's clock decides, so that every rank stops after the same iteration.
+        return bool(D.broadcast_int(int(self.elapsed_here() >= (self.max_seconds or 0)), self.ctx))
+
     def elapsed(self) -> float:
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
@@ -699,6 +711,12 @@ class Trainer:
                 if it % cfg.checkpoint.every == 0 or it == max_iters:
                     self.save_checkpoint()
                 t_int += time.perf_counter() - t_side  # patches/s and data_wait measure training only
+                if self.max_seconds is not None and it < max_iters and self._time_is_up():
+                    if self.last_checkpoint is None or self.last_checkpoint.name != checkpoint_name(it):
+                        self.save_checkpoint()
+                    self.logger.event("time_limit", f"stopped after {self.elapsed_here():.0f} s (max "
+                                      f"{self.max_seconds:g} s) at iteration {it}; continue with --resume", iter=it)
+                    return TrainResult(self.run_dir, self.iteration, self.last_checkpoint, self.best, True)
                 if cfg.debug.sleep_per_iter:
                     time.sleep(cfg.debug.sleep_per_iter)
             if cfg.debug.dump_rank_weights:
@@ -742,8 +760,9 @@ class Trainer:
             torch.backends.cudnn.benchmark = bench
 
 
-def train(cfg: Config, resume: bool = False) -> TrainResult:
-    """Train as configured (``resume``: continue the run's latest complete checkpoint); returns the result."""
-    trainer = Trainer(cfg, resume=resume)
+def train(cfg: Config, resume: bool = False, max_seconds: float | None = None) -> TrainResult:
+    """Train as configured (``resume``: continue the run's latest complete checkpoint; ``max_seconds``: stop with
+    a checkpoint once this process has run that long); returns the result."""
+    trainer = Trainer(cfg, resume=resume, max_seconds=max_seconds)
     return trainer.run()
 
