@@ -611,10 +611,10 @@ def test_max_time_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_ru
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("540s", 540), ("9m", 540), ("2h", 7200),
                                                ("1:30:00", 5400), ("2:30", 150)])
-def test_max_time_durations(text, seconds):
-    from lightsr.commands.train import _duration
+def test_max_timeparse_durations(text, seconds):
+    from lightsr.commands.train import parse_duration
 
-    assert _duration(text) == seconds
+    assert parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "abc", "-5m", "0", "1:2:3:4", "nanm", "infs"])

@@ -21,13 +21,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", metavar="CKPT",
                    help="warm start: load weights only (any layout lightsr reads; a different scale's "
                         "upsampler is skipped) with a fresh optimizer and schedule")
-    p.add_argument("--max-time", type=_duration, metavar="DURATION",
+    p.add_argument("--max-time", type=parse_duration, metavar="DURATION",
                    help="stop after this much wall-clock time with a checkpoint, to continue later with --resume "
                         "(e.g. 540s, 9m, 2h, 1:30:00)")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
 
 
-def _duration(text: str) -> float:
+def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``9m``, ``2h``, ``1:30:00`` → seconds (positive)."""
     t = text.strip().lower()
     try:
