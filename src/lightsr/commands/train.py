@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from lightsr.commands import _args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="training config (see configs/)")
@@ -22,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="warm start: load weights only (any layout lightsr reads; a different scale's "
                         "upsampler is skipped) with a fresh optimizer and schedule")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    _args.add_download_timeout(p)
 
 
 def run(args: argparse.Namespace) -> int:

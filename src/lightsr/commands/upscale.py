@@ -79,6 +79,7 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime / OpenVINO")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
+    _args.add_download_timeout(run)
 
 
 @dataclass
