@@ -49,9 +49,10 @@ def _until(server: HostileServer, pieces: Iterator[bytes], interval: float = 0.0
 
 
 def drip(prefix: bytes, interval: float = 0.05) -> Answer:
-    """Send ``prefix``, then one byte (``x``) every ``interval`` seconds."""
+    """Send ``prefix``, then one byte (``x``) every ``interval`` seconds until released."""
     def answer(conn: socket.socket, server: HostileServer) -> None:
         conn.sendall(prefix)
+        server.stalled.set()
         _until(server, iter(lambda: b"x", None), interval)(conn)
     return answer
 

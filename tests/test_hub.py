@@ -270,7 +270,8 @@ def test_a_killed_downloads_partial_file_is_swept_but_not_a_live_ones(hostile, t
 
     data = require_shared(SHARED_COPIES["elan_light_x4_friedricelab"]).read_bytes()
     hostile.routes["/ELAN-light_LSR_x4_unofficial.pth"] = hostile_http.serve_file(data)
-    hostile.default = hostile_http.stall(hostile_http.head(length=_size()) + b"\0" * 1000)
+    # One byte a second (within every read timeout): a download that runs until the test releases the mirror.
+    hostile.default = hostile_http.drip(hostile_http.head(length=_size()), interval=1.0)
     cache = hub.home()
     env = {**os.environ, "LIGHTSR_DOWNLOAD_TIMEOUT": "110", "PYTHONPATH": os.pathsep.join(sys.path)}
     code = f"from lightsr.hub import fetch; fetch({_HASN!r}, progress=False)"
