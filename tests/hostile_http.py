@@ -1,7 +1,7 @@
 """A misbehaving HTTP server on 127.0.0.1 for the download tests (tests/test_hub.py, tests/test_fuzz.py).
 
-Each request gets the answer of its path's route (or the default one): raw bytes, a drip, an endless body, a
-stall until the test releases it. Every loop is bounded — by the client going away, by :attr:`release`, and
+Each request gets the answer of its path's route (or the default one): raw bytes, a drip until the test
+releases it, an endless body. Every loop is bounded — by the client going away, by :attr:`release`, and
 by a cap on bytes and seconds — so that a test whose client never gives up fails instead of hanging forever.
 """
 
@@ -62,15 +62,6 @@ def endless(prefix: bytes, piece: bytes = b"\0" * 65536) -> Answer:
     def answer(conn: socket.socket, server: HostileServer) -> None:
         conn.sendall(prefix)
         _until(server, iter(lambda: piece, None))(conn)
-    return answer
-
-
-def stall(prefix: bytes) -> Answer:
-    """Send ``prefix``, then nothing until the test sets :attr:`HostileServer.release` (then close)."""
-    def answer(conn: socket.socket, server: HostileServer) -> None:
-        conn.sendall(prefix)
-        server.stalled.set()
-        server.release.wait(MAX_SECONDS)
     return answer
 
 
