@@ -317,6 +317,8 @@ MAX_DEGRADE_OPS = 8
 
 
 def _cut(text: str, limit: int = 40) -> str:
+    """``text`` for a one-line message: control characters escaped, at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit + 1])
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -331,14 +333,14 @@ def parse_degrade(spec: str, option: str = "--degrade") -> list[DegradeOp]:
         kind, sep, text = part.strip().partition(":")
         if kind not in _LIMITS or not sep:
             raise UsageError(f"{option} {_cut(spec)}: expected a comma-joined list of jpeg:Q, noise:SIGMA, "
-                             f"blur:SIGMA, got {_cut(part.strip())!r}")
+                             f"blur:SIGMA, got '{_cut(part.strip())}'")
         lo, hi, desc = _LIMITS[kind]
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not (lo <= value <= hi) or (kind == "jpeg" and not value.is_integer()):
-            raise UsageError(f"{option} {_cut(spec)}: {kind} needs {desc}, got {_cut(text)!r}")
+            raise UsageError(f"{option} {_cut(spec)}: {kind} needs {desc}, got '{_cut(text)}'")
         ops.append(DegradeOp(kind, value))
     return ops
 
