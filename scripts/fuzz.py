@@ -2,8 +2,10 @@
 
     python scripts/fuzz.py [--examples 4000] [--memory-gb 8]
 
-Every mutated checkpoint, image and config must give a result or a one-line LightSRError; the child's address
-space is capped so that an unbounded allocation fails the run instead of swapping. Prints the outcome counts.
+Every mutated checkpoint, image and config, every answer of a hostile download server (a local one on
+127.0.0.1), every ``--degrade`` spec and every folder tree of symbolic links under a recursive glob must give a
+(correct) result or a one-line LightSRError; the child's address space is capped so that an unbounded allocation
+fails the run instead of swapping. Prints the outcome counts.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=4000,
-                   help="examples per property (5 properties: checkpoint bytes, metadata, tensors; images; configs)")
+                   help="examples per property (8 properties: checkpoint bytes, metadata, tensors; images; configs; "
+                        "download answers; --degrade specs; recursive globs through links)")
     p.add_argument("--memory-gb", type=float, default=8.0, help="address-space cap of the child process")
     args = p.parse_args()
     cap = int(args.memory_gb * (1 << 30))

@@ -367,6 +367,28 @@ def test_parse_degrade_errors_are_one_line(spec, msg):
     assert "\n" not in str(e.value)
 
 
+def test_degrade_chains_a_few_operations_only(capsys):
+    """Eight operations are read; a ninth, or a spec of thousands (they took minutes per image), is one short line
+    that does not repeat the spec."""
+    from lightsr.degradations import MAX_DEGRADE_OPS
+
+    assert MAX_DEGRADE_OPS == 8
+    assert len(parse_degrade(",".join(["noise:1"] * 8))) == 8
+    for n in (9, 100_000):
+        with pytest.raises(UsageError, match=rf"^--degrade noise:1,noise:1,.*…: at most 8 operations, got {n}$") as e:
+            parse_degrade(",".join(["noise:1"] * n))
+        assert len(str(e.value)) < 120
+    with pytest.raises(UsageError, match=r"^val\.degrade: .*at most 8 operations"):
+        parse_degrade(",".join(["jpeg:90"] * 9), "val.degrade:")
+    with pytest.raises(UsageError, match=r"got 'x{39}…'$"):  # a long bad part is cut too
+        parse_degrade("x" * 10_000)
+    with pytest.raises(UsageError, match=r"^--degrade jpeg:1\\n\\x00: jpeg needs .*, got '1\\n\\x00'$"):
+        parse_degrade("jpeg:1\n\0")  # control characters (a config value, an environment variable) escaped
+    assert main(["compare", "hr.png", "-o", "f.png", "--degrade", ",".join(["jpeg:90"] * 50)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "at most 8 operations, got 50" in err[0]
+
+
 def test_apply_degrade_is_seeded_by_name_and_each_op_is_what_it_says():
     img = _photo(40, 30)
     ops = parse_degrade("noise:10,jpeg:60")

@@ -1,10 +1,14 @@
-"""The boundary, fuzzed: mutated checkpoints, images and configs give a correct result or a LightSRError.
+"""The boundary, fuzzed: mutated checkpoints, images, configs, server answers and options give a correct result or
+a LightSRError.
 
 Property-based (Hypothesis). Each property starts from valid inputs lightsr writes itself and mutates them the
 way damaged or hostile files differ: flipped, inserted or removed bytes, truncation, header lengths, metadata
-values, tensor shapes and dtypes; image headers, modes and sizes; config values of every type. The outcome must
-be either a result (and then a correct one: a loaded network runs, a decoded image has the declared shape) or
-a :class:`lightsr.errors.LightSRError` with a one-line message — never another exception.
+values (nested to any depth), tensor shapes and dtypes; image headers, modes and sizes; config values of every
+type; a download server's status line, headers, chunking and body (served by a local server on 127.0.0.1);
+``--degrade`` specs; folder trees with symbolic links for ``upscale -r``'s ``**``. The outcome must be either a
+result (and then a correct one: a loaded network runs, a decoded image has the declared shape, a download is the
+exact file, a glob lists each real file once) or a :class:`lightsr.errors.LightSRError` with a one-line message
+— never another exception, and never a file left behind.
 
 ``LIGHTSR_FUZZ_EXAMPLES`` sets the examples per property (default: a small CI profile);
 ``python scripts/fuzz.py`` runs the long profile in a child process under an address-space limit and prints
@@ -13,11 +17,16 @@ the counts.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
+import math
 import os
 import struct
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,9 +131,23 @@ json_values = st.recursive(
     max_leaves=12)
 
 
+def _nested(depth: int, kind: str) -> str:
+    """JSON nested ``depth`` levels deep (arrays, objects or both alternating), around a number."""
+    opens, closes = [], []
+    for i in range(depth):
+        array = kind == "[" or (kind == "mix" and i % 2 == 1)
+        opens.append("[" if array else '{"k":')
+        closes.append("]" if array else "}")
+    return "".join(opens) + "1" + "".join(reversed(closes))
+
+
+deep_json = st.builds(_nested, st.integers(1, 5000), st.sampled_from(["[", "{", "mix"]))
+
+
 @FUZZ
 @given(which=st.sampled_from(["elan", "hasn", "lksmn"]), field=st.sampled_from(["arch", "scale", "config", "key"]),
-       value=json_values, raw=st.one_of(st.text(max_size=30), st.sampled_from(["4", "2", "lksmn", "hasn", "{}"])),
+       value=json_values,
+       raw=st.one_of(st.text(max_size=30), st.sampled_from(["4", "2", "lksmn", "hasn", "{}"]), deep_json),
        use_raw=st.booleans(),
        header_len=st.one_of(st.none(), st.integers(0, 2**64 - 1)))
 def test_mutated_checkpoint_metadata(tmp_path_factory, checkpoints, which, field, value, raw, use_raw,
@@ -133,10 +156,13 @@ def test_mutated_checkpoint_metadata(tmp_path_factory, checkpoints, which, field
     n = struct.unpack("<Q", data[:8])[0]
     header = json.loads(data[8:8 + n])
     meta = header["__metadata__"]
-    if field == "key":  # one key of the config replaced
+    if field == "key":  # one key of the config replaced (by raw text: possibly not JSON, or nested deeply)
         config = json.loads(meta["config"])
-        config[sorted(config)[len(raw) % len(config)]] = value
+        key = sorted(config)[len(raw) % len(config)]
+        config[key] = value
         meta["config"] = json.dumps(config)
+        if use_raw:
+            meta["config"] = meta["config"].replace(json.dumps(key) + ": " + json.dumps(value), f'"{key}": {raw}', 1)
     else:
         meta[field] = raw if use_raw else json.dumps(value)
     body = json.dumps(header).encode()
@@ -243,6 +269,196 @@ def test_mutated_configs(section, key, value) -> None:
             target = target.setdefault(part, {})
     target[key] = value
     _outcome("config", lambda: config_from_dict(raw))
+
+
+# ---------------------------------------------------------------------------------------------- downloads
+
+
+PAYLOAD = bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8))
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def hostile_server():
+    import hostile_http
+
+    with hostile_http.HostileServer() as server:
+        yield server
+
+
+def _chunked_body(data: bytes, cuts: list[float], size_text: Callable[[int], str], trailers: list[bytes]) -> bytes:
+    points = sorted({int(c * len(data)) for c in cuts} | {0, len(data)})
+    out = b"".join(size_text(b - a).encode("latin-1") + b"\r\n" + data[a:b] + b"\r\n"
+                   for a, b in itertools.pairwise(points) if b > a)
+    return out + b"0\r\n" + b"".join(t + b"\r\n" for t in trailers) + b"\r\n"
+
+
+header_text = st.text(st.characters(codec="latin-1"), max_size=20)
+statuses = st.one_of(
+    st.sampled_from(["HTTP/1.1 200 OK", "HTTP/1.0 200 OK", "HTTP/1.1 206 Partial", "HTTP/1.1 301 Moved",
+                     "HTTP/1.1 302 Found", "HTTP/1.1 307 Temporary", "HTTP/1.1 404 Not Found",
+                     "HTTP/1.1 500 Error", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK", "HTTP/1.1 2OO OK",
+                     "HTTP/9.9 200 OK", "ICY 200 OK", "HTTP/1.1", "", "HTTP/1.1 200 OK" + " " * 70_000]),
+    header_text.map(lambda t: "HTTP/1.1 " + t))
+headers = st.lists(st.one_of(
+    st.tuples(st.just("Content-Length"), st.one_of(st.sampled_from(["3000", "0", "-1", "2999", "3001", "1e3",
+                                                                      " 3000 ", "3000, 3000", "99999999999999"]),
+                                                   st.integers(0, 10**6).map(str), header_text)),
+    st.tuples(st.just("Transfer-Encoding"), st.sampled_from(["chunked", "gzip, chunked", "identity", "x"])),
+    st.tuples(st.just("Location"), st.one_of(st.sampled_from(["/f", "/other", "http://127.0.0.1:1/x",
+                                                              "file:///etc/passwd", "ftp://127.0.0.1/x",
+                                                              "data:,x", "http://[::1", "//", "\x00"]),
+                                             header_text)),
+    st.tuples(st.sampled_from(["Content-Encoding", "Connection", "X-A"]), header_text),
+    st.tuples(header_text, header_text)), max_size=6)
+bodies = st.one_of(
+    st.just("payload"), st.sampled_from(["empty", "short", "long"]),
+    st.tuples(st.just("chunked"), st.lists(st.floats(0, 1), max_size=6),
+              st.sampled_from(["hex", "HEX", "wrong", "garbage", "huge"]),
+              st.lists(st.binary(max_size=30), max_size=3)),
+    st.binary(max_size=200).map(lambda b: ("raw", b)))
+
+
+def _response(status: str, hdrs: list[tuple[str, str]], body, many: int, edits) -> bytes:
+    sizes: dict[str, Callable[[int], str]] = {"hex": lambda n: f"{n:x}", "HEX": lambda n: f"{n:X}",
+                                              "wrong": lambda n: f"{n + 1:x}", "garbage": lambda n: "zz",
+                                              "huge": lambda n: "f" * 40}
+    if body == "payload":
+        data = PAYLOAD
+    elif body == "empty":
+        data = b""
+    elif body == "short":
+        data = PAYLOAD[:1000]
+    elif body == "long":
+        data = PAYLOAD + b"x" * 100
+    elif body[0] == "chunked":
+        data = _chunked_body(PAYLOAD, body[1], sizes[body[2]], body[3])
+    else:
+        data = body[1]
+    lines = [status, *(f"{k}: {v}" for k, v in hdrs), *(["X-Many: y"] * many)]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    return _mutate(head + data, edits)
+
+
+@FUZZ
+@given(status=statuses, hdrs=headers, body=bodies, many=st.sampled_from([0, 0, 0, 99, 101, 300]),
+       edits=byte_edits)
+def test_download_from_a_hostile_server(tmp_path_factory, hostile_server, status, hdrs, body, many,
+                                        edits) -> None:
+    """Whatever a server answers, a download is the exact file or one line — soon, and nothing stays behind."""
+    import hostile_http
+    from lightsr.download import download
+
+    answer = _response(status, hdrs, body, many, edits)
+    hostile_server.default = hostile_http.raw(answer)
+    folder = tmp_path_factory.mktemp("d")
+    dest = folder / "f.bin"
+
+    def fetch():
+        download(f"{hostile_server.url}/f", dest, size=len(PAYLOAD), sha256=PAYLOAD_SHA, label="fuzz", timeout=20)
+        assert dest.read_bytes() == PAYLOAD
+        return dest
+
+    start = time.monotonic()
+    result = _outcome("download", fetch)
+    assert time.monotonic() - start < 60  # generous: the deadline is 20 s, the answers end at once
+    assert sorted(p.name for p in folder.iterdir()) == ([] if result is None else ["f.bin"])
+
+
+# --------------------------------------------------------------------------------------------- --degrade
+
+
+degrade_parts = st.one_of(
+    st.tuples(st.sampled_from(["jpeg", "noise", "blur"]), st.integers(1, 20)).map(lambda t: f"{t[0]}:{t[1]}"),
+    st.tuples(st.sampled_from(["jpeg", "noise", "blur", "JPEG", "sharpen", ""]),
+              st.sampled_from([":", "", "::", " : "]),
+              st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                        st.integers(-10, 300).map(str), st.text(max_size=8))).map("".join),
+    st.text(max_size=12))
+
+
+@FUZZ
+@given(parts=st.lists(degrade_parts, min_size=0, max_size=40).map(lambda p: p if len(p) % 3 else p[:9]),
+       sep=st.sampled_from([",", ",", ", ", ",,", ";"]))
+def test_degrade_specs(parts, sep) -> None:
+    from lightsr.degradations import MAX_DEGRADE_OPS, parse_degrade
+
+    spec = sep.join(parts)
+
+    def parse():
+        ops = parse_degrade(spec)
+        assert 1 <= len(ops) <= MAX_DEGRADE_OPS and len(ops) == spec.count(",") + 1
+        assert all(math.isfinite(op.value) for op in ops)
+        return ops
+
+    _outcome("degrade", parse)
+
+
+# ------------------------------------------------------------------------------------------ globs, links
+
+
+tree_paths = st.lists(st.lists(st.sampled_from(["a", "b", ".h"]), min_size=1, max_size=3).map("/".join),
+                      max_size=6)
+
+
+@FUZZ
+@given(dirs=tree_paths, files=tree_paths, links=st.lists(st.tuples(tree_paths.map(lambda p: (p or ["a"])[0]),
+                                                                 st.sampled_from([".", "..", "../..", "a", "/"])),
+                                                       max_size=4),
+       pattern=st.sampled_from(["**/*.png", "**", "*/**/*.png", "a/**/*.png", "**/.*.png", "**/a*.png",
+                                "*/*/*.png", ".h/**"]))
+def test_recursive_globs_through_symlinks(tmp_path_factory, dirs, files, links, pattern) -> None:
+    """``upscale -r 'ROOT/PATTERN'`` lists what glob's rules give when ``**`` never enters a symlinked folder,
+    each real file once — and ends, whatever links point back up the tree."""
+    from lightsr.commands.upscale import _collect
+
+    root = tmp_path_factory.mktemp("g")
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for f in files:
+        target = root / (f + ".png")
+        if target.parent.is_dir() and not target.exists():
+            Image.new("RGB", (1, 1)).save(target)
+    for at, to in links:
+        link = root / at / "link"
+        if link.parent.is_dir() and not os.path.lexists(link):
+            link.symlink_to(root if to == "/" else to, target_is_directory=True)
+
+    parts = pattern.split("/")
+    if parts[-1] == "**":
+        parts.append("*")
+    first = next(i for i, q in enumerate(parts) if any(c in q for c in "*?["))
+    hidden = any(q.startswith(".") for q in parts[first:])  # the pattern spells a dot where it has wildcards
+    want = {p.resolve() for p in _expand(root, parts, hidden) if p.is_file() and p.suffix == ".png"}
+    got, errors = _collect([f"{root}/{pattern}"], True)
+    OUTCOMES["glob accepted" if got else "glob refused"] += 1
+    resolved = [f.resolve() for f, _ in got]
+    assert len(resolved) == len(set(resolved)) and set(resolved) == want
+    assert bool(errors) == (not got)
+
+
+def _expand(path: Path, parts: list[str], hidden: bool):
+    """The reference: glob's rules (``**``: zero or more folders; a name starting with a dot matches a part that
+    spells the dot, and anything only when ``hidden``: the wildcard part of the pattern has a dotted part), where
+    ``**`` descends into real folders only while a named or wildcard part may pass through a link."""
+    import fnmatch
+
+    if not parts:
+        yield path
+        return
+    head, rest = parts[0], parts[1:]
+    if not path.is_dir():
+        return
+    entries = sorted(os.scandir(path), key=lambda e: e.name)
+    if head == "**":
+        yield from _expand(path, rest, hidden)
+        for e in entries:
+            if e.is_dir(follow_symlinks=False) and (hidden or not e.name.startswith(".")):
+                yield from _expand(path / e.name, parts, hidden)
+        return
+    for e in entries:
+        if fnmatch.fnmatchcase(e.name, head) and (hidden or not e.name.startswith(".") or head.startswith(".")):
+            yield from _expand(path / e.name, rest, hidden)
 
 
 def test_report(capsys) -> None:

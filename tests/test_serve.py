@@ -129,3 +129,97 @@ def test_missing_gradio_is_one_line(monkeypatch, capsys):
     assert main(["serve", "--port", str(_free_port())]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lightsr: error: lightsr serve needs Gradio: pip install \"lightsr[web]\"")
+
+
+# ------------------------------------------------------------------- untrusted ports, uploads and mirrors
+
+
+def test_a_busy_port_and_bad_options_are_one_line_before_starting(capsys, tmp_path):
+    before = _workdirs()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"lightsr: error: --port {port}: already in use on 127.0.0.1; stop the program using it or "
+                       f"choose another port (e.g. --port {port + 1})"]
+    for args, says in ((["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address of this "
+                                                            "computer"),
+                       (["--device", "cuda:7"], "cuda:7"),
+                       (["--max-memory", "lots"], "--max-memory 'lots': expected a size"),
+                       (["--max-upload-size", "huge"], "--max-upload-size 'huge': expected a size"),
+                       (["--weights", str(tmp_path / "nope.pth")], "no such file")):
+        assert main(["serve", "--port", str(_free_port()), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lightsr: error: ") and says in err[0], (args, err)
+        assert _workdirs() <= before  # nothing was started
+
+
+def _workdirs() -> set[Path]:
+    import tempfile
+
+    return set(Path(tempfile.gettempdir()).glob("lightsr-serve-*"))
+
+
+def _post_upload(url: str, name: str, data: bytes) -> int:
+    """POST one file to the server's upload route as the page does (multipart); the HTTP status."""
+    boundary = "lightsrtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}gradio_api/upload", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_uploads_are_capped(server, client, tiny, tmp_path):
+    """Default: an uncompressed 16-bit RGBA image of --max-pixels (20,000 here) plus 1 MiB. The server refuses
+    a larger file while it streams in (nothing stored); the page's client refuses it before sending."""
+    from lightsr.serve import default_upload_limit
+
+    limit = default_upload_limit(20_000)
+    assert limit == 20_000 * 8 + (1 << 20)
+    assert _post_upload(server.url, "huge.png", b"\0" * (limit + 1)) == 413
+    assert not list((server.workdir / "uploads").rglob("huge.png"))
+    assert _post_upload(server.url, "fits.png", b"\0" * 1000) == 200
+    huge = tmp_path / "huge.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (520, 800, 3), dtype=np.uint8)).save(huge, compress_level=0)
+    assert huge.stat().st_size > limit
+    with pytest.raises(Exception, match=r"exceeds the maximum file size"):
+        _upscale(client, tiny, huge)
+    _, _, files = _upscale(client, tiny, _photo(tmp_path / "small.png"))  # still serving
+    assert Path(files[0]).is_file()
+
+
+def test_a_stalled_download_holds_up_no_other_job(client, tiny, tmp_path, monkeypatch):
+    """A job for published weights whose mirror stalls waits for its download; a job for another model runs
+    meanwhile. Once the mirror gives up, the first job fails with one line and leaves nothing behind."""
+    import hostile_http
+    from lightsr.hub import published
+
+    name = sorted(published())[0]
+    entry = published()[name][1]
+    with hostile_http.HostileServer() as mirror:
+        # One byte a second: within every read timeout, so only the app's deadline (300 s) or the test ends it.
+        mirror.default = hostile_http.drip(hostile_http.head(length=entry.size), interval=1.0)
+        monkeypatch.setenv("LIGHTSR_HUB_MIRROR", mirror.url)  # read when the server downloads
+        monkeypatch.setenv("LIGHTSR_HOME", str(tmp_path / "cache"))
+        label = next(e.label for e in model_entries() if e.weights == name)
+        photo = _photo(tmp_path / "p.png", seed=3)
+        stalled = client.submit([gradio_client.handle_file(str(photo))], label, "fp32", "off", 256,
+                                api_name="/upscale")
+        assert mirror.stalled.wait(120), "the download never started"
+        _, _, files = _upscale(client, tiny, photo)  # another model's job, while the download stalls
+        assert Path(files[0]).is_file()
+        assert not stalled.done()
+        mirror.release.set()
+        with pytest.raises(Exception) as e:
+            stalled.result(timeout=120)
+    msg = str(e.value)
+    assert msg.startswith(f"{name}: ") and f"bytes, not the {entry.size}" in msg and "\n" not in msg, msg
+    assert list((tmp_path / "cache").iterdir()) == []

@@ -976,3 +976,30 @@ def test_temporaries_of_killed_writers_are_removed(tmp_path: Path, weights: Path
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_globs_and_folders_never_follow_a_symlink_loop(tmp_path: Path) -> None:
+    """Two links to their own folder make a recursive walk that follows links endless (2^depth paths); ``**`` and
+    ``-r`` list each real file once. Run in a child process with a generous deadline, so that a regression fails
+    instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "src"
+    (src / "sub" / ".hidden").mkdir(parents=True)
+    for rel in ("a.png", "sub/c.png", "sub/.d.png", "sub/.hidden/e.png"):
+        Image.fromarray(_rgb()).save(src / rel)
+    for name in ("loop1", "loop2"):
+        (src / "sub" / name).symlink_to("..", target_is_directory=True)
+    code = ("import os, sys; from lightsr.commands.upscale import _collect\n"
+            "found, errors = _collect(sys.argv[2:], True)\n"
+            "print(sorted(os.path.relpath(f, sys.argv[1]) for f, _ in found), errors)")
+    for pattern, want in ((f"{src}/**/*.png", "['a.png', 'sub/c.png']"),
+                          (f"{src}/**", "['a.png', 'sub/c.png']"),
+                          (f"{src}/s*/**/*.png", "['sub/c.png']"),
+                          (f"{src}/**/.*.png", "['sub/.d.png']"),
+                          (f"{src}/", "['a.png', 'sub/.hidden/e.png', 'sub/c.png']")):  # hidden files only
+        run = subprocess.run([sys.executable, "-c", code, str(src), pattern], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == f"{want} []", (pattern, run.stdout)

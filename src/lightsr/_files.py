@@ -59,15 +59,20 @@ def check_creatable(path: str | Path, option: str = "", probed: set[Path] | None
                 raise UsageError(f"{label}: {parent} is a file, not a folder")
             if probed is None or parent not in probed:
                 try:
-                    fd, probe = tempfile.mkstemp(prefix=f".probe.lightsr-{_host_tag()}-{os.getpid()}-",
-                                                 suffix=".tmp", dir=parent)  # named as atomic temporaries are
+                    probe_writable(parent)
                 except OSError as e:
                     raise UsageError(f"{label}: cannot write in {parent} ({e.strerror or e})") from None
-                os.close(fd)
-                os.unlink(probe)
                 if probed is not None:
                     probed.add(parent)
             return
+
+
+def probe_writable(folder: str | Path) -> None:
+    """Create and remove a probe file in ``folder``; an ``OSError`` when the folder takes no new files. (The probe
+    is named as atomic temporaries are, so that one left by a killed process is swept.)"""
+    fd, probe = tempfile.mkstemp(prefix=f".probe.lightsr-{_host_tag()}-{os.getpid()}-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_error(path: str | Path, e: BaseException) -> WriteError:

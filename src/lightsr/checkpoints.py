@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from lightsr import _json
 from lightsr._files import atomic_write, write_error
 from lightsr.bundled import bundled_names, bundled_path, bundled_weights
 from lightsr.errors import CheckpointError, WriteError
@@ -68,7 +69,7 @@ def _file_kind(path: Path) -> str:
         n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
         if head[8:9] == b"{" and 2 <= n <= min(size - 8, _MAX_HEADER):
             try:
-                header = json.loads(head[8:9] + f.read(n - 1))
+                header = _json.loads(head[8:9] + f.read(n - 1))
             except (UnicodeDecodeError, ValueError):
                 header = None
             if isinstance(header, dict):
@@ -308,25 +309,30 @@ def _with_metadata(meta: Mapping[str, str], det_name: str, config: dict[str, Any
     arch = meta["arch"]
     spec = find_spec(arch)
     if spec is None:
-        raise CheckpointError(f"{source}: metadata arch {arch!r} is not a known network ({', '.join(list_models())})")
+        raise CheckpointError(f"{source}: metadata arch {_json.short(arch)} is not a known network "
+                              f"({', '.join(list_models())})")
     if spec.family != model_spec(det_name).family:
-        raise CheckpointError(f"{source}: metadata says arch {arch!r}, but the tensors are a {det_name} network")
+        raise CheckpointError(f"{source}: metadata says arch {_json.short(arch)}, but the tensors are a {det_name} "
+                              "network")
     text = meta.get("scale", "")
     if not (text.isascii() and text.isdigit()) or int(text) != config["scale"]:
-        raise CheckpointError(f"{source}: metadata scale {text!r} disagrees with the tensors (×{config['scale']})")
+        raise CheckpointError(f"{source}: metadata scale {_json.short(text)} disagrees with the tensors "
+                              f"(×{config['scale']})")
     try:
-        stored = json.loads(meta.get("config", "{}"))
-    except ValueError:
-        raise CheckpointError(f"{source}: metadata config is not JSON") from None
+        stored = _json.loads(meta.get("config", "{}"))
+    except ValueError as e:
+        what = str(e) if str(e).startswith("nested deeper") else "not JSON"
+        raise CheckpointError(f"{source}: metadata config is {what}") from None
     if not isinstance(stored, dict):
         raise CheckpointError(f"{source}: metadata config is a {type(stored).__name__}, not an object")
     params = set(inspect.signature(spec.network).parameters) - {"scale"}
     for key, value in stored.items():
         if key not in params:
-            raise CheckpointError(f"{source}: metadata config has unknown key {key!r} (known: "
+            raise CheckpointError(f"{source}: metadata config has unknown key {_json.short(key)} (known: "
                                   f"{', '.join(sorted(params))})")
         if key in config and key not in spec.undetectable and not _same(value, config[key]):
-            raise CheckpointError(f"{source}: metadata config {key}={value!r}, but the tensors show {config[key]!r}")
+            raise CheckpointError(f"{source}: metadata config {key}={_json.short(value)}, but the tensors show "
+                                  f"{config[key]!r}")
     merged = {**config, **stored}
     if spec.check_config is not None:
         try:

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lightsr.errors import LightSRError, Terminated
 
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _download_timeout(getattr(args, "download_timeout", None)):
             return args.func(args)
     except LightSRError as e:
         print(f"lightsr: error: {e}", file=sys.stderr)
@@ -118,6 +118,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
         if replaced and signal.getsignal(sigchld) is _children_ending:
             signal.signal(sigchld, replaced[0])
+
+
+def _download_timeout(seconds: float | None) -> contextlib.AbstractContextManager:
+    """``--download-timeout`` for the command's downloads (the module loads only when the option is given)."""
+    if seconds is None:
+        return contextlib.nullcontext()
+    from lightsr.download import download_timeout
+
+    return download_timeout(seconds)
 
 
 def _children_ending(signum: int, frame: object) -> None:

@@ -312,21 +312,35 @@ _LIMITS = {"jpeg": (1, 100, "a JPEG quality 1–100"), "noise": (0, 255, "a nois
            "blur": (0.1, 20, "a blur σ in [0.1, 20]")}
 
 
+# Operations one --degrade may chain: a benchmark's degradation is a few steps; thousands took minutes per image.
+MAX_DEGRADE_OPS = 8
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text`` for a one-line message: control characters escaped, at most ``limit`` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit + 1])
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def parse_degrade(spec: str, option: str = "--degrade") -> list[DegradeOp]:
-    """``"noise:10,jpeg:60"`` → ops, in order; a malformed spec is a one-line :class:`UsageError`."""
+    """``"noise:10,jpeg:60"`` → ops, in order (at most :data:`MAX_DEGRADE_OPS`); a malformed spec is a one-line
+    :class:`UsageError`."""
+    parts = spec.split(",", MAX_DEGRADE_OPS)
+    if len(parts) > MAX_DEGRADE_OPS:
+        raise UsageError(f"{option} {_cut(spec)}: at most {MAX_DEGRADE_OPS} operations, got {spec.count(',') + 1}")
     ops = []
-    for part in spec.split(","):
+    for part in parts:
         kind, sep, text = part.strip().partition(":")
         if kind not in _LIMITS or not sep:
-            raise UsageError(f"{option} {spec}: expected a comma-joined list of jpeg:Q, noise:SIGMA, blur:SIGMA, "
-                             f"got {part.strip()!r}")
+            raise UsageError(f"{option} {_cut(spec)}: expected a comma-joined list of jpeg:Q, noise:SIGMA, "
+                             f"blur:SIGMA, got '{_cut(part.strip())}'")
         lo, hi, desc = _LIMITS[kind]
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not (lo <= value <= hi) or (kind == "jpeg" and not value.is_integer()):
-            raise UsageError(f"{option} {spec}: {kind} needs {desc}, got {text!r}")
+            raise UsageError(f"{option} {_cut(spec)}: {kind} needs {desc}, got '{_cut(text)}'")
         ops.append(DegradeOp(kind, value))
     return ops
 

@@ -23,6 +23,10 @@ class WriteError(LightSRError, OSError):
     is left behind."""
 
 
+class CacheError(LightSRError, OSError):
+    """lightsr's cache folder (``$LIGHTSR_HOME``) cannot hold files; the message names it and the fix."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, ``docker stop``, a scheduler) while the command line runs: handled like Ctrl-C —
     every ``except BaseException``/``finally`` cleanup runs, then lightsr exits with status 143 (128 + 15)."""

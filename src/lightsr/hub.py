@@ -6,9 +6,11 @@ PublishedWeights`: URL, SHA-256, licence, scores). ``load_model(NAME)``, ``--wei
 when needed — as timm's ``pretrained=True`` and BasicSR's model zoo do.
 
 * Cache: ``$LIGHTSR_HOME`` (default ``~/.cache/lightsr``), ``<name><suffix>`` per entry.
-* Downloads stream into a temporary file in the cache folder, hashed on the way, and are renamed into place
-  only when the SHA-256 matches; a mismatch removes the file and says so. A cached file is verified on every
-  use (the files are small), so a damaged cache is detected and fetched again.
+* Downloads (:mod:`lightsr.download`) have a deadline (``--download-timeout``, ``$LIGHTSR_DOWNLOAD_TIMEOUT``,
+  default 300 s) and stop at the entry's size + 1 byte; they stream into a temporary file in the cache folder,
+  hashed on the way, renamed into place only when size and SHA-256 match. Any failure is one line and leaves
+  nothing behind. A cached file is verified on every use (the files are small), so a damaged cache is detected
+  and fetched again. Threads of one process fetching the same name wait for one download.
 * ``$LIGHTSR_HUB_MIRROR=URL``: fetch ``URL/<file name of the original URL>`` instead (mirrors, air-gapped
   sites, tests).
 """
@@ -19,16 +21,17 @@ import contextlib
 import hashlib
 import os
 import sys
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from lightsr.bundled import bundled_names, bundled_weights, default_upscale_model
-from lightsr.cache import home
+from lightsr.cache import home, usable_folder
 from lightsr.checkpoints import bundled_model
 from lightsr.checkpoints import load_model as _load
+from lightsr.download import deadline_seconds, download
 from lightsr.errors import CheckpointError, UsageError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model as _create
@@ -36,7 +39,9 @@ from lightsr.models.registry import list_models, model_spec, specs
 from lightsr.models.spec import ModelSpec, PublishedWeights
 
 _CHUNK = 1 << 20
-TIMEOUT_S = 60
+# One lock per published name: threads of one process (the web app's jobs) download a file once.
+_fetching: dict[str, threading.Lock] = {}
+_fetching_guard = threading.Lock()
 
 
 def published() -> dict[str, tuple[ModelSpec, PublishedWeights]]:
@@ -64,57 +69,45 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(name: str, progress: bool | None = None) -> Path:
+def fetch(name: str, progress: bool | None = None, timeout: float | None = None) -> Path:
     """The verified local file of published checkpoint ``name``, downloaded first if it is not cached.
 
-    ``progress``: a tqdm bar on stderr (default: when stderr is a terminal).
+    ``progress``: a tqdm bar on stderr (default: when stderr is a terminal). ``timeout``: seconds the whole
+    download may take (default: :func:`lightsr.download.deadline_seconds`), waiting for another thread's
+    download of the same file included.
     """
     table = published()
     if name not in table:
         raise UsageError(f"{name!r} is not a published checkpoint lightsr knows ({', '.join(sorted(table))})")
     entry = table[name][1]
-    path = cached_path(entry)
-    if path.is_file():
-        if file_sha256(path) == entry.sha256:
+    seconds = deadline_seconds(timeout)
+    start = time.monotonic()
+    with _fetching_guard:
+        lock = _fetching.setdefault(name, threading.Lock())
+    if not lock.acquire(timeout=seconds):
+        raise CheckpointError(f"{name}: another thread's download of it did not finish within {seconds:g} s")
+    try:
+        path = cached_path(entry)
+        if _verified(path, entry):
             return path
-        path.unlink(missing_ok=True)  # damaged or replaced: fetched again below
-    return _download(entry, path, sys.stderr.isatty() if progress is None else progress)
-
-
-def _download(entry: PublishedWeights, path: Path, progress: bool) -> Path:
-    url = _url(entry)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"{path.parent}: cannot create the weights cache ({e.strerror or e}); set "
-                              "LIGHTSR_HOME to a writable folder") from None
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, tmp.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            from tqdm import tqdm
-
-            with tqdm(total=total, unit="B", unit_scale=True, desc=entry.name, disable=None if progress else True,
-                      file=sys.stderr, leave=False) as bar:
-                while block := response.read(_CHUNK):
-                    out.write(block)
-                    h.update(block)
-                    bar.update(len(block))
-        if h.hexdigest() != entry.sha256:
-            raise CheckpointError(f"{entry.name}: the download from {url} has SHA-256 {h.hexdigest()[:16]}…, not "
-                                  f"{entry.sha256[:16]}…; the file was deleted")
-        os.replace(tmp, path)
-    except CheckpointError:  # a wrong checksum is not a connection problem: its own message
-        raise
-    except (urllib.error.URLError, TimeoutError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or getattr(e, "strerror", None) or e
-        raise CheckpointError(f"{entry.name}: cannot download {url} ({reason}); without a connection, put the "
-                              f"file at {path} or set LIGHTSR_HUB_MIRROR") from None
+        folder = usable_folder()
+        with contextlib.suppress(OSError):  # damaged or replaced: fetched again (the rename below reports a folder)
+            path.unlink(missing_ok=True)
+        return download(_url(entry), folder / path.name, size=entry.size, sha256=entry.sha256, label=entry.name,
+                        hint=f"without a connection, put the file at {path} or set LIGHTSR_HUB_MIRROR",
+                        timeout=seconds, elapsed=time.monotonic() - start,
+                        progress=sys.stderr.isatty() if progress is None else progress)
     finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+        lock.release()
+
+
+def _verified(path: Path, entry: PublishedWeights) -> bool:
+    """``path`` is a regular file of the entry's size and SHA-256 (the size first: a replaced file of another size
+    is not hashed)."""
+    try:
+        return path.is_file() and path.stat().st_size == entry.size and file_sha256(path) == entry.sha256
+    except OSError:
+        return False
 
 
 def weights_file(text: str | os.PathLike, scale: int | None = None) -> tuple[Path, str | None]:

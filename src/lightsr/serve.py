@@ -9,19 +9,25 @@ EXIF). **Compare**: several models on one HR image (its bicubic downscale is the
 Nothing here loads, tiles or writes images by itself: it chooses files and calls the library. Uploads and outputs
 live in one temporary folder, removed when the server stops; users pick from lists and upload files, they never
 type a path. The same pixel limits and decode checks as the command line apply; a bad file is an error message in
-the page and the server keeps serving. One job runs at a time (Gradio's queue), so two browser tabs cannot
-exhaust memory. Needs ``pip install "lightsr[web]"`` (Gradio).
+the page and the server keeps serving. One job computes at a time, so two browser tabs cannot exhaust memory;
+published weights are downloaded before a job waits for its turn (with their own deadline), so a slow or stalled
+mirror holds up only the jobs that need those weights. Uploads are capped (by default at the size of an
+uncompressed 16-bit RGBA image of ``max_pixels``); the port and the options are checked before the server starts.
+Needs ``pip install "lightsr[web]"`` (Gradio).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +35,42 @@ from typing import Any
 from lightsr.errors import LightSRError, UsageError
 from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS
 
-__all__ = ["ModelEntry", "WebApp", "build_app", "model_entries"]
+__all__ = ["ModelEntry", "WebApp", "build_app", "check_listen", "default_upload_limit", "model_entries", "start"]
 
 # Preview images shown in the page are at most this many pixels on their long side (the download is full size).
 PREVIEW_SIDE = 1600
 # Upscalers kept loaded (model × precision × tiling); older ones are dropped.
 _CACHE = 3
+# An upload may hold this many bytes per allowed pixel (an uncompressed 16-bit RGBA TIFF, the largest file an image
+# of that many pixels needs), plus this much for headers and metadata (ICC profiles, EXIF).
+_UPLOAD_BYTES_PER_PIXEL = 8
+_UPLOAD_SLACK = 1 << 20
+
+
+def default_upload_limit(max_pixels: int | None) -> int | None:
+    """Bytes an uploaded file may have when ``max_pixels`` bounds its pixels (None: no limit either)."""
+    return None if max_pixels is None else max_pixels * _UPLOAD_BYTES_PER_PIXEL + _UPLOAD_SLACK
+
+
+def check_listen(host: str, port: int) -> None:
+    """A one-line :class:`UsageError` now if ``host:port`` cannot be listened on (busy, no such address, a
+    privileged port), instead of a traceback from the web server later."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UsageError(f"--host {host}: not an address of this computer ({getattr(e, 'strerror', None) or e})"
+                         ) from None
+    with socket.socket(family, kind, proto) as probe:
+        if os.name != "nt":  # as the web server binds: a port left in TIME_WAIT is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise UsageError(f"--port {port}: already in use on {host}; stop the program using it or choose "
+                                 f"another port (e.g. --port {port + 1 if port < 65535 else port - 1})") from None
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
 
 
 def _gradio() -> Any:
@@ -120,42 +156,70 @@ class WebApp:
 
     def __init__(self, entries: Sequence[ModelEntry], workdir: str | os.PathLike, device: str = "auto",
                  threads: int | None = None, max_memory: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS) -> None:
+                 max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+                 download_timeout: float | None = None) -> None:
+        from lightsr.device import resolve_device
+        from lightsr.download import deadline_seconds
+        from lightsr.tiling import parse_memory
+
         if not entries:
             raise UsageError("no models to serve")
+        resolve_device(device)  # the options' one-line errors now, not in the page at the first job
+        if max_memory is not None:
+            parse_memory(max_memory)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise UsageError(f"--threads {threads}: expected a positive integer")
+        self.download_timeout = deadline_seconds(download_timeout)
         self.entries = {e.label: e for e in entries}
         self.workdir = Path(workdir)
         self.device, self.threads, self.max_memory = device, threads, max_memory
         self.max_pixels, self.max_output_pixels = max_pixels, max_output_pixels
         self._upscalers: OrderedDict[tuple, Any] = OrderedDict()
         self._nets: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the two caches above
+        self._loading: dict[str, threading.Lock] = {}  # one load (and download) per model choice at a time
+        self._running = threading.Lock()  # one job computes at a time
 
     @property
     def labels(self) -> list[str]:
         return list(self.entries)
 
     def network(self, label: str) -> Any:
-        """The network of a model choice (loaded once; the last few are kept)."""
+        """The network of a model choice (loaded once; the last few are kept).
+
+        Published weights are downloaded here, outside the lock that lets one job compute at a time, within the
+        app's download deadline: a stalled mirror holds up only the jobs that need those weights."""
+        from lightsr.download import download_timeout
         from lightsr.hub import resolve_model
 
         if label not in self.entries:
             raise UsageError(f"unknown model {label!r}")
         with self._lock:
-            net = self._nets.pop(label, None)
+            if label in self._nets:
+                self._nets.move_to_end(label)
+                return self._nets[label]
+            loading = self._loading.setdefault(label, threading.Lock())
+        with loading:
+            with self._lock:
+                net = self._nets.get(label)
             if net is None:
                 e = self.entries[label]
-                net = resolve_model(e.name, e.weights, e.scale)
-            self._nets[label] = net
-            while len(self._nets) > _CACHE:
-                self._nets.popitem(last=False)
+                with download_timeout(self.download_timeout):
+                    net = resolve_model(e.name, e.weights, e.scale)
+            with self._lock:
+                self._nets[label] = net
+                self._nets.move_to_end(label)
+                while len(self._nets) > _CACHE:
+                    self._nets.popitem(last=False)
         return net
 
     def upscaler(self, label: str, precision: str = "auto", tile: int | None = None, on_progress: Any = None) -> Any:
         """The :class:`lightsr.Upscaler` for a model choice (built once, kept for the next request)."""
+        return self._upscaler(label, self.network(label), precision, tile, on_progress)
+
+    def _upscaler(self, label: str, net: Any, precision: str, tile: int | None, on_progress: Any = None) -> Any:
         from lightsr.upscaler import Upscaler
 
-        net = self.network(label)
         key = (label, precision, tile)
         with self._lock:
             up = self._upscalers.pop(key, None)
@@ -167,6 +231,18 @@ class WebApp:
                 self._upscalers.popitem(last=False)
         up.on_progress = on_progress
         return up
+
+    @contextlib.contextmanager
+    def _turn(self, on_progress: Callable[[float, str], None] | None = None) -> Iterator[None]:
+        """This job's turn to compute (one at a time: memory); the page says so while it waits."""
+        if not self._running.acquire(blocking=False):
+            if on_progress is not None:
+                on_progress(0.0, "waiting for the job before this one")
+            self._running.acquire()
+        try:
+            yield
+        finally:
+            self._running.release()
 
     def _job_dir(self) -> Path:
         d = self.workdir / "outputs" / uuid.uuid4().hex[:12]
@@ -181,7 +257,13 @@ class WebApp:
         ``lightsr upscale`` names them in a folder (``<name>_x<scale>.<ext>``)."""
         if not files:
             raise UsageError("add at least one image")
-        up = self.upscaler(label, precision, tile)
+        net = self.network(label)
+        with self._turn(on_progress):
+            return self._upscale(files, label, net, precision, tile, on_progress)
+
+    def _upscale(self, files: Sequence[str | os.PathLike], label: str, net: Any, precision: str, tile: int | None,
+                 on_progress: Any) -> tuple[list[Path], tuple[Any, Any] | None, Any]:
+        up = self._upscaler(label, net, precision, tile)
         out_dir = self._job_dir()
         outputs = []
         for i, f in enumerate(files):
@@ -212,15 +294,17 @@ class WebApp:
 
         if not labels:
             raise UsageError("choose at least one model")
-        load_image(image, max_pixels=self.max_pixels)  # the same guards as an upscale, before any model loads
+        with self._turn():
+            load_image(image, max_pixels=self.max_pixels)  # the same guards as an upscale, before any model loads
         models = []
         for label in labels:
             net = self.network(label)
             if net.scale != scale:
                 raise UsageError(f"{label} is ×{net.scale}; choose models of ×{scale} (or change the scale)")
             models.append((label.split(",")[0].split(" (")[0], net))
-        out = self._job_dir() / "compare.png"
-        res = compare_figure(read_rgb(image), models, out, scale=scale, dpi=80)
+        with self._turn():
+            out = self._job_dir() / "compare.png"
+            res = compare_figure(read_rgb(image), models, out, scale=scale, dpi=80)
         return res.path, [f"{p.title}: {p.psnr:.2f} dB" for p in res.panels if p.psnr is not None]
 
 
@@ -276,8 +360,10 @@ def build_app(app: WebApp) -> Any:
                     slider = gr.ImageSlider(label="Before / after (first image)", type="pil")
                     crop = gr.Image(label="Zoomed crop: bicubic | model", type="pil")
                     downloads = gr.File(label="Full-resolution outputs", file_count="multiple")
+            # No queue limit here: WebApp runs one job's computation at a time itself, after the job's weights are
+            # loaded (a download must not hold up the jobs of other models).
             go.click(run_upscale, [files, model, precision, tiling, tile], [slider, crop, downloads],
-                     api_name="upscale", concurrency_id="models", concurrency_limit=1)
+                     api_name="upscale", concurrency_limit=None)
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column():
@@ -290,7 +376,7 @@ def build_app(app: WebApp) -> Any:
                     figure = gr.Image(label="Crops", type="filepath")
                     scores = gr.Textbox(label="PSNR (Y) against the HR image", lines=4)
             go2.click(run_compare, [image, chosen, scale], [figure, scores], api_name="compare",
-                      concurrency_id="models", concurrency_limit=1)
+                      concurrency_limit=None)
     demo.queue(default_concurrency_limit=1)
     return demo
 
@@ -298,31 +384,65 @@ def build_app(app: WebApp) -> Any:
 class Server:
     """A running app: its URL, and :meth:`close` to stop it and remove its files."""
 
-    def __init__(self, demo: Any, workdir: Path, url: str) -> None:
+    def __init__(self, demo: Any, workdir: Path, url: str, previous_temp: str | None = None) -> None:
         self.demo, self.workdir, self.url = demo, workdir, url
+        self._previous_temp = previous_temp
 
     def close(self) -> None:
         try:
             self.demo.close()
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
+            _restore_temp(self.workdir, self._previous_temp)
+
+
+_TEMP = "GRADIO_TEMP_DIR"
+
+
+def _restore_temp(workdir: Path, previous: str | None) -> None:
+    """Give back the upload folder setting this server took (unless another server has taken it since)."""
+    if os.environ.get(_TEMP) == str(workdir / "uploads"):
+        if previous is None:
+            os.environ.pop(_TEMP, None)
+        else:
+            os.environ[_TEMP] = previous
 
 
 def start(checkpoints: Sequence[str] = (), host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+          max_upload_size: int | str | None = "auto", on_start: Callable[[str], None] | None = None,
           **app_options: Any) -> Server:
-    """Start the page on ``host:port``; ``block`` serves until interrupted, then cleans up."""
+    """Start the page on ``host:port``; ``block`` serves until interrupted, then cleans up.
+
+    ``max_upload_size``: bytes an uploaded file may have (``"auto"``: :func:`default_upload_limit` of the
+    ``max_pixels`` option; None: no limit). The address, the port and the options are checked first: a problem
+    is a one-line :class:`UsageError` before anything starts. ``on_start(url)`` is called once the page serves.
+    """
+    if max_upload_size == "auto":
+        max_upload_size = default_upload_limit(app_options.get("max_pixels", DEFAULT_MAX_PIXELS))
+    elif max_upload_size is not None and (not isinstance(max_upload_size, int) or max_upload_size < 1):
+        raise UsageError(f"--max-upload-size {max_upload_size!r}: expected a size in bytes ≥ 1, or no limit")
+    check_listen(host, port)
+    entries = model_entries(checkpoints)
     workdir = Path(tempfile.mkdtemp(prefix="lightsr-serve-"))
-    # Gradio keeps uploads in its cache folder: put it inside ours, so that stopping removes everything.
-    os.environ["GRADIO_TEMP_DIR"] = str(workdir / "uploads")
+    previous = os.environ.get(_TEMP)
     try:
-        app = WebApp(model_entries(checkpoints), workdir, **app_options)
+        app = WebApp(entries, workdir, **app_options)  # checks the options
+        # Gradio keeps uploads in its cache folder (read when a file arrives): put it inside ours, so that stopping
+        # removes everything.
+        os.environ[_TEMP] = str(workdir / "uploads")
         demo = build_app(app)
-        demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
-                    allowed_paths=[str(workdir / "outputs")], inbrowser=False)
+        try:
+            demo.launch(server_name=host, server_port=port, prevent_thread_lock=True, show_error=True, quiet=True,
+                        allowed_paths=[str(workdir / "outputs")], inbrowser=False, max_file_size=max_upload_size)
+        except OSError as e:  # the port was taken between the check and now
+            raise UsageError(f"--port {port}: cannot start the server ({' '.join(str(e).split())[:160]})") from None
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
+        _restore_temp(workdir, previous)
         raise
-    server = Server(demo, workdir, f"http://{host}:{port}/")
+    server = Server(demo, workdir, f"http://{host}:{port}/", previous)
+    if on_start is not None:
+        on_start(server.url)
     if block:
         try:
             demo.block_thread()

@@ -66,16 +66,17 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 2
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
 
 
-def parse_memory(text: str | int) -> int:
-    """``"1.5GB"``, ``"800M"``, ``"2g"``, ``"512MiB"`` or a plain byte count → bytes (binary units)."""
+def parse_memory(text: str | int, option: str = "--max-memory") -> int:
+    """``"1.5GB"``, ``"800M"``, ``"2g"``, ``"512MiB"`` or a plain byte count → bytes (binary units); ``option``
+    names the setting in the one-line error."""
     if isinstance(text, int):
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m[2].lower() not in _UNITS:
-        raise UsageError(f"--max-memory {text!r}: expected a size such as 800MB, 2GB or 1.5G")
+        raise UsageError(f"{option} {text!r}: expected a size such as 800MB, 2GB or 1.5G")
     value = int(float(m[1]) * _UNITS[m[2].lower()])
     if value <= 0:
-        raise UsageError(f"--max-memory {text!r}: must be positive")
+        raise UsageError(f"{option} {text!r}: must be positive")
     return value
 
 

@@ -90,3 +90,12 @@ def color(text: str) -> tuple[int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a colour name, #rrggbb or rgb(r,g,b)") from None
     return tuple(rgb[:3])  # type: ignore[return-value]
+
+
+def add_download_timeout(p: argparse.ArgumentParser) -> None:
+    """``--download-timeout``, for commands that may download published weights (``lightsr.cli`` applies it)."""
+    from lightsr.download import DEFAULT_DEADLINE_S, ENV
+
+    p.add_argument("--download-timeout", type=positive_float, metavar="SECONDS",
+                   help=f"give up a download of published weights after this long (default: ${ENV} or "
+                        f"{DEFAULT_DEADLINE_S:g})")

@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="degrade the LR input first (as lightsr eval --degrade), e.g. jpeg:40 or noise:10,jpeg:60")
     p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100,
                    help="resolution of a .png figure, dots per inch (default 100)")
+    _args.add_download_timeout(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "device computes it natively)")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="torch (default), or onnxruntime / openvino running the network's ONNX export")
+    _args.add_download_timeout(p)
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
 

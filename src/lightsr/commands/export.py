@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-fuse", action="store_true",
                    help="export the training form instead of the (equivalent, faster) inference form")
+    _args.add_download_timeout(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,16 +24,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
                    help=f"refuse uploads whose output would have more pixels (default: "
                         f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M; 0: no limit)")
+    p.add_argument("--max-upload-size", default="auto", metavar="SIZE",
+                   help="refuse uploaded files larger than this, e.g. 50MB (default auto: an uncompressed 16-bit "
+                        "RGBA image of --max-pixels, 321MB for 40M; 0: no limit)")
+    _args.add_download_timeout(p)
+
+
+def _upload_limit(text: str) -> int | str | None:
+    t = text.strip().lower()
+    if t == "auto":
+        return "auto"
+    if t == "0":
+        return None
+    from lightsr.tiling import parse_memory
+
+    return parse_memory(text, option="--max-upload-size")
 
 
 def run(args: argparse.Namespace) -> int:
     from lightsr.serve import start  # here, not above: `--help` loads neither Gradio nor torch
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"lightsr serve: listening on {args.host}: anyone who can reach this computer can use the page",
-              file=sys.stderr)
-    print(f"lightsr serve: http://{args.host}:{args.port}/ (Ctrl-C stops the server and removes its files)",
-          file=sys.stderr)
-    start(args.weights, host=args.host, port=args.port, block=True, device=args.device, threads=args.threads,
-          max_memory=args.max_memory, max_pixels=args.max_pixels, max_output_pixels=args.max_output_pixels)
+    max_upload_size = _upload_limit(args.max_upload_size)
+
+    def started(url: str) -> None:  # after the checks: nothing is said about a server that does not start
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"lightsr serve: listening on {args.host}: anyone who can reach this computer can use the page",
+                  file=sys.stderr)
+        print(f"lightsr serve: {url} (Ctrl-C stops the server and removes its files)", file=sys.stderr)
+
+    start(args.weights, host=args.host, port=args.port, block=True, max_upload_size=max_upload_size,
+          device=args.device, threads=args.threads, max_memory=args.max_memory, max_pixels=args.max_pixels,
+          max_output_pixels=args.max_output_pixels, download_timeout=args.download_timeout, on_start=started)
     return 0

@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from lightsr.commands import _args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="training config (see configs/)")
@@ -25,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after this much wall-clock time with a checkpoint, to continue later with --resume "
                         "(e.g. 540s, 9m, 2h, 1:30:00)")
     p.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    _args.add_download_timeout(p)
 
 
 def parse_duration(text: str) -> float:

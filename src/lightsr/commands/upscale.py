@@ -79,6 +79,7 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime / OpenVINO")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
+    _args.add_download_timeout(run)
 
 
 @dataclass
@@ -103,8 +104,7 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
         elif p.is_file():
             found.append((p, Path(p.name)))
         elif glob.has_magic(pat):
-            files = sorted(Path(f) for f in glob.glob(pat, recursive=recursive)
-                           if Path(f).is_file() and Path(f).suffix.lower() in INPUT_EXTENSIONS)
+            files = sorted(f for f in _glob(pat, recursive) if f.is_file() and f.suffix.lower() in INPUT_EXTENSIONS)
             if not files:
                 errors.append(f"{pat}: no image matches")
             found += [(f, Path(f.name)) for f in files]
@@ -114,6 +114,23 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
     for f, rel in found:  # the same file named twice (a file and its folder, overlapping globs) runs once
         unique.setdefault(f.resolve(), (f, rel))
     return list(unique.values()), errors
+
+
+def _glob(pattern: str, recursive: bool) -> list[Path]:
+    """The paths a glob pattern matches; ``**`` (with -r) descends through real folders only, as a folder input
+    does: a symlinked folder is not followed (one linking to a parent would make the walk endless). Hidden names
+    match only where the pattern spells a leading dot, as with the shell and :mod:`glob`."""
+    if not (recursive and "**" in pattern):
+        return [Path(f) for f in glob.glob(pattern)]
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    root = Path(*parts[:first]) if first else Path()
+    rest = Path(*parts[first:])
+    if rest.name == "**":  # files too, as glob's "**" (pathlib's matches folders only before Python 3.13)
+        rest = rest / "*"
+    dotted = any(part.startswith(".") for part in rest.parts)
+    return [p for p in root.glob(str(rest))
+            if dotted or not any(part.startswith(".") for part in p.relative_to(root).parts)]
 
 
 def _single_file(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> bool:

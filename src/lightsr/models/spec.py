@@ -69,14 +69,16 @@ class Layout:
 class PublishedWeights:
     """A checkpoint published by others, fetched on first use (:mod:`lightsr.hub`).
 
-    ``param_key``: the container entry its publisher evaluates (None: lightsr's default choice). ``scores``:
-    ``(set, Y-PSNR, SSIM)`` ×scale as lightsr measures them (tests/test_evaluate.py checks them).
+    ``size``: the file's length in bytes (a download stops at one byte more). ``param_key``: the container entry
+    its publisher evaluates (None: lightsr's default choice). ``scores``: ``(set, Y-PSNR, SSIM)`` ×scale as
+    lightsr measures them (tests/test_evaluate.py checks them).
     """
 
     name: str
     scale: int
     url: str
     sha256: str
+    size: int
     license: str
     source: str
     param_key: str | None = None

@@ -39,6 +39,7 @@ SPECS = (
               url="https://github.com/Fried-Rice-Lab/FriedRiceLab/raw/d03aff7776edb831d815836496b6693b8281ca01/"
                   "modelzoo/ELAN/ELAN-light_LSR_x4_unofficial.pth",
               sha256="433400f0b3182d1c0e363edd122a070d04215283621b968367d2caac2de10493",
+              size=2_698_593,
               license="MIT",
               source="ELAN-light ×4 retrained by Fried Rice Lab under the paper's conditions (no official weights "
                      "exist)",

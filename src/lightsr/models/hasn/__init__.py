@@ -28,6 +28,7 @@ SPECS = (
                 url="https://github.com/nathan66666/HASN/raw/bd8d5c035ca613f77e6d14d69cdd8b07fc36dd86/"
                     "experiments/HASN.pth",
                 sha256="3d70a22008332a7ab35aeedf7722484e6e7607244bc6ddd8adeab0ab864bcb93",
+                size=3_616_623,
                 license="not stated by the authors",
                 source="official HASN ×4 (nathan66666/HASN, BasicSR format)",
                 param_key="params",  # what BasicSR's test script (and the paper's numbers) use
