@@ -128,7 +128,7 @@ def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
-    assert main(["models"]) == 0
+    assert main(["models", "--wide"]) == 0
     out = capsys.readouterr().out
     for _name, _scale, path in FILES:
         meta = bundled_metadata(path)
@@ -342,7 +342,7 @@ def test_a_bundled_variant_is_selectable_by_name_everywhere(tmp_path: Path, monk
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", name, "-q"]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), lightsr.Upscaler(variant).upscale(
         np.asarray(Image.open(tmp_path / "a.png"))))
-    assert main(["models"]) == 0
+    assert main(["models", "--wide"]) == 0
     out = capsys.readouterr().out
     assert f"| {name}_x4.safetensors |" in out and f"; {name} ×4" in out
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--model", "nope"]) == 2
