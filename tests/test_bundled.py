@@ -98,7 +98,7 @@ def test_default_model_falls_back_per_scale(tmp_path: Path) -> None:
     for scale in (2, 3, 4):
         expected = next((n for n in UPSCALE_DEFAULTS if bundled_path(n, scale) is not None), DEFAULT_MODEL)
         assert default_upscale_model(scale) == expected
-    # The shipped decision (README, "Photos: which model for what"): the real-photo file at ×4 only.
+    # The shipped decision (docs/models.md, "Which model for what"): the real-photo file at ×4 only.
     assert [default_upscale_model(s) for s in (2, 3, 4)] == [DEFAULT_MODEL, DEFAULT_MODEL, UPSCALE_DEFAULTS[0]]
     assert UPSCALE_DEFAULTS[0] != DEFAULT_MODEL and bundled_metadata(bundled_path(UPSCALE_DEFAULTS[0], 4))[
         "arch"] == DEFAULT_MODEL
