@@ -27,6 +27,7 @@ import socket
 import stat
 import struct
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterator
@@ -177,7 +178,9 @@ def fork_server(folder: Path) -> Iterator[Path]:
     """Start the server (a child process of the test) and yield the folder of its client executables."""
     import subprocess
 
-    sock = folder / "server.sock"
+    # A Unix socket's path has at most ~100 characters: a short folder of its own, not the test's temporary one.
+    sock_dir = Path(tempfile.mkdtemp(prefix="lsr-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    sock = sock_dir / "s"
     bin_dir = folder / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
@@ -187,6 +190,7 @@ def fork_server(folder: Path) -> Iterator[Path]:
         line = proc.stdout.readline() if proc.stdout else ""
         if line.strip() != "ready":
             raise RuntimeError(f"the docs fork server did not start (exit status {proc.poll()})")
+        (folder / "socket").write_text(str(sock))
         _script(bin_dir / "lightsr", CLIENT)
         _script(bin_dir / "pip", PIP)
         for name in ("python", "python3"):  # a script, not a link: a venv's python finds its venv by its own path
@@ -197,6 +201,7 @@ def fork_server(folder: Path) -> Iterator[Path]:
     finally:
         proc.kill()
         proc.wait(timeout=30)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def _script(path: Path, code: str) -> None:

@@ -194,6 +194,38 @@ def test_cli_reference_names_every_option() -> None:
             assert " ".join(action.help.split()[:6]) in sections[name], (name, label)
 
 
+# Options the pages name that are not lightsr's: the repository's scripts (checked against their source) and
+# other tools.
+OTHER_OPTIONS = {
+    "--comparison": "scripts/model_cards.py", "--hardware": "scripts/bundle_weights.py",
+    "--input": "benchmarks/latency.py", "--official": "benchmarks/latency.py", "--scales": "benchmarks/latency.py",
+    "--variants": "benchmarks/latency.py", "--iters": "benchmarks/train_throughput.py",
+    "--warmup": "benchmarks/train_throughput.py",
+    "--index-url": "pip", "--nproc-per-node": "torchrun", "--strict": "mkdocs",
+}
+
+
+def test_pages_name_only_options_that_exist() -> None:
+    """An option named anywhere in the README or the docs is one of lightsr's (any subcommand), or one of a script
+    of the repository that defines it, or of pip/torchrun/mkdocs: a renamed or removed option cannot linger."""
+    import argparse
+
+    from lightsr.cli import _SUBCOMMANDS, build_parser
+
+    known = {"--help", "--version", "--verbose", "--quiet"}
+    for name in _SUBCOMMANDS:
+        parser = build_parser([name])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        known |= {o for a in sub._actions for o in a.option_strings if o.startswith("--")}
+    for where, tool in OTHER_OPTIONS.items():
+        if "/" in tool:
+            assert f'"{where}"' in (REPO_ROOT / tool).read_text(encoding="utf-8"), (where, tool)
+    for page in doc_pages():
+        text = "\n".join(t for _, _, t in _lines(page))
+        for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+            assert m.group(0) in known or m.group(0) in OTHER_OPTIONS, f"{page.name}: {m.group(0)} is no option"
+
+
 # Public functions and classes that have no docstring yet (the API reference shows their signatures). The list may
 # only shrink: a new public object without a docstring fails, and so does an entry that gained one.
 UNDOCUMENTED = {
@@ -300,7 +332,7 @@ def docs_world(tmp_path_factory):
         env = _env_with_src()
         env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", LIGHTSR_SHARED=str(tiny),
                    LIGHTSR_HOME=str(root / "home"), LIGHTSR_HUB_MIRROR=mirror, LIGHTSR_REQUIRE_SHARED="",
-                   LIGHTSR_DOCS_SERVER=str(root / "server" / "server.sock"), COLUMNS="100", MPLBACKEND="Agg",
+                   LIGHTSR_DOCS_SERVER=(root / "server" / "socket").read_text(), COLUMNS="100", MPLBACKEND="Agg",
                    OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         yield root, env
 
