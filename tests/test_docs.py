@@ -194,6 +194,38 @@ def test_cli_reference_names_every_option() -> None:
             assert " ".join(action.help.split()[:6]) in sections[name], (name, label)
 
 
+def test_site_hook_rewrites_repository_links_and_refuses_missing_ones(tmp_path) -> None:
+    """docs/hooks/repo_links.py: a link out of docs/ becomes the path in code font (or a link into repo_url), a
+    link to a missing file stops the build, links in code are left alone, an include's links are rebased."""
+    pytest.importorskip("mkdocs", reason="the docs extra is not installed")
+    import importlib.util
+    import types
+
+    from mkdocs.exceptions import PluginError
+
+    spec = importlib.util.spec_from_file_location("repo_links", REPO_ROOT / "docs" / "hooks" / "repo_links.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    root = tmp_path / "repo"
+    (root / "docs" / "sub").mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "configs" / "a.yaml").write_text("x: 1\n")
+    (root / "NOTES.md").write_text("See [the config](configs/a.yaml) and [a page](docs/other.md).\n")
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_path="sub/page.md"))
+    config = {"docs_dir": str(root / "docs"), "repo_url": ""}
+    md = ("[the file](../../configs/a.yaml) [`a`](../../configs/a.yaml) [p](../other.md) "
+          "`[c](../../nope.txt)` [w](https://example.com)\n\n<!-- include: ../../NOTES.md -->\n")
+    out = hook.on_page_markdown(md, page, config, None)
+    assert ("the file (`configs/a.yaml`) `configs/a.yaml` [p](../other.md) `[c](../../nope.txt)` "
+            "[w](https://example.com)") in out
+    assert "See the config (`configs/a.yaml`) and [a page](../other.md)." in out
+    config["repo_url"] = "https://example.org/lightsr"
+    out = hook.on_page_markdown("[a](../../configs/a.yaml#L1)", page, config, None)
+    assert out == "[a](https://example.org/lightsr/blob/main/configs/a.yaml#L1)"
+    with pytest.raises(PluginError, match=r"nope\.txt"):
+        hook.on_page_markdown("[c](../../nope.txt)", page, config, None)
+
+
 # Options the pages name that are not lightsr's: the repository's scripts (checked against their source) and
 # other tools.
 OTHER_OPTIONS = {
