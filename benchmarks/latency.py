@@ -1,4 +1,4 @@
-"""Inference latency of every form, backend and precision of every network (the README's latency table).
+"""Inference latency of every form, backend and precision of every network (docs/speed.md's latency table).
 
 For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s, or
 ``--input WxH``): the training form (``train``), the fused form under ``torch.compile`` (``compile``, with

@@ -2,7 +2,7 @@
 
 For every condition (clean, and each ``--degrade`` spec) and set, the Y-PSNR/SSIM of bicubic upscaling and of
 each model on the LR images degraded as ``lightsr eval --degrade`` degrades them (seeded per image name: the same
-inputs on every machine). Prints one Markdown table, the one the real-photo model's card and README show.
+inputs on every machine). Prints one Markdown table, the one the real-photo model's card and docs/models.md show.
 
     python benchmarks/real_photos.py                                   # bundled lksmn ×4 vs bicubic
     python benchmarks/real_photos.py --weights real=runs/lksmn_real_x4/best/ema.safetensors --sets Set5 Set14

@@ -1,5 +1,5 @@
 """The web app in a real browser: headless Chromium loads ``lightsr serve``'s page, uploads a sample, waits for
-the result and saves a screenshot (the one in the README).
+the result and saves a screenshot (the one in docs/web.md).
 
     apt-get install chromium chromium-driver && pip install selenium ".[web]"
     python scripts/browser_check.py [--image examples/sample.png] [--out docs/img/serve.png]

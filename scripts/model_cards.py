@@ -1,7 +1,7 @@
 """Write ``docs/model_cards.md`` from the bundled files' own metadata and their runs' logs (no number typed by hand).
 
     python scripts/model_cards.py            # after scripts/bundle_weights.py and scripts/training_state.py save
-    python scripts/model_cards.py --comparison hasn_x4_1h elan_light_x4_1h lksmn_x4_1h   # the README's table
+    python scripts/model_cards.py --comparison hasn_x4_1h elan_light_x4_1h lksmn_x4_1h   # docs/models.md's table
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def _degraded_table(meta: dict[str, str], scale: int) -> list[str]:
 
 
 def comparison_table(runs: list[str]) -> str:
-    """The README's table of runs trained under one budget, from each run's ``training/<run>/scores.json``."""
+    """docs/models.md's table of runs trained under one budget, from each run's ``training/<run>/scores.json``."""
     from lightsr.profile import profile
 
     lines = ["| network | params | MACs (720p) | iterations | hours | Set5 | Set14 | B100 | Set5 gain |",

@@ -98,7 +98,7 @@ def test_default_model_falls_back_per_scale(tmp_path: Path) -> None:
     for scale in (2, 3, 4):
         expected = next((n for n in UPSCALE_DEFAULTS if bundled_path(n, scale) is not None), DEFAULT_MODEL)
         assert default_upscale_model(scale) == expected
-    # The shipped decision (README, "Photos: which model for what"): the real-photo file at ×4 only.
+    # The shipped decision (docs/models.md, "Which model for what"): the real-photo file at ×4 only.
     assert [default_upscale_model(s) for s in (2, 3, 4)] == [DEFAULT_MODEL, DEFAULT_MODEL, UPSCALE_DEFAULTS[0]]
     assert UPSCALE_DEFAULTS[0] != DEFAULT_MODEL and bundled_metadata(bundled_path(UPSCALE_DEFAULTS[0], 4))[
         "arch"] == DEFAULT_MODEL
@@ -128,7 +128,7 @@ def test_missing_bundled_scale_is_a_clear_error(tmp_path: Path, capsys) -> None:
 
 
 def test_models_lists_bundled_files_with_their_scores(capsys) -> None:
-    assert main(["models"]) == 0
+    assert main(["models", "--wide"]) == 0
     out = capsys.readouterr().out
     for _name, _scale, path in FILES:
         meta = bundled_metadata(path)
@@ -342,7 +342,7 @@ def test_a_bundled_variant_is_selectable_by_name_everywhere(tmp_path: Path, monk
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", name, "-q"]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), lightsr.Upscaler(variant).upscale(
         np.asarray(Image.open(tmp_path / "a.png"))))
-    assert main(["models"]) == 0
+    assert main(["models", "--wide"]) == 0
     out = capsys.readouterr().out
     assert f"| {name}_x4.safetensors |" in out and f"; {name} ×4" in out
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--model", "nope"]) == 2

@@ -183,11 +183,11 @@ def test_non_default_configurations_round_trip(tmp_path, caplog, name: str, inde
     assert bool(differs) == (index == 0 and bool(spec.undetectable))
 
 
-def test_readme_lists_every_layout_and_undetectable_setting() -> None:
-    """The README's layout table names each family's layouts and the settings its weights cannot show."""
+def test_docs_list_every_layout_and_undetectable_setting() -> None:
+    """The layout table of docs/models.md names each family's layouts and the settings its weights cannot show."""
     from conftest import REPO_ROOT
 
-    text = (REPO_ROOT / "README.md").read_text()
+    text = (REPO_ROOT / "docs" / "models.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| `") and line.count("|") == 4]  # 3 columns
     for spec in _FIRST_OF_FAMILY.values():
         row = next((r for r in rows if f"`{spec.family}`" in r.split("|")[1]), None)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+# What --weights accepts wherever it loads through lightsr.hub (upscale, export; eval adds LABEL=).
+WEIGHTS_HELP = ("a checkpoint file (.safetensors, .pth or .pt, any supported layout), a published checkpoint's name "
+                "(downloaded on first use, e.g. hasn_x4_official) or a bundled file's name (e.g. lksmn_x4); "
+                "`lightsr models` lists the names")
+
 
 def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     """An integer in ``[lo, hi]`` (no upper bound when ``hi`` is None)."""

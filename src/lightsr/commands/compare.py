@@ -13,19 +13,19 @@ from lightsr.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("image", metavar="IMAGE", help="an HR image; the LR input is its MATLAB bicubic downscale")
+    p.add_argument("image", metavar="IMAGE", help="an HR image file; the LR input is its MATLAB bicubic downscale")
     p.add_argument("--models", nargs="+", metavar="MODEL",
-                   help="bundled network names or checkpoint files, LABEL=MODEL to name one "
-                        "(default: every bundled network at --scale)")
-    p.add_argument("-o", "--output", required=True, help="figure file (.png, .pdf, .svg)")
-    p.add_argument("--scale", type=_args.positive, default=4, help="scale factor (default 4)")
+                   help="bundled names (e.g. lksmn, lksmn_real), checkpoint files or published checkpoints' "
+                        "names, LABEL=MODEL to name one (default: every bundled name at --scale)")
+    p.add_argument("-o", "--output", required=True, help="the figure file to write: .png, .pdf or .svg")
+    p.add_argument("--scale", type=_args.positive, default=4, help="scale factor, an integer (default 4)")
     p.add_argument("--crop", type=_args.crop_box, metavar="X,Y,W,H",
                    help="region to zoom, in HR pixels (default: the square where bicubic errs most)")
-    p.add_argument("--lr", metavar="PATH", help="use this LR image instead of downscaling IMAGE")
+    p.add_argument("--lr", metavar="PATH", help="an LR image file to use instead of downscaling IMAGE")
     p.add_argument("--degrade", metavar="SPEC",
                    help="degrade the LR input first (as lightsr eval --degrade), e.g. jpeg:40 or noise:10,jpeg:60")
     p.add_argument("--dpi", type=_args.int_range(10, 1200), default=100,
-                   help="resolution of a .png figure, dots per inch (default 100)")
+                   help="resolution of a .png figure, dots per inch: 10 to 1200 (default 100)")
     _args.add_download_timeout(p)
 
 

@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("what to evaluate (any mix; each option may be repeated)")
     src.add_argument("--model", action="append", default=[], metavar="NAME",
-                     help="a network's bundled weights at --scale")
-    src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
-                     help="a checkpoint file (any supported layout)")
+                     help="a bundled name: a network (e.g. lksmn) or a variant (e.g. lksmn_real), with its bundled "
+                          "weights at --scale")
+    src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH_OR_NAME",
+                     help="a checkpoint file (any supported layout), a published checkpoint's name (downloaded on "
+                          "first use, e.g. hasn_x4_official) or a bundled file's name (e.g. lksmn_x4); LABEL= names "
+                          "its row")
     src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
-    p.add_argument("--scale", type=_args.positive, help="scale factor (default: the checkpoint's)")
-    p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
+    p.add_argument("--scale", type=_args.positive, help="scale factor, an integer (default: the checkpoint's)")
+    p.add_argument("--data", default="../shared/data/benchmark", metavar="DIR",
+                   help="folder holding the sets (default: ../shared/data/benchmark)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"], metavar="SET",
                    help="benchmark sets: folders under --data, EDSR layout (HR/ and LR_bicubic/X<k>/) or plain HR "
                         "images (default: Set5 Set14 B100)")
@@ -38,12 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--degrade", metavar="SPEC",
                    help="degrade every LR image first, in order: jpeg:Q, noise:SIGMA (Gaussian, 0-255 scale), "
                         "blur:SIGMA (Gaussian), comma-joined, e.g. noise:10,jpeg:60; seeded per image name")
-    p.add_argument("--param-key", help="checkpoint entry to use (e.g. params or params_ema)")
+    p.add_argument("--param-key", metavar="KEY",
+                   help="the entry of a checkpoint container to load, e.g. params or params_ema (default: "
+                        "params_ema when both are there, or the one a published checkpoint's authors evaluate)")
     p.add_argument("--save-images", metavar="DIR", help="write the SR outputs here (DIR/<label>/ for several)")
     p.add_argument("--output", metavar="PATH", help="write PATH.json and PATH.csv with per-image scores "
                                                     "(PATH-<label>.* for several models)")
     p.add_argument("--plot", metavar="FIG",
-                   help="draw PSNR against parameters and multiply-adds of the evaluated models (needs matplotlib)")
+                   help="a figure file (.png, .pdf or .svg): PSNR against parameters and multiply-adds of the "
+                        "evaluated models (needs matplotlib)")
     p.add_argument("--no-fuse", action="store_true",
                    help="run the training form instead of the (equivalent, faster) inference form")
     p.add_argument("--device", default="cpu",

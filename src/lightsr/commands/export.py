@@ -11,12 +11,17 @@ from lightsr.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="network name (its bundled weights at --scale)")
-    p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    p.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
+    p.add_argument("--model", metavar="NAME",
+                   help="a bundled name: a network (e.g. lksmn) or a variant (e.g. lksmn_real), with its bundled "
+                        "weights at --scale")
+    p.add_argument("--weights", metavar="PATH_OR_NAME",
+                   help=_args.WEIGHTS_HELP)
+    p.add_argument("--scale", type=_args.positive,
+                   help="upscaling factor, an integer (default: the checkpoint's, or 4)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the .onnx file to write")
     p.add_argument("--opset", type=int, default=17,
-                   help="ONNX opset (default 17, the oldest with LayerNormalization; newer ones work too)")
+                   help="ONNX opset, an integer ≥ 17 (default 17, the oldest with LayerNormalization; newer ones work "
+                        "too)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch check")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-fuse", action="store_true",

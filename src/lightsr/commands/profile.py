@@ -13,20 +13,26 @@ from lightsr.errors import UsageError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="network name (random init: enough for counting and timing)")
-    src.add_argument("--weights", help="checkpoint file")
-    p.add_argument("--scale", type=_args.positive, default=None, help="scale (default 4, or the checkpoint's)")
+    src.add_argument("--model", metavar="NAME",
+                     help="a network name from the registry, e.g. lksmn (random init: enough for counting and "
+                          "timing)")
+    src.add_argument("--weights", metavar="PATH",
+                     help="a checkpoint file (.safetensors, .pth or .pt, any supported layout)")
+    p.add_argument("--scale", type=_args.positive, default=None,
+                   help="scale, an integer (default 4, or the checkpoint's)")
     p.add_argument("--input-size", type=_args.size_wh, metavar="WxH",
                    help="input size for MACs (default: the input giving a 1280×720 output)")
     p.add_argument("--latency", type=_args.size_wh, metavar="WxH", nargs="?", const=(180, 320),
                    help="also time the forward pass on a WxH input (default 320x180)")
-    p.add_argument("--runs", type=_args.positive, default=5, help="timed runs (median reported)")
+    p.add_argument("--runs", type=_args.positive, default=5,
+                   help="timed runs, a positive integer (median reported; default 5)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
     p.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="runtime timed by --latency: torch (default), onnxruntime or openvino (the ONNX export)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA) or auto")
-    p.add_argument("--threads", type=_args.positive, help="CPU threads (torch, onnxruntime, OpenVINO)")
+    p.add_argument("--threads", type=_args.positive, metavar="N",
+                   help="CPU threads (torch, onnxruntime, OpenVINO), a positive integer")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
 
 

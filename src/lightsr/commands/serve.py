@@ -13,14 +13,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this computer only; 0.0.0.0 opens the page to "
                         "your network, with no password)")
-    p.add_argument("--port", type=_args.int_range(1, 65535), default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=_args.int_range(1, 65535), default=7860,
+                   help="port number, 1 to 65535 (default 7860)")
     p.add_argument("--weights", action="append", default=[], metavar="PATH",
-                   help="a checkpoint file to offer besides the bundled and published weights (repeatable)")
+                   help="a checkpoint file (any supported layout) to offer besides the bundled and published weights "
+                        "(repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, xpu or xpu:N (default: auto)")
-    p.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch")
-    p.add_argument("--max-memory", metavar="SIZE", help="memory budget that picks the tile size (as lightsr upscale)")
+    p.add_argument("--threads", type=_args.positive, metavar="N", help="CPU threads for PyTorch, a positive integer")
+    p.add_argument("--max-memory", metavar="SIZE",
+                   help="memory budget that picks the tile size, such as 800MB, 2GB or 1.5G (as lightsr upscale)")
     p.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse uploads with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
+                   help="refuse uploads with more pixels, a count such as 40M (default: "
+                        f"{DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
     p.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
                    help=f"refuse uploads whose output would have more pixels (default: "
                         f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M; 0: no limit)")

@@ -14,15 +14,16 @@ from lightsr.commands import _args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, metavar="CONFIG.yaml", help="training config (see configs/)")
+    p.add_argument("--config", required=True, metavar="CONFIG.yaml",
+                   help="a YAML training config (the shipped ones are in configs/; every key: docs/configs.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, YAML-parsed (repeatable), e.g. --set train.batch_size=16")
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its latest complete checkpoint (an error if there is none), with the "
                         "config given: changed settings, e.g. a longer train.max_iters, apply from there")
     p.add_argument("--init-from", metavar="CKPT",
-                   help="warm start: load weights only (any layout lightsr reads; a different scale's "
-                        "upsampler is skipped) with a fresh optimizer and schedule")
+                   help="a checkpoint file to warm-start from: weights only (any layout lightsr reads; a "
+                        "different scale's upsampler is skipped) with a fresh optimizer and schedule")
     p.add_argument("--max-time", type=parse_duration, metavar="DURATION",
                    help="stop after this much wall-clock time with a checkpoint, to continue later with --resume "
                         "(e.g. 540s, 9m, 2h, 1:30:00)")

@@ -27,16 +27,26 @@ log = logging.getLogger("lightsr")
 
 
 def add_arguments(u: argparse.ArgumentParser) -> None:
-    u.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    u.add_argument("-o", "--output", required=True, help="output file (one input file) or folder")
+    u.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files (PNG, JPEG, WebP, TIFF, BMP; of an animated or multi-page file the first "
+                        "frame), folders (their images) or glob patterns such as 'scans/*.tif'")
+    u.add_argument("-o", "--output", required=True,
+                   help="an output file (for one input image; its extension picks the format) or a folder "
+                        "(created when missing)")
     src = u.add_argument_group("model")
-    src.add_argument("--model", help="network name (picks the bundled weights for --scale)")
-    src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
-    src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
-    src.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
+    src.add_argument("--model", metavar="NAME",
+                     help="a bundled name: a network (e.g. lksmn) or a variant (e.g. lksmn_real), run with its "
+                          "bundled weights at --scale (default: lksmn_real at ×4, else lksmn)")
+    src.add_argument("--weights", metavar="PATH_OR_NAME", help=_args.WEIGHTS_HELP)
+    src.add_argument("--onnx", metavar="PATH",
+                     help="an .onnx file to run instead of a PyTorch model (one made by `lightsr export`; its tiles "
+                          "are blended)")
+    src.add_argument("--scale", type=_args.positive,
+                     help="upscaling factor, an integer: 2, 3 or 4 for lightsr's networks (default: the "
+                          "checkpoint's, or 4)")
     src.add_argument("--outscale", type=_args.positive_float, metavar="X",
-                     help="final size as a multiple of the input, e.g. 2 with a ×4 model: the model's output is "
-                          "resized (MATLAB bicubic, antialiased); default: the model's scale")
+                     help="final size as a multiple of the input, a positive number, e.g. 2 with a ×4 model: the "
+                          "model's output is resized (MATLAB bicubic, antialiased); default: the model's scale")
     out = u.add_argument_group("files")
     out.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
     out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
@@ -47,26 +57,29 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     exists = out.add_mutually_exclusive_group()
     exists.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     exists.add_argument("--skip-existing", action="store_true", help="skip inputs whose output already exists")
-    out.add_argument("--quality", type=_args.int_range(1, 100), default=95, help="JPEG/WebP quality (default: 95)")
+    out.add_argument("--quality", type=_args.int_range(1, 100), default=95,
+                     help="JPEG/WebP quality, 1 to 100 (default: 95)")
     out.add_argument("--alpha", choices=("bicubic", "model"), default="bicubic",
-                     help="how the alpha channel is upscaled (default: bicubic)")
+                     help="how the alpha channel is upscaled: bicubic (default) or by the network (model)")
     out.add_argument("--background", type=_args.color, metavar="COLOR",
                      help="composite images with alpha over this colour when the output format has no alpha "
-                          "(JPEG), e.g. white or '#202020' (default: drop the alpha channel, with a warning)")
+                          "(JPEG): a colour name, #rrggbb or rgb(r,g,b), e.g. white or '#202020' (default: drop "
+                          "the alpha channel, with a warning)")
     out.add_argument("--max-pixels", type=_args.pixel_count, default=DEFAULT_MAX_PIXELS, metavar="N",
-                     help=f"refuse inputs with more pixels (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
+                     help="refuse inputs with more pixels: a count such as 40M or 1e8, checked from the file's "
+                          f"header (default: {DEFAULT_MAX_PIXELS // 10**6}M; 0: no limit)")
     out.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
-                     help="refuse images whose output would have more pixels, checked from the file's header "
-                          "before anything is decoded or run (default: "
+                     help="refuse images whose output would have more pixels (a count such as 640M), checked from "
+                          "the file's header before anything is decoded or run (default: "
                           f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M, a ×4 of a --max-pixels image; 0: no limit)")
     run = u.add_argument_group("execution")
     run.add_argument("--tile", type=_args.tile_size, default=None, metavar="SIZE",
                      help="tile core size in input pixels; auto (default: from --max-memory) or 0 (never tile)")
     run.add_argument("--tile-overlap", type=_args.int_range(0), metavar="PX",
-                     help="context pixels around each tile (default: per network, 32–48)")
+                     help="context pixels around each tile, an integer ≥ 0 (default: per network, 32–48)")
     run.add_argument("--max-memory", metavar="SIZE",
-                     help="memory budget that picks the tile size, e.g. 2GB: CPU: one tile plus the image "
-                          "buffers (default 1GB); CUDA: one tile (default 70%% of free GPU memory)")
+                     help="memory budget that picks the tile size, such as 800MB, 2GB or 1.5G: CPU: one tile plus "
+                          "the image buffers (default 1GB); CUDA: one tile (default 70%% of free GPU memory)")
     run.add_argument("--device", default="auto",
                      help="auto, cpu, cuda, cuda:N, mps, xpu or xpu:N (default: auto: CUDA, else MPS, else XPU, "
                           "else the CPU)")
@@ -76,7 +89,9 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--backend", choices=BACKENDS, default="torch",
                      help="torch (default), or onnxruntime / openvino running the network's ONNX export, made and "
                           "cached on first use (pip install 'lightsr[onnx]' / 'lightsr[openvino]')")
-    run.add_argument("--threads", type=_args.positive, help="CPU threads for PyTorch / onnxruntime / OpenVINO")
+    run.add_argument("--threads", type=_args.positive, metavar="N",
+                     help="CPU threads for PyTorch / onnxruntime / OpenVINO, a positive integer (default: the "
+                          "runtime's own choice)")
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
     _args.add_download_timeout(run)
