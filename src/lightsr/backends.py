@@ -51,7 +51,7 @@ from lightsr.device import (
     resolve_device,
     resolve_precision,
 )
-from lightsr.errors import UsageError
+from lightsr.errors import UsageError, first_line
 from lightsr.models.base import SRNet
 
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
@@ -224,8 +224,7 @@ class OpenVinoGraph:
         try:
             self.compiled = _openvino_core().compile_model(str(path), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
-            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({str(e).splitlines()[0][:200]})"
-                                 ) from None
+            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({first_line(e, 200)})") from None
         self.request = self.compiled.create_infer_request()
         self.n_outputs = len(self.compiled.outputs)
 

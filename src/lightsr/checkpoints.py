@@ -31,7 +31,7 @@ import torch
 
 from lightsr._files import atomic_write, write_error
 from lightsr.bundled import bundled_names, bundled_path, bundled_weights
-from lightsr.errors import CheckpointError, WriteError
+from lightsr.errors import CheckpointError, WriteError, first_line
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
 from lightsr.models.spec import ModelSpec
@@ -109,8 +109,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # whatever the parser raises on untrusted bytes means a bad file
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path}: not a readable safetensors file ({msg[:160]})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(e, 160)})") from None
         return sd, meta
     try:
         with warnings.catch_warnings():
@@ -125,8 +124,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             "Re-save its state_dict with torch.save or convert it to safetensors."
         ) from None
     except Exception as e:  # what torch's restricted unpickler raises on bytes that are not a checkpoint
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({msg[:160]})") from None
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first_line(e, 160)})") from None
     return unwrap(obj, param_key=param_key, source=str(path)), {}
 
 
@@ -342,8 +340,7 @@ def _build(name: str, scale: int, kwargs: dict[str, Any], source: str, device: s
         with torch.device(device) if device else contextlib.nullcontext():
             return create_model(name, scale=scale, **kwargs)
     except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:  # e.g. zero channels from empty tensors
-        raise CheckpointError(f"{source}: its configuration cannot build {name} ({str(e).splitlines()[0][:160]})"
-                              ) from None
+        raise CheckpointError(f"{source}: its configuration cannot build {name} ({first_line(e, 160)})") from None
 
 
 def _check_fits(model: SRNet, sd: StateDict, source: str, detected: str) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lightsr._files import atomic_temporary, check_creatable, default_permissions, write_error
-from lightsr.errors import LightSRError, UsageError
+from lightsr.errors import LightSRError, UsageError, first_line
 from lightsr.models.base import SRNet
 
 MIN_OPSET = 17  # LayerNormalization became an ONNX operator in opset 17
@@ -51,11 +51,6 @@ class OnnxModelError(LightSRError, ValueError):
 MAX_SCALE = 16
 # The input the load-time check runs: odd, non-square, below every network's window and minimum size.
 PROBE_SIZE = (7, 9)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
 
 
 def _require(module: str) -> Any:
@@ -188,7 +183,7 @@ def export_onnx(model: SRNet, path: str | os.PathLike, opset: int = 17, check: b
         if isinstance(e, OSError):  # a full disk, a folder that turned read-only
             raise write_error(path, e) from None
         if isinstance(e, Exception):
-            raise ExportError(f"{path}: export failed ({type(e).__name__}: {_first_line(e)[:300]})") from e
+            raise ExportError(f"{path}: export failed ({type(e).__name__}: {first_line(e, 300)})") from e
         raise
     return path
 
@@ -239,7 +234,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid graphs
-            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({_first_line(e)[:200]})") from None
+            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({first_line(e, 200)})") from None
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.scale, self.arch, self.config = self._read_metadata(meta)
         self.metadata = meta
@@ -285,7 +280,7 @@ class OnnxModel:
             out = self.session.run(None, {self.input_name: arr})[0]
         except Exception as e:  # onnxruntime's own exception types
             raise OnnxModelError(f"{self.path}: onnxruntime failed on a {'×'.join(map(str, arr.shape))} input "
-                                 f"({_first_line(e)[:200]})") from None
+                                 f"({first_line(e, 200)})") from None
         n, _, h, w = arr.shape
         expected = (n, 3, h * self.scale, w * self.scale)
         if tuple(out.shape) != expected:

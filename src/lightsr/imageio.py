@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lightsr._files import atomic_write
-from lightsr.errors import LightSRError, WriteError
+from lightsr.errors import LightSRError, WriteError, first_line
 from lightsr.formats import (  # re-exported: the constants of the files this module reads and writes
     ALPHA_FORMATS,
     DEFAULT_MAX_OUTPUT_PIXELS,
@@ -253,7 +253,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     except Exception as e:  # whatever Pillow's decoders raise on a damaged file means a bad file
         if isinstance(e, LightSRError):
             raise
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        why = first_line(e, 160)
         raise ImageReadError(f"{path}: cannot decode image ({why})") from None
     if orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
@@ -304,7 +304,7 @@ def _read_exif(im) -> bytes | None:
         return exif.tobytes()
     except Exception as e:  # a damaged EXIF block must not cost the image: drop it and say so
         log.warning("%s: unreadable EXIF data dropped (%s)", getattr(im, "filename", "image"),
-                    str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+                    first_line(e, 80))
         return None
 
 
@@ -337,7 +337,7 @@ def exif_for(data: ImageData) -> bytes | None:
                 sub[tag] = value
         return exif.tobytes()
     except Exception as e:
-        log.warning("EXIF data not carried over (%s)", str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+        log.warning("EXIF data not carried over (%s)", first_line(e, 80))
         return None
 
 
@@ -483,7 +483,7 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int, dst: Path) 
     try:
         im.save(tmp, format=fmt, **kwargs)
     except ValueError as e:  # what Pillow's encoders refuse (e.g. metadata too large for the format)
-        raise ImageWriteError(f"{dst}: {fmt} cannot store this image ({str(e).splitlines()[0][:120]})") from None
+        raise ImageWriteError(f"{dst}: {fmt} cannot store this image ({first_line(e, 120)})") from None
 
 
 def _chunk(tag: bytes, body: bytes) -> bytes:

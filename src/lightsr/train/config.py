@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from lightsr.bundled import DEFAULT_MODEL
-from lightsr.errors import LightSRError
+from lightsr.errors import LightSRError, first_line
 
 __all__ = [
     "CheckpointConfig",
@@ -335,7 +335,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e)
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
 
 
