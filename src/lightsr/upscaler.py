@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lightsr.bundled import bundled_names, default_upscale_model
-from lightsr.checkpoints import bundled_model
+from lightsr.checkpoints import bundled_model, load_model
 from lightsr.device import auto_precision, resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
@@ -40,15 +40,19 @@ from lightsr.imageio import (
     tensor_to_array,
 )
 from lightsr.models.base import SRNet
+from lightsr.models.registry import list_models
 from lightsr.seams import SeamHooks
 from lightsr.tiling import (
     TilePlan,
     arch_tiling,
     auto_tile,
+    can_stream,
     default_memory_budget,
     parse_memory,
+    plan_streamed,
     plan_tiles,
     run_tiled,
+    streamed_bytes,
 )
 
 log = logging.getLogger("lightsr")
@@ -216,9 +220,6 @@ class Upscaler:
             if scale is not None and scale != onnx.scale:
                 raise UsageError(f"{path}: is a ×{onnx.scale} model, but scale {scale} was requested")
             return _Net(onnx, onnx.scale, onnx.arch)
-        from lightsr.checkpoints import load_model
-        from lightsr.models.registry import list_models
-
         if path.is_file() or path.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt", ".bin"):
             return self._wrap_torch(load_model(path, scale=scale), copy_first=False)
         names = list_models() + [n for n in bundled_names() if n not in list_models()]
@@ -300,8 +301,6 @@ class Upscaler:
         automatic tiles that needs the full-size feature maps within ``max_memory``; when they do not fit, the
         image gets blended tiles (approximate) and a warning.
         """
-        from lightsr.tiling import can_stream, plan_streamed, streamed_bytes
-
         spec = arch_tiling(self.arch)
         overlap = self._overlap()
         # Wrap mode needs seam hooks inside the network: a PyTorch module, or a graph backend's seamed export
@@ -438,8 +437,6 @@ class Upscaler:
                                        "use --device cpu or a smaller --max-memory") from None
                 log.warning("out of memory with %d-pixel tiles on %s; retrying with %d", core, self.device,
                             core // 2)
-                from lightsr.tiling import can_stream, plan_streamed
-
                 spec = arch_tiling(self.arch)
                 if plan.streamed or (plan.n_tiles == 1 and can_stream(self.net, spec)):
                     plan = plan_streamed(plan.height, plan.width, core // 2, spec)

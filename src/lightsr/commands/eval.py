@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from lightsr._files import check_creatable
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec, split_spec
-from lightsr.device import BACKENDS, PRECISION_CHOICES
+from lightsr.device import BACKENDS, PRECISION_CHOICES, resolve_device
 from lightsr.errors import UsageError
 
 if TYPE_CHECKING:
@@ -82,7 +82,6 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
 def run(args: argparse.Namespace) -> int:
     # Here, not above: `lightsr eval --help` loads no torch.
     from lightsr.backends import backend_precision, build, check_backend
-    from lightsr.device import resolve_device
     from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
     from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot
     from lightsr.profile import profile
