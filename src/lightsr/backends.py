@@ -314,7 +314,7 @@ def _graph_fn(backend: str, precision: str, threads: int | None) -> Callable[[Pa
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         # Many sessions take turns here (one per stage, or beside the whole graph's): threads that spin after
-        # their work kept the cores from the next session (tiles ran 4-6 times slower).
+        # their work kept the cores from the next session (benchmarks/README.md).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]

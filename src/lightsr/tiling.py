@@ -115,8 +115,8 @@ def activation_bytes(pixels: int, spec: TilingSpec, element_size: int = 4) -> in
 
 
 def _precision_factor(element_size: int) -> float:
-    # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output): measured
-    # ≈ 0.55 of fp32 on CPU, so 16-bit counts as 0.6 rather than 0.5.
+    # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output), so 16-bit
+    # counts as 0.6 of fp32 rather than 0.5 (benchmarks/README.md, "Tiling memory").
     return 1.0 if element_size >= 4 else 0.6
 
 
