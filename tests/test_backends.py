@@ -22,15 +22,15 @@ from PIL import Image
 
 import lightsr
 import lightsr.device
-from conftest import calibrated
+from conftest import calibrated, registry_networks
 from lightsr.cli import main
 from lightsr.device import auto_precision, native_bf16
 from lightsr.errors import UsageError
 from lightsr.models.registry import specs
 from lightsr.upscaler import Upscaler
 
-# The full networks except ELAN, which keeps its structure with 4 of its 36 blocks (as in test_export.py).
-NETWORKS = [(n, {"num_blocks": 4} if n == "elan" else {}) for n in lightsr.list_models()]
+# Every network, the large ones with 4 of their blocks (as in test_export.py).
+NETWORKS = registry_networks()
 # The networks whose tiles stream layer by layer (global operators), small enough for many stage graphs.
 STREAMED = [s.name for s in specs() if s.tiling.global_context]
 GRAPH_BACKENDS = [b for b, mods in (("openvino", ("openvino", "onnx")), ("onnxruntime", ("onnxruntime", "onnx")))
