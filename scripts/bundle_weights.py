@@ -29,7 +29,7 @@ import yaml
 
 from lightsr.checkpoints import load_model, save_model
 from lightsr.evaluate import evaluate
-from lightsr.hub import load_model as load_named
+from lightsr.sources import load_model as load_named
 from lightsr.train.state import EMA_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

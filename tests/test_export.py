@@ -187,11 +187,11 @@ def test_export_write_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -
     model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
     weights = lightsr.save_model(model, tmp_path / "w.safetensors")
     (tmp_path / "ro").mkdir()
-    import lightsr.hub as X
+    import lightsr.sources as X
 
     with monkeypatch.context() as m:
         deny_writes(m, tmp_path / "ro")
-        m.setattr(X, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+        m.setattr(X, "resolve", lambda *a, **k: pytest.fail("the model loaded before the check"))
         assert main(["export", "--weights", str(weights), "--onnx", str(tmp_path / "ro" / "m.onnx")]) == 2
         assert capsys.readouterr().err == (f"lightsr: error: --onnx {tmp_path / 'ro' / 'm.onnx'}: cannot write in "
                                            f"{tmp_path / 'ro'} (Permission denied)\n")

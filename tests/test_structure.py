@@ -22,9 +22,10 @@ from lightsr.models.registry import specs
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "lightsr"
-# The tallest chain: command → web app → figures → upscaler → tiling → registry → an architecture's package →
-# its layouts → shared layout helpers → errors (the web app is the one face over another library module).
-MAX_FLOORS = 10
+# The tallest chain: command → web app → figures → upscaler → the resolver of names (sources) → checkpoints →
+# registry → an architecture's package → its network → its inference form → the networks' base (the web app is
+# the one face over another library module; the resolver is the floor every name goes through).
+MAX_FLOORS = 11
 
 
 def _module_name(path: Path) -> str:

@@ -12,7 +12,6 @@ from PIL import Image
 
 import lightsr
 from conftest import calibrated, require_shared
-from lightsr.checkpoints import bundled_model
 from lightsr.models import model_spec
 from lightsr.models.registry import specs
 from lightsr.seams import SeamHooks
@@ -297,7 +296,7 @@ def _natural_crop(h: int, w: int) -> torch.Tensor:
 def _weights(which: str) -> lightsr.SRNet:
     if which == "official":
         return lightsr.load_model(require_shared("weights/HASN_x4_official.pth"))
-    return bundled_model(which, 4)
+    return lightsr.load_model(which, scale=4)
 
 
 @pytest.mark.parametrize("which", [*STREAMED, "official"])

@@ -30,7 +30,6 @@ from typing import Any
 import torch
 
 from lightsr._files import atomic_write, write_error
-from lightsr.bundled import bundled_names, bundled_path, bundled_weights
 from lightsr.errors import CheckpointError, WriteError, first_line
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
@@ -279,21 +278,6 @@ def load_state_dict(
     model.load_state_dict(sd, strict=True)
     log.info("loaded %s ×%d from %s (%s layout)", model.arch, det_scale, source, layout)
     return model.to(device).eval()
-
-
-def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
-    """The bundled weights ``name`` (a network, or a variant whose file names its network) at ``scale`` (default 4);
-    one-line errors name ``option`` and what is missing."""
-    known = list_models() + [n for n in bundled_names() if n not in list_models()]
-    if name not in known:
-        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(known)}")
-    scale = 4 if scale is None else scale
-    path = bundled_path(name, scale)
-    if path is None:
-        have = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "none"
-        raise CheckpointError(f"{option} {name}: no bundled weights for ×{scale} (bundled: {have}); "
-                              "pass --weights PATH")
-    return load_model(path)
 
 
 def _fits_defaults(name: str, config: dict[str, Any]) -> bool:

@@ -49,7 +49,7 @@ def _gradio() -> Any:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One choice in the model list: what :func:`lightsr.hub.resolve_model` gets."""
+    """One choice in the model list: what :func:`lightsr.sources.load_network` gets."""
 
     label: str
     name: str | None  # a network (bundled weights at ``scale``)
@@ -137,7 +137,7 @@ class WebApp:
 
     def network(self, label: str) -> Any:
         """The network of a model choice (loaded once; the last few are kept)."""
-        from lightsr.hub import resolve_model
+        from lightsr.sources import load_network
 
         if label not in self.entries:
             raise UsageError(f"unknown model {label!r}")
@@ -145,7 +145,7 @@ class WebApp:
             net = self._nets.pop(label, None)
             if net is None:
                 e = self.entries[label]
-                net = resolve_model(e.name, e.weights, e.scale)
+                net = load_network(e.weights or e.name, e.scale, option="")
             self._nets[label] = net
             while len(self._nets) > _CACHE:
                 self._nets.popitem(last=False)

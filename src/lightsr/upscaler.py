@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from lightsr.alpha import exact_alpha, fill_transparent, to_luma
-from lightsr.bundled import bundled_names, default_upscale_model
-from lightsr.checkpoints import bundled_model, load_model
 from lightsr.device import auto_precision, resolve_device, resolve_precision
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
@@ -43,9 +41,9 @@ from lightsr.imageio import (
     unpack,
 )
 from lightsr.models.base import SRNet
-from lightsr.models.registry import list_models
 from lightsr.resize import resize_channels
 from lightsr.seams import SeamHooks
+from lightsr.sources import resolve
 from lightsr.tiling import (
     TilePlan,
     arch_tiling,
@@ -94,10 +92,10 @@ class _Net:
 class Upscaler:
     """Keeps a network loaded and upscales images, arrays, tensors and files with it.
 
-    ``model``: a bundled name (its weights at ``scale``; None: :func:`lightsr.bundled.default_upscale_model`), a
-    checkpoint path (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet`. ``tile``: None
-    picks the tile size from ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input
-    pixels.
+    ``model``: what :func:`lightsr.sources.resolve` takes — a bundled or published name, a checkpoint path
+    (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet` (None:
+    :func:`lightsr.bundled.default_upscale_model` at ``scale``). ``tile``: None picks the tile size from
+    ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input pixels.
     ``tile_overlap``: context on each side of a tile (default: per architecture, see
     :data:`lightsr.tiling.ARCH_TILING`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
@@ -161,37 +159,22 @@ class Upscaler:
     # -- loading
 
     def _load(self, model: Any, scale: int | None, threads: int | None) -> _Net:
-        if isinstance(model, SRNet):
-            if scale is not None and scale != model.scale:
-                raise UsageError(f"scale {scale} requested, but the network is ×{model.scale}")
-            return self._wrap_torch(model, copy_first=True)
-        if model is None:
-            model = default_upscale_model(scale)
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a name, a path or an SRNet, not {type(model).__name__}")
-        text = str(model)
-        path = Path(text)
-        if path.suffix.lower() == ".onnx":
-            from lightsr.export import OnnxModel
+        source = resolve(model, scale, option="model")
+        if isinstance(source, SRNet):
+            return self._wrap_torch(source, copy_first=source is model)
+        from lightsr.export import OnnxModel
 
-            if self.backend != "onnxruntime" and self.backend != "torch":
-                raise UsageError(f"--backend {self.backend}: an exported .onnx file runs with onnxruntime; give "
-                                 "the checkpoint instead and the export is made and cached for this backend")
-
-            if self.precision not in ("fp32", "auto"):
-                raise UsageError(f"--precision {self.precision}: ONNX models run in the precision they were "
-                                 "exported in (fp32)")
-            self.precision = "fp32"
-            onnx = OnnxModel(path, device=self.device, threads=threads)
-            if scale is not None and scale != onnx.scale:
-                raise UsageError(f"{path}: is a ×{onnx.scale} model, but scale {scale} was requested")
-            return _Net(onnx, onnx.scale, onnx.arch)
-        if path.is_file() or path.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt", ".bin"):
-            return self._wrap_torch(load_model(path, scale=scale), copy_first=False)
-        names = list_models() + [n for n in bundled_names() if n not in list_models()]
-        if text in names:
-            return self._wrap_torch(bundled_model(text, scale), copy_first=False)
-        raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(names)})")
+        if self.backend != "onnxruntime" and self.backend != "torch":
+            raise UsageError(f"--backend {self.backend}: an exported .onnx file runs with onnxruntime; give "
+                             "the checkpoint instead and the export is made and cached for this backend")
+        if self.precision not in ("fp32", "auto"):
+            raise UsageError(f"--precision {self.precision}: ONNX models run in the precision they were "
+                             "exported in (fp32)")
+        self.precision = "fp32"
+        onnx = OnnxModel(source.path, device=self.device, threads=threads)
+        if scale is not None and scale != onnx.scale:
+            raise UsageError(f"{source.path}: is a ×{onnx.scale} model, but scale {scale} was requested")
+        return _Net(onnx, onnx.scale, onnx.arch)
 
     def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
         if self.backend != "torch":

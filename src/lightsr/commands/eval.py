@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", action="append", default=[], metavar="NAME",
                      help="a network's bundled weights at --scale")
     src.add_argument("--weights", action="append", default=[], metavar="[LABEL=]PATH",
-                     help="a checkpoint file (any supported layout)")
+                     help="a checkpoint file (any supported layout), or published or bundled weights by name")
     src.add_argument("--bicubic", action="store_true", help="the MATLAB bicubic baseline")
     p.add_argument("--scale", type=_args.positive, help="scale factor (default: the checkpoint's)")
     p.add_argument("--data", default="../shared/data/benchmark", help="folder holding the sets")
@@ -62,14 +62,13 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
         raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
     if args.param_key and not args.weights:
         raise UsageError("--param-key applies to --weights only")
-    from lightsr.checkpoints import bundled_model
     from lightsr.figures import unique_labels
 
     out: list[tuple[str, torch.nn.Module | None, str | None]] = []
     for name in args.model:
-        out.append((name, bundled_model(name, args.scale), None))
+        out.append((*load_spec(name, args.scale, option="--model"), None))
     for spec in args.weights:
-        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False, option="--weights")
+        label, model = load_spec(spec, args.scale, param_key=args.param_key, option="--weights")
         out.append((label, model, split_spec(spec)[1]))
     if args.bicubic:
         if not args.scale and not out:

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
+from lightsr.commands._specs import load_named
 from lightsr.errors import UsageError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="network name (its bundled weights at --scale)")
-    p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
+    p.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout), or published or "
+                                     "bundled weights by name")
     p.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="output file")
     p.add_argument("--opset", type=int, default=17,
@@ -30,9 +32,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
     check_creatable(args.onnx, "--onnx")
     from lightsr.export import export_onnx  # here, not above: `--help` loads no torch
-    from lightsr.hub import resolve_model
 
-    model = resolve_model(args.model, args.weights, args.scale)
+    model = load_named(args.model, args.weights, args.scale)
     if not args.no_fuse:
         model = model.fuse()
     path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)

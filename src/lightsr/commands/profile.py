@@ -14,7 +14,7 @@ from lightsr.errors import UsageError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="network name (random init: enough for counting and timing)")
-    src.add_argument("--weights", help="checkpoint file")
+    src.add_argument("--weights", help="checkpoint file, or published or bundled weights by name")
     p.add_argument("--scale", type=_args.positive, default=None, help="scale (default 4, or the checkpoint's)")
     p.add_argument("--input-size", type=_args.size_wh, metavar="WxH",
                    help="input size for MACs (default: the input giving a 1280×720 output)")
@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.weights:
-        from lightsr.checkpoints import load_model
+        from lightsr.sources import load_network
 
-        model = load_model(args.weights, scale=args.scale)
+        model = load_network(args.weights, args.scale, option="--weights")
     else:
         from lightsr.models.registry import create_model
 

@@ -15,10 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
+from lightsr.commands._specs import load_named
 from lightsr.device import BACKENDS, PRECISION_CHOICES
 from lightsr.errors import LightSRError, UsageError
 from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
@@ -31,7 +31,8 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     u.add_argument("-o", "--output", required=True, help="output file (one input file) or folder")
     src = u.add_argument_group("model")
     src.add_argument("--model", help="network name (picks the bundled weights for --scale)")
-    src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout)")
+    src.add_argument("--weights", help="checkpoint file (.safetensors or .pth, any supported layout), or published "
+                                       "or bundled weights by name")
     src.add_argument("--onnx", metavar="PATH", help="run an ONNX model exported by `lightsr export`")
     src.add_argument("--scale", type=_args.positive, help="upscaling factor (default: the checkpoint's, or 4)")
     src.add_argument("--outscale", type=_args.positive_float, metavar="X",
@@ -224,16 +225,12 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
     from lightsr.bundled import default_upscale_model
-    from lightsr.hub import resolve_model  # here, not above: `lightsr upscale --help` loads no torch
-    from lightsr.upscaler import NonFiniteOutputError, Upscaler
+    from lightsr.upscaler import NonFiniteOutputError, Upscaler  # here, not above: `--help` loads no torch
 
     # Everything about the outputs that needs no model is checked before one loads.
     single = _check_outputs(args, found)
     check_creatable(args.output, "-o", folder=not single)
-    if args.onnx:
-        model: Any = args.onnx
-    else:
-        model = resolve_model(args.model, args.weights, args.scale)
+    model = load_named(args.model, args.weights, args.scale, args.onnx)
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
                   threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale,

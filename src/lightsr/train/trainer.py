@@ -340,7 +340,8 @@ class Trainer:
         if k.teacher is None:
             return None, None
         from lightsr.checkpoints import load_model
-        from lightsr.hub import file_sha256, weights_file
+        from lightsr.hub import file_sha256
+        from lightsr.sources import weights_file
 
         try:
             path, key = weights_file(k.teacher, scale)
