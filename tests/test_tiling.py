@@ -357,7 +357,7 @@ def test_streamed_out_of_memory_retries_with_smaller_tiles(caplog) -> None:
     net = _tiny(name, scale=2)
     x = _smooth(30, 40)
     up = Upscaler(net, tile=0)
-    fused = up.net.module
+    fused = up.runtime.module
     whole_forward, tiled_forward = fused.forward, fused.forward_tiled
 
     def picky_whole(t: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Tiles of networks whose attention wraps around the image (``TilingSpec.wrap``) continue past the border with the
 opposite border's pixels; :class:`SeamHooks` makes every convolution treat that crossing as the border it is.
-On their own here (torch only), so that both :mod:`lightsr.tiling` and the graph backends
-(:mod:`lightsr.backends`, which trace the hooks into an export taking the seams as an input) can use them.
+On their own here (torch only), so that both :mod:`lightsr.tiling` and the graph runtimes
+(:mod:`lightsr.runtimes.graphs`, which traces the hooks into an export taking the seams as an input) can use them.
 """
 
 from __future__ import annotations

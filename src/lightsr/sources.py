@@ -19,7 +19,6 @@ that scale says which scales it has. A network object (:class:`SRNet`) is taken 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,7 @@ from lightsr.hub import fetch, published
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model as _create
 from lightsr.models.registry import list_models, model_spec
-
-
-@dataclass(frozen=True)
-class OnnxFile:
-    """An exported ``.onnx`` file a user named: onnxruntime runs it."""
-
-    path: Path
+from lightsr.runtimes.base import OnnxFile
 
 
 def _where(option: str) -> str:

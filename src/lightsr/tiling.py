@@ -25,8 +25,9 @@ each tile would compute the global statistics of its own pixels. Their inference
 (:attr:`~lightsr.models.base.InferenceForm.forward_tiled`, :mod:`lightsr.models._stream`): layer by layer, with
 full-size LR feature maps and the statistics summed over all tiles, exact at any tile size. A streamed
 :class:`TilePlan` (``streamed=True``, from :func:`plan_streamed`) describes those tiles; its memory is the maps
-plus one tile (:func:`streamed_bytes`). The graph backends run the same execution with each stage as a graph
-(:mod:`lightsr.backends`); the training form and exported ``.onnx`` files of such networks keep blended tiles.
+plus one tile (:func:`streamed_bytes`). The graph runtimes run the same execution with each stage as a graph
+(:mod:`lightsr.runtimes.graphs`); the training form and exported ``.onnx`` files of such networks keep blended
+tiles.
 
 :func:`plan_image` picks an image's plan from a memory budget (the network's working set, and on the CPU the image
 buffers around it); :func:`halve` re-plans with smaller tiles after running out of memory.
@@ -293,7 +294,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1,
 
 def can_stream(net: object, spec: TilingSpec) -> bool:
     """Whether ``net`` tiles exactly by layer-streamed execution: it has a ``forward_tiled`` (an inference form,
-    or a graph backend running one's stages) and the network has global operators (not its training form, not
+    or a graph runtime running one's stages) and the network has global operators (not its training form, not
     an exported ``.onnx`` file)."""
     return spec.global_context and getattr(net, "forward_tiled", None) is not None
 

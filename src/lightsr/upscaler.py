@@ -6,16 +6,18 @@ The data path: decode (:mod:`lightsr.imageio`: channels, 16 bits, orientation, I
 input's bit depth → atomic write. Grayscale runs through the network as replicated RGB and comes back as luma;
 transparent pixels get their colour from their visible neighbours first, so the network never sees (and bleeds)
 the arbitrary colour stored under alpha = 0.
+
+What the user named is resolved by :mod:`lightsr.sources` and run by a runtime (:mod:`lightsr.runtimes`); the
+tile plan comes from :func:`lightsr.tiling.plan_image`. The Upscaler orchestrates: planning, the tiles' order,
+alpha, progress, non-finite outputs and re-planning after running out of memory.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from lightsr.alpha import exact_alpha, fill_transparent, to_luma
-from lightsr.device import auto_precision, resolve_device, resolve_precision
+from lightsr.device import resolve_device
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
@@ -42,7 +44,9 @@ from lightsr.imageio import (
 )
 from lightsr.models.base import SRNet
 from lightsr.resize import resize_channels
-from lightsr.seams import SeamHooks
+from lightsr.runtimes.base import Runtime
+from lightsr.runtimes.factory import build
+from lightsr.runtimes.registry import check_runtime
 from lightsr.sources import resolve
 from lightsr.tiling import (
     TilePlan,
@@ -67,28 +71,6 @@ class OutputExistsError(LightSRError, FileExistsError):
     """An output file exists and overwriting was not allowed, or the output would replace an input."""
 
 
-# ------------------------------------------------------------------------------------------------ Upscaler
-
-@dataclass
-class _Net:
-    """A runnable network: a PyTorch SRNet or an ONNX session, with what tiling needs to know."""
-
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    scale: int
-    arch: str | None
-    module: torch.nn.Module | None = None  # the PyTorch network (its inference form unless fuse=False)
-    graph_tiled: Callable[..., None] | None = None  # a graph backend's layer-streamed execution, if any
-    # A graph backend's wrap-mode tiles: seamed(x, seams) with the seams as an input of the graph (SeamHooks'
-    # place for PyTorch modules)
-    seamed: Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor] | None = None
-
-    @property
-    def forward_tiled(self) -> Callable[..., None] | None:
-        """Layer-streamed execution (exact tiles) where the network has it: the inference form's or the graph
-        backend's."""
-        return self.graph_tiled if self.module is None else getattr(self.module, "forward_tiled", None)
-
-
 class Upscaler:
     """Keeps a network loaded and upscales images, arrays, tensors and files with it.
 
@@ -96,15 +78,16 @@ class Upscaler:
     (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet` (None:
     :func:`lightsr.bundled.default_upscale_model` at ``scale``). ``tile``: None picks the tile size from
     ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input pixels.
-    ``tile_overlap``: context on each side of a tile (default: per architecture, see
-    :data:`lightsr.tiling.ARCH_TILING`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
+    ``tile_overlap``: context on each side of a tile (default: the network's, ``TilingSpec.overlap``; see
+    :func:`lightsr.tiling.arch_tiling`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
     size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
-    :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
-    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto`` (bf16 where the device
-    computes it natively — :func:`lightsr.device.native_bf16` — else fp32; :attr:`precision` then holds the
-    choice). ``backend``: ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and
-    cached on first use (:mod:`lightsr.backends`). ``progress``: tqdm bar over tiles;
+    :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (the runtime's accelerator when
+    available), ``cpu``, ``cuda[:N]``, …; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto``
+    (bf16 where the device computes it natively — :func:`lightsr.device.native_bf16` — else fp32;
+    :attr:`precision` then holds the choice). ``backend``: a runtime of :data:`lightsr.runtimes.RUNTIMES` —
+    ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and cached on first use;
+    None: torch for networks, onnxruntime for ``.onnx`` files. ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
@@ -121,7 +104,7 @@ class Upscaler:
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
                  outscale: float | None = None,
                  max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-                 on_progress: Callable[[int, int, str], None] | None = None, backend: str = "torch") -> None:
+                 on_progress: Callable[[int, int, str], None] | None = None, backend: str | None = None) -> None:
         if max_output_pixels is not None and not max_output_pixels >= 1:
             raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
@@ -136,74 +119,45 @@ class Upscaler:
             if threads < 1:
                 raise UsageError(f"--threads {threads}: must be ≥ 1")
             torch.set_num_threads(threads)
-        from lightsr.backends import check_backend
-
-        check_backend(backend)
-        self.backend = backend
-        self.device = resolve_device(device)
-        self.precision = precision
+        if backend is not None:
+            check_runtime(backend)  # an unknown name or a missing extra, before any model loads
+        resolve_device(device)  # likewise an unavailable device
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.alpha = alpha
         self.progress = progress
-        self.fuse = fuse
         self.outscale = outscale
         self.max_output_pixels = max_output_pixels
         self.on_progress = on_progress  # (tiles done, tiles in all, what), e.g. for a web page's progress bar
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
-        self.dtype = torch.float32
-        self._threads = threads
-        self.net = self._load(model, scale, threads)
-        self.scale = self.net.scale
-
-    # -- loading
-
-    def _load(self, model: Any, scale: int | None, threads: int | None) -> _Net:
         source = resolve(model, scale, option="model")
-        if isinstance(source, SRNet):
-            return self._wrap_torch(source, copy_first=source is model)
-        from lightsr.export import OnnxModel
+        self.runtime: Runtime = build(source, backend, precision, device, threads, fuse)
+        if scale is not None and scale != self.runtime.scale:  # an .onnx file: its metadata says its scale
+            raise UsageError(f"{self.runtime.path}: is a ×{self.runtime.scale} model, but scale {scale} was "
+                             "requested")
+        self.scale = self.runtime.scale
 
-        if self.backend != "onnxruntime" and self.backend != "torch":
-            raise UsageError(f"--backend {self.backend}: an exported .onnx file runs with onnxruntime; give "
-                             "the checkpoint instead and the export is made and cached for this backend")
-        if self.precision not in ("fp32", "auto"):
-            raise UsageError(f"--precision {self.precision}: ONNX models run in the precision they were "
-                             "exported in (fp32)")
-        self.precision = "fp32"
-        onnx = OnnxModel(source.path, device=self.device, threads=threads)
-        if scale is not None and scale != onnx.scale:
-            raise UsageError(f"{source.path}: is a ×{onnx.scale} model, but scale {scale} was requested")
-        return _Net(onnx, onnx.scale, onnx.arch)
+    @property
+    def backend(self) -> str:
+        """The runtime that runs the network (a name of :data:`lightsr.runtimes.RUNTIMES`)."""
+        return self.runtime.runtime
 
-    def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
-        if self.backend != "torch":
-            from lightsr.backends import build
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
-            if not self.fuse:
-                raise UsageError(f"--no-fuse applies to --backend torch (--backend {self.backend} runs the fused "
-                                 "export)")
-            rt = build(module, self.backend, self.precision, self.device, threads=self._threads)
-            self.precision = rt.precision
-            return _Net(rt, rt.scale, rt.arch, graph_tiled=rt.forward_tiled, seamed=rt.seamed)
-        supported = tuple(module.info.precisions)
-        if self.precision == "auto":
-            self.precision = auto_precision(self.device, supported)
-        dtype = resolve_precision(self.precision, self.device, supported)
-        p = next(module.parameters(), None)
-        if copy_first and p is not None and (p.device != self.device or p.dtype != dtype or module.training):
-            module = copy.deepcopy(module)  # never change the caller's network behind their back
-        module = module.to(self.device).eval()
-        if self.fuse:
-            # The inference form: the same function (≤ 1e-4), faster; folded in float32, then cast.
-            module = module.fuse()
-        module = module.to(dtype)
-        self.dtype = dtype
-        return _Net(module, module.scale, module.arch, module)
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in (``auto`` resolved)."""
+        return self.runtime.precision
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.runtime.dtype
 
     @property
     def arch(self) -> str | None:
-        return self.net.arch
+        return self.runtime.arch
 
     @property
     def output_scale(self) -> float:
@@ -244,23 +198,22 @@ class Upscaler:
 
     def plan(self, height: int, width: int, channels: int = 3, bytes_per_sample: int = 1) -> TilePlan:
         """The tile plan for an image of this size: exactly what :meth:`upscale` would run
-        (:func:`lightsr.tiling.plan_image`: streamed, exact tiles where the network streams; wrapped tiles where
-        the seams can be placed inside the network, not an ``.onnx`` file of unknown origin)."""
+        (:func:`lightsr.tiling.plan_image`: streamed, exact tiles where the runtime streams the network; wrapped
+        tiles where the runtime places the seams, not an ``.onnx`` file of unknown origin)."""
         spec = arch_tiling(self.arch)
         return plan_image(height, width, spec, tile=self.tile, budget=self.max_memory if self.tile is None else None,
                           overlap=self._overlap(), element_size=self.dtype.itemsize, scale=self.scale,
                           channels=channels, bytes_per_sample=bytes_per_sample, on_host=self.device.type == "cpu",
                           final_size=self.output_size(height, width) if self.outscale is not None else None,
-                          streamable=can_stream(self.net, spec),
-                          wrap=spec.wrap and (self.net.module is not None or self.net.seamed is not None))
+                          streamable=can_stream(self.runtime, spec),
+                          wrap=spec.wrap and self.runtime.seamed is not None)
 
     # -- running
 
-    def _forward_fn(self, net: _Net, hooks: SeamHooks | None, what: str, streamed: bool = False) -> Callable:
+    def _forward_fn(self, what: str, streamed: bool = False) -> Callable:
         """``fn(tile, seams)`` → the network's output for one tile; ``streamed``: ``fn(x, tile, sink, progress)``
-        running the whole ``C×H×W`` image through the network's layer-streamed execution instead."""
-        # onnxruntime takes host arrays (and picks its own device from the session's providers).
-        dtype, device = (self.dtype, self.device) if net.module is not None else (torch.float32, "cpu")
+        running the whole ``C×H×W`` image through the runtime's layer-streamed execution instead."""
+        rt = self.runtime
 
         def check(y: torch.Tensor) -> None:
             if not bool(torch.isfinite(y).all()):
@@ -275,17 +228,13 @@ class Upscaler:
                     check(block)
                     sink(y0, block)
 
-                net.forward_tiled(x[None].to(device, dtype), tile, checked, progress)
+                assert rt.forward_tiled is not None
+                rt.forward_tiled(x[None], tile, checked, progress)
 
             return run
 
         def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
-            if hooks is not None:
-                hooks.seams = seams
-            if net.seamed is not None and seams != (None, None):
-                y = net.seamed(t.to(device, dtype), seams)
-            else:
-                y = net.forward(t.to(device, dtype))
+            y = rt.seamed(t, seams) if rt.seamed is not None and seams != (None, None) else rt.forward(t)
             check(y)
             return y
 
@@ -329,13 +278,8 @@ class Upscaler:
         Returns the plan that ran (the sink overwrites rows, so a retry simply starts again from the top).
         """
         while True:
-            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
             try:
-                if hooks is not None:
-                    with hooks:
-                        self._run(rgb, plan, self._forward_fn(self.net, hooks, what), sink, "tiles")
-                else:
-                    self._run(rgb, plan, self._forward_fn(self.net, None, what, plan.streamed), sink, "tiles")
+                self._run(rgb, plan, self._forward_fn(what, plan.streamed), sink, "tiles")
                 return plan
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if isinstance(e, LightSRError) or not _is_oom(e):
@@ -343,7 +287,7 @@ class Upscaler:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 spec = arch_tiling(self.arch)
-                smaller = halve(plan, spec, self._overlap(), can_stream(self.net, spec))
+                smaller = halve(plan, spec, self._overlap(), can_stream(self.runtime, spec))
                 if smaller is None:
                     raise LightSRError(f"out of memory on {self.device} even with {plan.core}-pixel tiles; "
                                        "use --device cpu or a smaller --max-memory") from None
@@ -355,24 +299,17 @@ class Upscaler:
         s = self.scale
         h, w = alpha.shape
         if self.alpha == "model" and plan.streamed:
-            run = self._forward_fn(self.net, None, "alpha channel", streamed=True)
+            run = self._forward_fn("alpha channel", streamed=True)
             self._run(alpha[None].expand(3, -1, -1), plan, run,
                       lambda y0, b: sink(y0, b.clamp(0, 1).mean(0, keepdim=True)), "alpha tiles")
             return
         if self.alpha == "model":
-            colour_fn = self._forward_fn(self.net, None, "alpha channel")
-            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
+            colour_fn = self._forward_fn("alpha channel")
 
             def fn(t: torch.Tensor, seams: tuple) -> torch.Tensor:
-                if hooks is not None:
-                    hooks.seams = seams
                 return colour_fn(t.expand(-1, 3, -1, -1), seams).float().clamp(0, 1).mean(1, keepdim=True)
 
-            if hooks is not None:
-                with hooks:
-                    self._run(alpha[None], plan, fn, sink, "alpha tiles")
-            else:
-                self._run(alpha[None], plan, fn, sink, "alpha tiles")
+            self._run(alpha[None], plan, fn, sink, "alpha tiles")
             return
 
         def bicubic(t: torch.Tensor, _seams: tuple) -> torch.Tensor:
