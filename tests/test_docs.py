@@ -265,7 +265,6 @@ UNDOCUMENTED = {
     "lightsr.data.IterationBatchSampler.batch_at",
     "lightsr.data.IterationBatchSampler.epoch_of",
     "lightsr.data.IterationBatchSampler.global_batch_at",
-    "lightsr.export.ShapeGenericWrapper.forward",
     "lightsr.degradations.DegradeOp",
     "lightsr.degradations.describe_degrade",
     "lightsr.evaluate.BenchmarkImage",
