@@ -6,7 +6,6 @@ or CUDA; and exported ``.onnx`` files (``lightsr upscale --onnx``), with their l
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightsr import _optional
+from lightsr import _json, _optional
 from lightsr.errors import OnnxModelError, first_line
 from lightsr.models.base import SRNet
 from lightsr.runtimes.base import Runtime
@@ -82,7 +81,7 @@ class OnnxModel:
         config = None
         if "config" in meta:
             try:
-                config = json.loads(meta["config"])
+                config = _json.loads(meta["config"])
             except ValueError:
                 config = None
             if not isinstance(config, dict):
