@@ -205,6 +205,18 @@ def test_a_file_where_the_export_folder_must_be_is_one_line(tmp_path: Path, monk
     with pytest.raises(LightSRError, match=r"^LIGHTSR_HOME=.*: a file stands where the folder must be .*exports\)"
                                            r"; set LIGHTSR_HOME to a writable folder$"):
         build(lksmn(), GRAPH_BACKENDS[0], "fp32")
+    # on the command line: status 1, that one line, no output
+    weights = lightsr.save_model(lksmn(), tmp_path / "m.safetensors")
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((12, 14, 3), np.uint8)).save(img)
+    capsys.readouterr()
+    assert main(["upscale", str(img), "-o", str(tmp_path / "out"), "--weights", str(weights),
+                 "--backend", GRAPH_BACKENDS[0]]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "exports" in err and "set LIGHTSR_HOME" in err, err
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
 
 
 def test_eval_after_a_swap_scores_the_requested_network(tmp_path: Path, caplog) -> None:
