@@ -116,7 +116,10 @@ def compile_graph(path: Path, precision: str, threads: int | None) -> GraphFn:
     # Many sessions take turns here (one per stage, or beside the whole graph's): threads that spin after
     # their work kept the cores from the next session (benchmarks/README.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types: a graph gone or changed since it was verified
+        raise OnnxModelError(f"{path}: cannot load ONNX graph ({first_line(e, 200)})") from None
     names = [i.name for i in session.get_inputs()]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
