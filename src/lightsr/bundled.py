@@ -1,6 +1,6 @@
 """Weights shipped inside the package (``lightsr/weights/<name>_x<scale>.safetensors``): where they are.
 
-Loading them is :func:`lightsr.checkpoints.bundled_model`; this module only finds the files.
+Loading them by name is :mod:`lightsr.sources`; this module only finds the files.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def default_upscale_model(scale: int | None = None) -> str:
 
 
 def bundled_path(name: str, scale: int) -> Path | None:
+    """The bundled file of ``name`` at ``scale``, or None."""
     return bundled_weights(name).get(scale)
 
 

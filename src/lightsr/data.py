@@ -29,16 +29,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lightsr.degradations import DegradationConfig, degrade_downscaled, degrade_real
 from lightsr.errors import DatasetError
-
-if TYPE_CHECKING:
-    from lightsr.train.config import DegradationConfig
 from lightsr.imageio import INPUT_EXTENSIONS, read_image
 from lightsr.resize import imresize
 
@@ -262,8 +259,6 @@ class SRPatchDataset(Dataset):
         """The LR patch at ``(ly, lx)`` through the real-world track, from a region with up to
         :data:`DEGRADE_MARGIN` LR pixels of context on each side (so that blur and resize see real neighbours,
         not reflected borders), drawn from its own generator (the crop and flips stay those of the bicubic track)."""
-        from lightsr.degradations import degrade_downscaled, degrade_real
-
         assert self.degradation is not None
         rng = np.random.default_rng(seed)
         s, p = self.scale, self.lr_patch
@@ -330,6 +325,7 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
         self._perm: tuple[int, np.ndarray] | None = None
 
     def epoch_of(self, iteration: int) -> int:
+        """The epoch (pass over a fresh permutation of the samples) that 0-based ``iteration`` falls in."""
         return iteration // self.iters_per_epoch
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -338,11 +334,13 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
         return self._perm[1]
 
     def global_batch_at(self, iteration: int) -> list[tuple[int, int]]:
+        """``(epoch, sample index)`` of every sample of ``iteration``'s global batch, all ranks together."""
         epoch, k = divmod(iteration, self.iters_per_epoch)
         idx = self._permutation(epoch)[k * self.global_batch:(k + 1) * self.global_batch]
         return [(epoch, int(i)) for i in idx]
 
     def batch_at(self, iteration: int) -> list[tuple[int, int]]:
+        """This rank's share of :meth:`global_batch_at` (contiguous, ``batch_size / world_size`` samples)."""
         g = self.global_batch_at(iteration)
         return g[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 

@@ -34,6 +34,7 @@ from lightsr.resize import imresize, modcrop
 
 @dataclass
 class ImageScore:
+    """Y-PSNR and SSIM of one image of a set."""
     name: str
     psnr: float
     ssim: float
@@ -41,6 +42,7 @@ class ImageScore:
 
 @dataclass
 class SetScore:
+    """Mean Y-PSNR and SSIM of a set at a scale, with every image's scores."""
     set: str
     scale: int
     psnr: float
@@ -54,6 +56,7 @@ class SetScore:
 
 @dataclass
 class BenchmarkImage:
+    """An HR image and its LR input (uint8), as :func:`load_set` reads them."""
     name: str
     hr: np.ndarray  # uint8, HxWx3 or HxW (grayscale stays 2-D so that gray_mode can see it)
     lr: np.ndarray
@@ -128,7 +131,7 @@ _ENSEMBLE = [(rot, flip) for rot in range(4) for flip in (False, True)]
 @torch.inference_mode()
 def super_resolve(model: torch.nn.Module, lr: np.ndarray, self_ensemble: bool = False) -> np.ndarray:
     """SR of one uint8 image; with ``self_ensemble`` the mean over the 8 flips/rotations (EDSR's x8).
-    ``model``: a network, or a :class:`lightsr.backends.Runtime` (which carries its device)."""
+    ``model``: a network, or a :class:`lightsr.runtimes.Runtime` (which carries its device)."""
     device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(
         model.parameters()).device
     x = _to_tensor(lr, device)

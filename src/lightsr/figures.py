@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightsr._files import check_creatable
+from lightsr._files import atomic_write, check_creatable
 from lightsr.errors import UsageError
 
 
@@ -35,6 +35,7 @@ class Panel:
 
 @dataclass
 class FigureResult:
+    """A figure written to ``path``: its pixel size and the panels drawn."""
     path: Path
     size: tuple[int, int]  # (width, height) of the saved image in pixels
     panels: list[Panel] = field(default_factory=list)
@@ -67,8 +68,6 @@ def check_figure_path(path: str | Path, option: str) -> str:
 def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | None]], dpi: int) -> FigureResult:
     """Save ``fig`` atomically and report each axis' pixel box in the saved image (no ``bbox_inches``: boxes
     stay exact)."""
-    from lightsr._files import atomic_write
-
     fmt = check_figure_path(path, "output")
     fig.set_dpi(dpi)
     canvas.draw()
@@ -208,6 +207,7 @@ def compare_figure(
 
 @dataclass
 class ComplexityPoint:
+    """One method on the PSNR-vs-cost figure: its label, parameters and multiply-adds."""
     label: str
     params: int | None  # None: the bicubic baseline (drawn as a line)
     macs: int | None

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightsr._files import atomic_write
+from lightsr.device import native_bf16
 from lightsr.errors import LightSRError, WriteError
 from lightsr.train import distributed as D
 from lightsr.train.config import Config, ConfigError, config_from_dict, config_to_dict, diff_configs, dump_config
@@ -133,6 +134,7 @@ class RunError(LightSRError, RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What a run ended with: its folder, iteration, last checkpoint, best validation and whether time stopped it."""
     run_dir: Path
     iteration: int
     checkpoint: Path | None
@@ -179,13 +181,6 @@ def build_optimizer(params: list[nn.Parameter], cfg: Config) -> torch.optim.Opti
     o = cfg.train.optimizer
     cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
     return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
-
-
-def _bf16_native() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class Trainer:
@@ -332,7 +327,7 @@ class Trainer:
             if late:
                 self.logger.event("warning", f"train.scheduler.milestones {late} are not below train.max_iters "
                                   f"{cfg.train.max_iters} and will never be reached")
-            if amp == "bf16" and self.device.type == "cpu" and not _bf16_native():
+            if amp == "bf16" and self.device.type == "cpu" and not native_bf16(self.device):
                 self.logger.event("warning", "this CPU has no native bf16; bf16 autocast will be slow")
             self.logger.event("start", None, iter=self.iteration, world_size=ctx.world_size,
                               device=str(self.device), params=self.model.num_trainable_params(),
@@ -350,7 +345,8 @@ class Trainer:
         if k.teacher is None:
             return None, None
         from lightsr.checkpoints import load_model
-        from lightsr.hub import file_sha256, weights_file
+        from lightsr.hub import file_sha256
+        from lightsr.sources import weights_file
 
         try:
             path, key = weights_file(k.teacher, scale)
@@ -610,6 +606,7 @@ class Trainer:
         raise NonFiniteLossError(msg)
 
     def current_lr(self) -> float:
+        """The learning rate of the next step."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def validate(self) -> dict[str, Any]:
@@ -663,11 +660,13 @@ class Trainer:
         return bool(D.broadcast_int(int(self.elapsed_here() >= (self.max_seconds or 0)), self.ctx))
 
     def elapsed(self) -> float:
+        """Training seconds of the run, summed over resumed sessions."""
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
     # ------------------------------------------------------------------------------------------ loop
 
     def run(self) -> TrainResult:
+        """Train to ``train.max_iters`` (or ``max_seconds``), validating and checkpointing as configured."""
         cfg, ctx = self.cfg, self.ctx
         max_iters = cfg.train.max_iters
         loss_sum, kd_sum, loss_n, wait, t_int = 0.0, 0.0, 0, 0.0, time.perf_counter()
@@ -746,6 +745,7 @@ class Trainer:
         D.barrier(self.ctx)
 
     def close(self) -> None:
+        """Release the log, the run folder's lock, the process group and the torch settings changed for the run."""
         self.logger.close()
         lock = self.__dict__.pop("_lock", None)
         if lock is not None:
