@@ -12,8 +12,10 @@ HASN ×4 with its ``params`` entry, FriedRiceLab's ELAN-light ×4). The CPU's in
 
 ``--variant naive`` quantizes with NNCF's defaults (nothing kept f32, its CNN scheme), ``--variant NAME=JSON``
 any other :class:`lightsr.models.spec.Int8Spec` (``'x={"keep_f32": ["/model/head/"], "model_type": "cnn"}'``);
-``--scan PATTERN ...`` adds, one at a time, each pattern to the variant's ``keep_f32`` (a sensitivity scan);
-variants other than the spec's skip the cache and its check.
+``--scan PATTERN ...`` adds, one at a time, each pattern to the variant's ``keep_f32`` and quantizes again (a
+sensitivity scan); ``--revert PATTERN ...`` is the quick form of it: the variant's int8 graph with the activation
+quantizers of the layers matching each pattern removed (their weights stay int8), no new calibration. Variants
+other than the spec's skip the cache and its check.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO_ROOT.parent / "shared"))
 # (label, weights file or bundled name, container entry)
 SHARED_CHECKPOINTS = [("HASN ×4 official", SHARED / "weights" / "HASN_x4_official.pth", "params"),
                       ("ELAN-light ×4 FriedRiceLab", SHARED / "weights" / "ELAN-light_x4_FriedRiceLab.pth", None)]
+# Ops that only move values: a quantizer before one of them quantizes the layer after it.
+LAYOUT_OPS = {"Transpose", "Reshape", "Squeeze", "Unsqueeze", "VariadicSplit", "Split", "Concat", "Gather"}
 INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "avx512_bf16")
 
 
@@ -72,6 +76,34 @@ class Graph:
         return torch.from_numpy(self.request.get_output_tensor(0).data.copy())
 
 
+def revert(graph, pattern: str):
+    """A copy of ``graph`` (an IR path or an openvino.Model) whose activation quantizers (FakeQuantize) feeding
+    layers whose names match ``pattern`` are bypassed."""
+    import re
+
+    import openvino as ov
+
+    model = ov.Core().read_model(graph) if isinstance(graph, str) else graph.clone()
+    rx, n = re.compile(pattern), 0
+
+    def reaches(node) -> bool:
+        """Whether ``node``, or a layer it feeds through layout-only ops, matches."""
+        if rx.match(node.get_friendly_name()):
+            return True
+        return node.get_type_name() in LAYOUT_OPS and any(
+            reaches(t.get_node()) for out in node.outputs() for t in out.get_target_inputs())
+
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        for target in list(op.output(0).get_target_inputs()):
+            if reaches(target.get_node()):
+                target.replace_source_output(op.input_value(0))
+                n += 1
+    print(f"# {pattern}: {n} quantized inputs reverted", file=sys.stderr)
+    return model
+
+
 def parse_variant(text: str, base):
     from lightsr.models.spec import Int8Spec
 
@@ -94,6 +126,8 @@ def main() -> int:
     p.add_argument("--variant", action="append", default=[],
                    help="spec (default), naive, or NAME=JSON of Int8Spec fields (repeatable)")
     p.add_argument("--scan", nargs="+", default=[], help="keep_f32 patterns to add one at a time")
+    p.add_argument("--revert", nargs="+", default=[],
+                   help="patterns whose layers' activation quantizers are removed, one at a time")
     p.add_argument("--no-quality", action="store_true")
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--input", default="320x180", help="WxH of the timed input (default %(default)s)")
@@ -103,10 +137,10 @@ def main() -> int:
     import torch
 
     import lightsr
-    from lightsr.backends import build, cached_export
     from lightsr.bundled import bundled_names, bundled_weights
     from lightsr.evaluate import evaluate
-    from lightsr.quantize import cached_int8, calibration_set, check_psnr, int8_spec, quantize_graph
+    from lightsr.runtimes import build
+    from lightsr.runtimes.int8 import calibration_set, check_psnr, int8_spec, quantize_graph
 
     torch.set_num_threads(args.threads)
     if args.weights:
@@ -128,14 +162,16 @@ def main() -> int:
             variants += [(f"{vlabel}+{pat}", dataclasses.replace(vspec, keep_f32=(*vspec.keep_f32, pat)))
                          for pat in args.scan]
         graphs = {}
+        export = build(model, "openvino", "fp32", "cpu", threads=args.threads).path
         for vlabel, vspec in variants:
             t0 = time.perf_counter()
-            if vspec == spec:
-                graphs[vlabel] = str(cached_int8(model, calib, args.threads))
+            if vspec == spec and args.calibration is None:
+                graphs[vlabel] = str(build(model, "openvino", "int8", "cpu", threads=args.threads).path)
             else:
-                graphs[vlabel] = quantize_graph(cached_export(model, "openvino"), vspec, calib.inputs,
-                                                validate=False)
+                graphs[vlabel] = quantize_graph(export, vspec, calib.inputs, validate=False)
             print(f"# {label} {vlabel}: int8 graph in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            for pat in args.revert:
+                graphs[f"{vlabel}-{pat}"] = revert(graphs[vlabel], pat)
         if not args.no_quality:
             ref = build(model, "torch", "fp32", "cpu", threads=args.threads)
             base = {r.set: r.psnr for r in evaluate(ref, args.data, args.sets, scale, progress=False)}

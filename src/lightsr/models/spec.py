@@ -137,6 +137,8 @@ class ModelSpec:
     int8: Int8Spec | None = None
 
     def __post_init__(self) -> None:
+        if self.int8 is not None and "int8" not in self.precisions:
+            object.__setattr__(self, "precisions", (*self.precisions, "int8"))
         if not self.family:
             object.__setattr__(self, "family", self.name)
         if not self.title:
