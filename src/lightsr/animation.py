@@ -19,7 +19,6 @@ into that one, adding up their durations), so the caller bounds the frames × pi
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,6 @@ import numpy as np
 from lightsr._files import atomic_write
 from lightsr.errors import LightSRError, WriteError
 from lightsr.formats import DEFAULT_MAX_PIXELS
-
-log = logging.getLogger("lightsr")
 
 # Pillow's format names of the animated formats, and the file extensions that write them.
 ANIMATED_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}

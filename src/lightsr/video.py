@@ -18,7 +18,6 @@ the codec before any frame is decoded (:func:`check_options`).
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from collections.abc import Iterator
@@ -32,8 +31,6 @@ import numpy as np
 from lightsr._files import atomic_temporary, default_permissions
 from lightsr.errors import LightSRError, UsageError, WriteError
 from lightsr.formats import DEFAULT_MAX_PIXELS
-
-log = logging.getLogger("lightsr")
 
 # Extensions read as video, and the container each output extension writes (FFmpeg's muxer names).
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",

@@ -1,0 +1,553 @@
+"""Many files through one :class:`lightsr.Upscaler`: images, animations and videos in one stream.
+
+Three stages run at once, each on its own thread, joined by bounded queues::
+
+    reader thread            caller's thread          writer thread
+    decode file k+1   →→→    network on file k   →→→  encode + write file k-1
+
+The network (whose own threads do the heavy work) never waits for a PNG to be compressed or a frame to be
+decoded: Pillow, PyAV and zlib release the GIL while they work. Files are read and written in the order given.
+Memory stays bounded however many files there are: at most :data:`QUEUE_ITEMS` pictures wait in each queue, and
+the pictures in flight (decoded inputs and their outputs) are held under a byte budget (the Upscaler's
+``max_memory``; one picture larger than that runs alone). Videos and animations move through the queues frame by
+frame; a video is never held in memory.
+
+Per file, everything :meth:`lightsr.Upscaler.upscale_file` promises still holds: the checks before decoding
+(header sizes, the output's size), atomic writes, alpha/16-bit/ICC/EXIF, and a one-line error for a bad file
+that lets the others run (:class:`Result`). Images come out byte-identical to ``upscale_file``'s: the same calls
+on the same pixels. Ctrl-C and SIGTERM stop all three stages; the file being written is removed.
+
+The Upscaler is used through its public methods only: ``upscale_data``, ``check_output_size``, ``output_size``,
+``output_scale`` and ``max_memory``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightsr.animation import ANIMATED_FORMATS, AnimationInfo, Frame, probe, read_frames, write_animation
+from lightsr.errors import LightSRError, UsageError
+from lightsr.formats import ALPHA_FORMATS, DEFAULT_MAX_PIXELS
+from lightsr.imageio import ImageData, composite, format_for, load_image, save_image
+from lightsr.video import VideoOptions, is_video
+
+if TYPE_CHECKING:
+    from lightsr.upscaler import Upscaler
+
+log = logging.getLogger("lightsr")
+
+# Pictures waiting in each queue: enough to keep every stage busy, few enough to bound memory for tiny files.
+QUEUE_ITEMS = 4
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and the output it is written to."""
+
+    src: Path
+    dst: Path
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """What :meth:`lightsr.Upscaler.upscale_file` takes besides the two paths, and how videos are encoded."""
+
+    overwrite: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    quality: int = 95
+    background: tuple[int, int, int] | None = None
+    video: VideoOptions = field(default_factory=VideoOptions)
+
+
+@dataclass
+class Result:
+    """What became of a job: ``error`` is the one line to report (None when written); ``frames``: pictures
+    upscaled (1 for an image)."""
+
+    job: Job
+    error: str | None = None
+    frames: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Stopped(Exception):
+    """The pipeline is shutting down (an interrupt, or the caller's stage failed)."""
+
+
+class _JobFailed(Exception):
+    """Raised inside a writer's frame stream when the job failed upstream."""
+
+
+# ------------------------------------------------------------------------------------------- queues and budget
+
+
+class _Budget:
+    """Bytes of pictures in flight, at most ``limit`` (a single larger picture is let through alone)."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self.limit, self.used, self.stop = max(1, limit), 0, stop
+        self.cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self.cond:
+            while self.used and self.used + n > self.limit:
+                if self.stop.is_set():
+                    raise _Stopped
+                self.cond.wait(0.5)
+            self.used += n
+
+    def release(self, n: int) -> None:
+        with self.cond:
+            self.used -= n
+            self.cond.notify_all()
+
+
+class _Queue:
+    """A bounded queue whose waits end when the pipeline stops."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.q: queue.Queue = queue.Queue(QUEUE_ITEMS)
+        self.stop = stop
+
+    def put(self, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                self.q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def get(self) -> Any:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return self.q.get(timeout=0.2)
+            except queue.Empty:
+                continue
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+@dataclass
+class _State:
+    """A job as the three stages see it: ``failed`` is set by whichever stage fails it first."""
+
+    job: Job
+    index: int
+    kind: str = "image"  # image, animation, video
+    expected: int = 1
+    failed: str | None = None
+    frames: int = 0
+    source: Any = None  # the ImageData of an image; the AnimationInfo or VideoReader of the others
+
+
+@dataclass
+class _Begin:
+    state: _State
+    total: int | None = None  # frames expected
+
+
+@dataclass
+class _Picture:
+    state: _State
+    data: ImageData
+    meta: Any = None  # a frame's duration/disposal (Frame) or timestamp (video Picture)
+    nbytes: int = 0
+
+
+@dataclass
+class _End:
+    state: _State
+
+
+@dataclass
+class _Fail:
+    state: _State
+    error: str
+
+
+# ------------------------------------------------------------------------------------------------- stages
+
+
+def _error_line(src: Path, e: BaseException) -> str:
+    from lightsr.upscaler import NonFiniteOutputError
+
+    if isinstance(e, NonFiniteOutputError):
+        return f"{src}: {e}; nothing written"
+    return str(e)
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e).lower()
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
+                                            or "not enough memory" in msg)
+
+
+def _check_destination(job: Job, overwrite: bool) -> None:
+    from lightsr.upscaler import OutputExistsError
+
+    if job.dst.exists() and job.dst.resolve() == job.src.resolve():
+        raise OutputExistsError(f"{job.dst}: is the input; refusing to overwrite it")
+    if job.dst.exists() and not overwrite:
+        raise OutputExistsError(f"{job.dst}: exists (use --overwrite)")
+
+
+def _output_bytes(up: Upscaler, data: ImageData) -> int:
+    h, w, c = data.pixels.shape
+    s = up.scale
+    return data.pixels.nbytes + h * s * w * s * c * data.pixels.dtype.itemsize
+
+
+class Pipeline:
+    """Runs jobs through ``up``; see the module's description. ``report(result)`` is called (on the caller's
+    thread) as each job ends; ``progress``: a tqdm bar over pictures (files, or frames when animations or videos
+    are among them)."""
+
+    def __init__(self, up: Upscaler, options: WriteOptions | None = None,
+                 report: Callable[[Result], None] | None = None, progress: bool = False) -> None:
+        self.up = up
+        self.options = options or WriteOptions()
+        self.report = report
+        self.progress = progress
+        self.stop = threading.Event()
+        self.budget = _Budget(up.max_memory, self.stop)
+        self.inbox = _Queue(self.stop)
+        self.outbox = _Queue(self.stop)
+        self.crash: BaseException | None = None  # an unexpected exception in a worker thread, re-raised here
+        self.bar: Any = None
+
+    # -- the caller's thread
+
+    def run(self, jobs: Sequence[Job]) -> list[Result]:
+        """Upscale every job; returns their results in order. Re-raises an interrupt (after the stages stop and
+        the file being written is removed) and any unexpected error of a stage."""
+        jobs = list(jobs)
+        self.results: dict[int, Result] = {}
+        self.finished: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=self._guard, args=(self._read, jobs), name="lightsr-reader", daemon=True)
+        writer = threading.Thread(target=self._guard, args=(self._write,), name="lightsr-writer", daemon=True)
+        self._open_bar(jobs)
+        reader.start()
+        writer.start()
+        try:
+            while (item := self._next_input()) is not None:
+                self._network(item)
+            self.outbox.put(None)
+            while writer.is_alive():  # the writer finishes its last files
+                writer.join(0.05)
+                self._drain()
+            self._drain()
+        except _Stopped:
+            pass
+        finally:
+            self.stop.set()
+            for t in (reader, writer):
+                t.join(timeout=30)
+            self._drain()
+            if self.bar is not None:
+                self.bar.close()
+        if self.crash is not None:
+            raise self.crash
+        return [self.results[i] for i in range(len(jobs))]
+
+    def _next_input(self) -> Any:
+        """The next item for the network (None after the last job), reporting finished jobs while waiting."""
+        while True:
+            self._drain()
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return self.inbox.q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                index, result = self.finished.get_nowait()
+            except queue.Empty:
+                return
+            self.results[index] = result
+            if self.bar is not None and not self.frames_bar:
+                self.bar.update(1)
+            if self.report is not None:
+                self.report(result)
+
+    def _network(self, item: Any) -> None:
+        if not isinstance(item, _Picture):
+            self.outbox.put(item)
+            return
+        st = item.state
+        if st.failed:
+            self.budget.release(item.nbytes)
+            return
+        try:
+            out = self._upscale(st.job, item.data)
+        except LightSRError as e:
+            st.failed = _error_line(st.job.src, e)
+            self.budget.release(item.nbytes)
+            self.outbox.put(_Fail(st, st.failed))
+            return
+        self.outbox.put(_Picture(st, out, item.meta, item.nbytes))
+
+    def _upscale(self, job: Job, data: ImageData) -> ImageData:
+        try:
+            return self.up.upscale_data(data)
+        except (MemoryError, RuntimeError) as e:  # the image buffers (the network's own OOM retries smaller tiles)
+            if isinstance(e, LightSRError) or not _is_oom(e):
+                raise
+            h, w = data.pixels.shape[:2]
+            oh, ow = self.up.output_size(h, w)
+            raise LightSRError(f"{job.src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower "
+                               "--max-output-pixels or free memory") from None
+
+    # -- progress
+
+    def _open_bar(self, jobs: list[Job]) -> None:
+        """A bar over files, or over frames when videos or GIFs are among them."""
+        self.frames_bar = any(is_video(j.src) or j.src.suffix.lower() in (".gif", ".apng") for j in jobs)
+        if not self.progress or (len(jobs) == 1 and not self.frames_bar):
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(jobs), desc="frames" if self.frames_bar else "images",
+                        unit="frame" if self.frames_bar else "img", file=sys.stderr, disable=None,
+                        dynamic_ncols=True)
+
+    def _frames_done(self, n: int = 1, more: int = 0) -> None:
+        """``n`` frames written, ``more`` frames expected beyond the count so far (the writer's thread)."""
+        if self.bar is None or not self.frames_bar:
+            return
+        if more:
+            self.bar.total += more
+            self.bar.refresh()
+        if n:
+            self.bar.update(n)
+
+    # -- worker threads
+
+    def _guard(self, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except _Stopped:
+            pass
+        except BaseException as e:  # a bug or an unexpected library error: the caller re-raises it
+            self.crash = e
+            self.stop.set()
+
+    def _read(self, jobs: list[Job]) -> None:
+        for index, job in enumerate(jobs):
+            st = _State(job, index)
+            try:
+                _check_destination(job, self.options.overwrite)
+                if is_video(job.src):
+                    self._read_video(st)
+                elif not self._read_animation(st):
+                    self._read_image(st)
+            except LightSRError as e:
+                st.failed = st.failed or _error_line(job.src, e)
+                self.inbox.put(_Fail(st, st.failed))
+                continue
+            self.inbox.put(_End(st))
+        self.inbox.put(None)
+
+    def _put(self, st: _State, data: ImageData, meta: Any = None) -> None:
+        n = _output_bytes(self.up, data)
+        self.budget.acquire(n)
+        try:
+            self.inbox.put(_Picture(st, data, meta, n))
+        except BaseException:
+            self.budget.release(n)
+            raise
+
+    def _read_image(self, st: _State) -> None:
+        src = st.job.src
+        format_for(st.job.dst)  # an output extension no writer takes fails before the input is decoded
+        data = load_image(src, max_pixels=self.options.max_pixels,
+                          check_size=lambda w, h: self.up.check_output_size(h, w, str(src)))
+        st.source = data
+        self.inbox.put(_Begin(st, 1))
+        self._put(st, data)
+
+    def _read_animation(self, st: _State) -> bool:
+        """An animated input written to an animated format, frame by frame; False for anything else."""
+        job = st.job
+        if job.src.suffix.lower() not in ANIMATED_FORMATS or job.dst.suffix.lower() not in ANIMATED_FORMATS:
+            return False
+        info = probe(job.src)
+        if info is None:
+            return False
+        st.kind, st.source = "animation", info
+        start, stop = self.options.video.start, self.options.video.stop
+        stop = info.n_frames if stop is None else min(stop, info.n_frames)
+        if start >= stop:
+            raise UsageError(f"{job.src}: has {info.n_frames} frames; --frames starts at {start}")
+        self._check_animation_size(job, info, stop - start)
+        self.inbox.put(_Begin(st, stop - start))
+        for frame in read_frames(job.src, info, self.options.max_pixels,
+                                 lambda w, h: self.up.check_output_size(h, w, str(job.src)), start, stop):
+            if st.failed:
+                return True
+            self._put(st, ImageData(frame.pixels), frame)
+        return True
+
+    def _check_animation_size(self, job: Job, info: AnimationInfo, frames: int) -> None:
+        limit = self.up.max_output_pixels
+        oh, ow = self.up.output_size(info.height, info.width)
+        if limit is not None and frames * oh * ow > limit:
+            raise UsageError(f"{job.src}: {frames} frames of {ow}×{oh} = {frames * oh * ow:,} output pixels, which "
+                             f"the {ANIMATED_FORMATS[job.dst.suffix.lower()]} writer holds at once, exceed the "
+                             f"limit of {limit:,} (raise --max-output-pixels, choose fewer --frames or write a "
+                             "video)")
+
+    def _read_video(self, st: _State) -> None:
+        from lightsr.video import CONTAINERS, VideoReader, check_size, check_streams, resolve_options
+
+        job = st.job
+        if job.dst.suffix.lower() not in CONTAINERS:
+            raise UsageError(f"{job.dst}: a video is written to {', '.join(sorted(CONTAINERS))}, not "
+                             f"{job.dst.suffix or 'a file without extension'}")
+        opts = resolve_options(job.dst, self.options.video)
+        reader = VideoReader(job.src, self.options.video, self.options.max_pixels,
+                             lambda w, h: self.up.check_output_size(h, w, str(job.src)))
+        try:
+            oh, ow = self.up.output_size(reader.info.height, reader.info.width)
+            check_size(ow, oh, opts.pix_fmt, job.dst)
+            check_streams(job.src, job.dst)
+            st.kind, st.source = "video", reader
+            total = reader.info.frames
+            if total is not None:
+                total = max(0, min(total, self.options.video.stop or total) - self.options.video.start)
+            self.inbox.put(_Begin(st, total))
+            for picture in reader:
+                if st.failed:
+                    return
+                self._put(st, ImageData(picture.pixels), picture)
+        finally:
+            reader.close()
+
+    def _write(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            st = item.state
+            if isinstance(item, _Picture):  # of a job that failed while it was on its way
+                self.budget.release(item.nbytes)
+            elif isinstance(item, _Fail):
+                self._finish(st, item.error)
+            elif isinstance(item, _Begin):
+                st.expected = item.total if item.total is not None else 1
+                self._frames_done(0, st.expected - 1)
+                try:
+                    {"image": self._write_image, "animation": self._write_animation, "video": self._write_video}[
+                        st.kind](st)
+                except _JobFailed as e:
+                    self._finish(st, str(e))
+                    continue
+                except LightSRError as e:
+                    st.failed = st.failed or _error_line(st.job.src, e)
+                    self._skip_rest(st)
+                    self._finish(st, st.failed)
+                    continue
+                self._finish(st, None)
+
+    def _finish(self, st: _State, error: str | None) -> None:
+        self._frames_done(0, st.frames - st.expected)
+        self.finished.put((st.index, Result(st.job, error, st.frames)))
+
+    def _pictures(self, st: _State) -> Iterator[_Picture]:
+        """The job's upscaled pictures as they come, until its end; :class:`_JobFailed` if it fails upstream."""
+        while True:
+            item = self.outbox.get()
+            if isinstance(item, _End):
+                return
+            if isinstance(item, _Fail):
+                raise _JobFailed(item.error)
+            if not isinstance(item, _Picture):
+                raise _Stopped
+            try:
+                yield item
+            finally:
+                self.budget.release(item.nbytes)
+                st.frames += 1
+                self._frames_done(1)
+
+    def _skip_rest(self, st: _State) -> None:
+        """After a writer error, let the job's remaining pictures through (freeing their budget)."""
+        try:
+            for _ in self._pictures(st):
+                pass
+        except _JobFailed:
+            pass
+
+    def _write_image(self, st: _State) -> None:
+        for pic in self._pictures(st):
+            self._save(st.job, st.source, pic.data)
+
+    def _save(self, job: Job, source: ImageData, result: ImageData) -> None:
+        """Write one image as :meth:`lightsr.Upscaler.upscale_file` does (alpha into formats without it, 16-bit
+        into 8-bit formats)."""
+        fmt = format_for(job.dst)
+        if source.has_alpha and fmt not in ALPHA_FORMATS:
+            if self.options.background is not None:
+                result = composite(result, self.options.background)
+            else:
+                log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped (composite it over a "
+                            "colour with --background)", job.dst, fmt, job.src.name)
+        if source.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
+            log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", job.dst, fmt)
+        save_image(job.dst, result, quality=self.options.quality)
+
+    def _write_animation(self, st: _State) -> None:
+        def frames() -> Iterator[Frame]:
+            for pic in self._pictures(st):
+                meta: Frame = pic.meta
+                yield Frame(pic.data.pixels, meta.duration, meta.disposal)
+
+        write_animation(st.job.dst, frames(), st.source, quality=self.options.quality)
+
+    def _write_video(self, st: _State) -> None:
+        from lightsr.video import VideoWriter
+
+        reader = st.source
+        oh, ow = self.up.output_size(reader.info.height, reader.info.width)
+        with VideoWriter(st.job.dst, reader, self.options.video, ow, oh) as writer:
+            for pic in self._pictures(st):
+                writer.write(pic.data.pixels, pic.meta.pts, pic.meta.duration)
+
+
+def run(up: Upscaler, jobs: Sequence[Job], options: WriteOptions | None = None,
+        report: Callable[[Result], None] | None = None, progress: bool = False) -> list[Result]:
+    """Upscale ``jobs`` with ``up`` through a :class:`Pipeline`; returns one :class:`Result` per job, in order."""
+    return Pipeline(up, options, report, progress).run(jobs)
+
+
+def kind_of(path: str | os.PathLike) -> str:
+    """``video`` (by extension), ``animation`` (an animated GIF, WebP or PNG) or ``image``."""
+    p = Path(path)
+    if is_video(p):
+        return "video"
+    if p.suffix.lower() in (".gif", ".webp", ".png", ".apng"):
+        try:
+            if probe(p) is not None:
+                return "animation"
+        except LightSRError:
+            pass
+    return "image"
+
+
