@@ -36,9 +36,9 @@ def main() -> int:
     import torch
 
     import lightsr
-    from lightsr.backends import build
     from lightsr.bundled import bundled_names, bundled_weights
     from lightsr.evaluate import evaluate
+    from lightsr.runtimes import build
 
     torch.set_num_threads(args.threads)
     if args.weights:

@@ -3,7 +3,7 @@
 For each network and scale it times, on one image giving a 1280×720 output (input 1280/s × 720/s, or
 ``--input WxH``): the training form (``train``), the fused form under ``torch.compile`` (``compile``, with
 Inductor's weight freezing unless ``--no-freezing``), and every ``BACKEND:PRECISION`` of
-:func:`lightsr.backends.build` — ``torch:fp32`` (the fused form, what ``upscale --precision fp32`` runs),
+:func:`lightsr.runtimes.build` — ``torch:fp32`` (the fused form, what ``upscale --precision fp32`` runs),
 ``torch:bf16``, ``onnxruntime:fp32``, ``openvino:fp32``, ``openvino:bf16`` (the non-torch ones run the ONNX
 export). Warm-up, then ``--runs`` rounds in which the variants take turns (A/B/C… alternately, so that a noisy
 machine slows all of them alike); the median and minimum per variant, all in this one process with the same
@@ -111,8 +111,8 @@ def runner(model: torch.nn.Module, variant: str, no_freezing: bool):
 
         inductor_config.freezing = not no_freezing
         return torch.compile(model.fuse())
-    from lightsr.backends import build
     from lightsr.errors import LightSRError
+    from lightsr.runtimes import build
 
     backend, _, precision = variant.partition(":")
     try:

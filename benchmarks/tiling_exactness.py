@@ -36,7 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "src"))
 
 import lightsr  # noqa: E402
-from lightsr.checkpoints import bundled_model  # noqa: E402
+from lightsr.runtimes import RUNTIMES  # noqa: E402
 from lightsr.tiling import arch_tiling, plan_tiles  # noqa: E402
 
 SHARED = Path(os.environ.get("LIGHTSR_SHARED", REPO_ROOT.parent / "shared"))
@@ -53,7 +53,7 @@ def _image(size: int) -> np.ndarray:
 def _model(name: str) -> lightsr.SRNet:
     if name in OFFICIAL:
         return lightsr.load_model(SHARED / OFFICIAL[name])
-    return bundled_model(name, 4)
+    return lightsr.load_model(name, scale=4)
 
 
 def _compare(got: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--blended", action="store_true", help="also run blended tiles of the same sizes")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "openvino"])
+    ap.add_argument("--backend", default="torch", choices=list(RUNTIMES))
     ap.add_argument("--time", type=int, metavar="TILE",
                     help="only time whole, streamed and blended runs at this tile, alternately (--rounds each)")
     ap.add_argument("--rounds", type=int, default=3)

@@ -66,7 +66,7 @@ def main() -> None:
                      sorted(speed)[len(speed) // 2] if speed else None))
     its = sorted({it for *_, curves, _, _ in rows for it in curves["Set5"]})
     head = ["arm", "images", "teacher"] + [f"Set5 @{it:,}" for it in its] + [f"Set14 @{it:,}" for it in its]
-    head += ["B100 (final)"] if args.b100 else []
+    head += ["B100 (last checkpoint)"] if args.b100 else []
     head += ["it/s (median)"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")

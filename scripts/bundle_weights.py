@@ -30,9 +30,10 @@ import yaml
 from lightsr.bundled import bundled_metadata
 from lightsr.checkpoints import load_model, save_model
 from lightsr.evaluate import evaluate
-from lightsr.hub import file_sha256, weights_file
-from lightsr.hub import load_model as load_named
+from lightsr.hub import file_sha256
 from lightsr.models.registry import specs
+from lightsr.sources import load_model as load_named
+from lightsr.sources import weights_file
 from lightsr.train.state import EMA_FILE, MODEL_FILE, STATE_FILE, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

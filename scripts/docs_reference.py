@@ -188,10 +188,11 @@ def _anchor(key: str) -> str:
 
 
 def configs_page() -> str:
+    from lightsr import degradations
     from lightsr.commands import train as train_command
     from lightsr.train import config as C
 
-    comments = _comments(C)
+    comments = {**_comments(degradations), **_comments(C)}  # the degradation sections live beside the degradations
     out = ["# Training configs reference", "", GENERATED, "",
            "A config is a YAML file read into the typed dataclasses of `lightsr.train.config`: every key below is "
            "checked when the file is read (an unknown key, a wrong type or an impossible value is one line naming the "

@@ -47,6 +47,22 @@ def shared() -> Path:
     return shared_root()
 
 
+def registry_networks(max_params: int = 2_000_000) -> list[tuple[str, dict]]:
+    """Every registered network with the overrides that keep a test fast: one of more than ``max_params``
+    parameters keeps its structure with 4 of its blocks (the large ELAN: 36 blocks of 180 channels)."""
+    import torch
+
+    from lightsr.models.registry import create_model, list_models, model_spec
+
+    out = []
+    for name in list_models():
+        with torch.device("meta"):
+            params = create_model(name).num_trainable_params()
+        big = params > max_params and "num_blocks" in model_spec(name).defaults
+        out.append((name, {"num_blocks": 4} if big else {}))
+    return out
+
+
 def calibrated(model):
     """An untrained network in eval mode with BatchNorm statistics from image-like data (bicubic-upsampled noise,
     drawn from torch's global generator), as after training: see :func:`lightsr.models.base.calibrate_batchnorm`."""

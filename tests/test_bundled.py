@@ -186,7 +186,8 @@ def test_compare_errors_come_before_any_work(tmp_path: Path, capsys) -> None:
         (["-o", str(tmp_path / "a.png")], "would overwrite the input image"),
         (["-o", str(tmp_path / "fig")], "-o " + str(tmp_path / "fig") + ": the file name must end with one of"),
         (["-o", str(tmp_path / "f.png"), "--crop", "60,60,10,10"], "--crop 60,60,10,10 lies outside the 64×64"),
-        (["-o", str(tmp_path / "f.png"), "--models", "lksnm"], "--models lksnm: neither a file, a network name"),
+        (["-o", str(tmp_path / "f.png"), "--models", "lksnm"], "--models lksnm: no such file, nor a bundled or "
+                                                                 "published name"),
     ]
     for extra, message in cases:
         assert main(["compare", str(tmp_path / "a.png"), "--models", DEFAULT_MODEL, *extra]) == 2
@@ -258,12 +259,15 @@ def test_model_specs_and_labels(tmp_path: Path) -> None:
     assert checkpoint_label("/home/me/Downloads/model.pth") == "model"
     assert checkpoint_label("HASN_x4.pth") == "HASN_x4"
     assert unique_labels(["a", "a", "a-2", "b"]) == ["a", "a-3", "a-2", "b"]
-    with pytest.raises(CheckpointError, match=r"^--weights hasn: no such file, nor published weights \(.*\)$"):
-        load_spec("hasn", allow_names=False, option="--weights")
-    from lightsr.hub import resolve_model
-
-    with pytest.raises(CheckpointError, match=r"^--model lksnm: unknown network; choose from elan, elan_light"):
-        resolve_model("lksnm", None, 4)
+    with pytest.raises(CheckpointError, match=r"^--weights hasnn: no such file, nor a bundled or published name "
+                                              r"\(bundled: .*hasn.*; published: .*hasn_x4_official.*\)$"):
+        load_spec("hasnn", option="--weights")
+    with pytest.raises(CheckpointError, match=r"^--weights runs/x/ema\.safetensors: no such checkpoint file$"):
+        load_spec("mine=runs/x/ema.safetensors", option="--weights")
+    # A name is a name under any option: the bundled network, its file's name, labelled as asked.
+    label, net = load_spec("ours=hasn", 4, option="--weights")
+    assert label == "ours" and net.arch == "hasn"
+    assert load_spec("hasn_x4", option="--models")[0] == "hasn_x4"
 
 
 def test_plot_without_matplotlib_is_a_clear_error(tmp_path: Path, capsys, monkeypatch) -> None:

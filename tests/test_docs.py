@@ -232,7 +232,7 @@ OTHER_OPTIONS = {
     "--comparison": "scripts/model_cards.py", "--hardware": "scripts/bundle_weights.py",
     "--input": "benchmarks/latency.py", "--official": "benchmarks/latency.py", "--scales": "benchmarks/latency.py",
     "--variants": "benchmarks/latency.py", "--iters": "benchmarks/train_throughput.py",
-    "--warmup": "benchmarks/train_throughput.py",
+    "--warmup": "benchmarks/train_throughput.py", "--b100": "scripts/ablation_table.py",
     "--index-url": "pip", "--nproc-per-node": "torchrun", "--strict": "mkdocs",
 }
 
@@ -265,7 +265,6 @@ UNDOCUMENTED = {
     "lightsr.data.IterationBatchSampler.batch_at",
     "lightsr.data.IterationBatchSampler.epoch_of",
     "lightsr.data.IterationBatchSampler.global_batch_at",
-    "lightsr.export.ShapeGenericWrapper.forward",
     "lightsr.degradations.DegradeOp",
     "lightsr.degradations.describe_degrade",
     "lightsr.evaluate.BenchmarkImage",

@@ -12,18 +12,20 @@ import torch
 from PIL import Image
 
 import lightsr
-from conftest import calibrated
+from conftest import calibrated, registry_networks
 from lightsr.cli import main
 from lightsr.errors import LightSRError
+from lightsr.models.registry import model_spec
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from lightsr.export import CHECK_SHAPES, DUMMY_SIZE, OnnxModel, export_onnx  # noqa: E402
 
-# (name, scale, config overrides): the full networks except ELAN, exported with 4 of its 36 blocks (same block
-# structure: 180 channels, attention computed in every block) to keep the test fast.
-NETWORKS = [("elan_light", 4, {}), ("hasn", 3, {}), ("lksmn", 2, {}), ("elan", 4, {"num_blocks": 4})]
+# (name, scale, config overrides): every registered network at one of its scales (each scale in turn), the large
+# ones exported with 4 of their blocks (same block structure, attention computed in every block) to keep it fast.
+NETWORKS = [(name, model_spec(name).scales[-1 - i % len(model_spec(name).scales)], overrides)
+            for i, (name, overrides) in enumerate(registry_networks())]
 # Input sizes used neither by the export dummy nor by the export-time check: odd, tiny (below HASN's 15-pixel
 # minimum and ELAN's 16-pixel window), non-square, batch of 3.
 SIZES = [(1, 3, 23, 41), (3, 3, 9, 6)]
@@ -185,11 +187,11 @@ def test_export_write_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -
     model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1)
     weights = lightsr.save_model(model, tmp_path / "w.safetensors")
     (tmp_path / "ro").mkdir()
-    import lightsr.hub as X
+    import lightsr.sources as X
 
     with monkeypatch.context() as m:
         deny_writes(m, tmp_path / "ro")
-        m.setattr(X, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+        m.setattr(X, "resolve", lambda *a, **k: pytest.fail("the model loaded before the check"))
         assert main(["export", "--weights", str(weights), "--onnx", str(tmp_path / "ro" / "m.onnx")]) == 2
         assert capsys.readouterr().err == (f"lightsr: error: --onnx {tmp_path / 'ro' / 'm.onnx'}: cannot write in "
                                            f"{tmp_path / 'ro'} (Permission denied)\n")

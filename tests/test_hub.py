@@ -125,10 +125,10 @@ def test_eval_by_name_gives_the_published_scores(mirror, name, capsys) -> None:
 
 
 def test_create_model_pretrained() -> None:
-    from lightsr.checkpoints import bundled_model
+    from lightsr.bundled import bundled_path
 
     net = lightsr.create_model("lksmn", scale=2, pretrained=True)
-    ref = bundled_model("lksmn", 2)
+    ref = lightsr.load_model(bundled_path("lksmn", 2))
     assert net.info == ref.info
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values(), strict=True))
     assert lightsr.load_model("lksmn_x2").info == ref.info  # a bundled file by name
@@ -326,3 +326,17 @@ def test_an_unusable_cache_folder_is_one_line(tmp_path, monkeypatch, capsys) -> 
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"lightsr: error: LIGHTSR_HOME={tmp_path / 'ro' / 'cache'}: cannot write there (Permission "
                    "denied); set LIGHTSR_HOME to a writable folder"]
+
+
+def test_profile_takes_a_published_name(mirror, capsys) -> None:
+    """`lightsr profile --weights NAME` resolves published names as `upscale` and `eval` do (downloaded once)."""
+    import json
+
+    from lightsr.cli import main
+
+    _, requests = mirror
+    assert main(["profile", "--weights", "hasn_x4_official", "--json"]) == 0
+    prof = json.loads(capsys.readouterr().out)
+    ref = lightsr.load_model(require_shared(SHARED_COPIES["hasn_x4_official"]), param_key="params")
+    assert (prof["arch"], prof["scale"], prof["params"]) == (ref.arch, 4, ref.num_trainable_params())
+    assert len(requests) == 1

@@ -63,7 +63,15 @@ def test_lksmn_parameter_target() -> None:
 
 
 def test_registry_lists_all_and_rejects_unknown() -> None:
-    assert lightsr.list_models() == ["elan", "elan_light", "hasn", "lksmn"]
+    """Every architecture folder (``models/<arch>/`` with its ``SPECS``) is registered, and nothing else is."""
+    import importlib
+
+    from conftest import REPO_ROOT
+
+    folders = sorted(p.name for p in (REPO_ROOT / "src" / "lightsr" / "models").iterdir()
+                     if (p / "__init__.py").is_file() and not p.name.startswith("_"))
+    names = [s.name for f in folders for s in importlib.import_module(f"lightsr.models.{f}").SPECS]
+    assert folders and lightsr.list_models() == sorted(names)
     with pytest.raises(ValueError, match="unknown model 'edsr'"):
         lightsr.create_model("edsr")
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 import lightsr
 from conftest import calibrated, require_shared
-from lightsr.checkpoints import bundled_model
 from lightsr.models import model_spec
 from lightsr.models.registry import specs
 from lightsr.seams import SeamHooks
@@ -297,7 +296,7 @@ def _natural_crop(h: int, w: int) -> torch.Tensor:
 def _weights(which: str) -> lightsr.SRNet:
     if which == "official":
         return lightsr.load_model(require_shared("weights/HASN_x4_official.pth"))
-    return bundled_model(which, 4)
+    return lightsr.load_model(which, scale=4)
 
 
 @pytest.mark.parametrize("which", [*STREAMED, "official"])
@@ -358,7 +357,7 @@ def test_streamed_out_of_memory_retries_with_smaller_tiles(caplog) -> None:
     net = _tiny(name, scale=2)
     x = _smooth(30, 40)
     up = Upscaler(net, tile=0)
-    fused = up.net.module
+    fused = up.runtime.module
     whole_forward, tiled_forward = fused.forward, fused.forward_tiled
 
     def picky_whole(t: torch.Tensor) -> torch.Tensor:

@@ -752,9 +752,9 @@ def _one_error_line(err: str) -> str:
 
 def _no_model(monkeypatch) -> None:
     """Loading a model fails the test: what is checked must be checked before one loads."""
-    import lightsr.hub
+    import lightsr.sources
 
-    monkeypatch.setattr(lightsr.hub, "resolve_model", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    monkeypatch.setattr(lightsr.sources, "resolve", lambda *a, **k: pytest.fail("the model loaded before the check"))
 
 
 def test_output_size_limit_is_checked_before_decoding(tmp_path: Path, net, weights: Path, capsys,

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from lightsr._version import __version__
 
 _EXPORTS = {
-    "create_model": "lightsr.hub",
+    "create_model": "lightsr.sources",
     "list_models": "lightsr.models.registry",
     "ModelInfo": "lightsr.models.base",
     "SRNet": "lightsr.models.base",
-    "load_model": "lightsr.hub",
+    "load_model": "lightsr.sources",
     "save_model": "lightsr.checkpoints",
     "CheckpointError": "lightsr.checkpoints",
     "upscale": "lightsr.upscaler",
@@ -26,9 +26,9 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from lightsr.checkpoints import CheckpointError, save_model
-    from lightsr.hub import create_model, load_model
     from lightsr.models.base import ModelInfo, SRNet
     from lightsr.models.registry import list_models
+    from lightsr.sources import create_model, load_model
     from lightsr.upscaler import Upscaler, upscale
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from lightsr.errors import LightSRError, UsageError, WriteError
+from lightsr.errors import LightSRError, UsageError, WriteError, first_line
 
 
 @lru_cache(maxsize=1)
@@ -80,8 +80,7 @@ def write_error(path: str | Path, e: BaseException) -> WriteError:
     if isinstance(e, OSError):
         reason = e.strerror or str(e)
     else:  # e.g. safetensors' SafetensorError, torch's "PytorchStreamWriter failed writing file"
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        reason = f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
+        reason = f"{type(e).__name__}: {first_line(e, 200)}" if str(e).strip() else type(e).__name__
     return WriteError(f"{path}: cannot write ({reason}); nothing written")
 
 

@@ -1,6 +1,6 @@
 """Weights shipped inside the package (``lightsr/weights/<name>_x<scale>.safetensors``): where they are.
 
-Loading them is :func:`lightsr.checkpoints.bundled_model`; this module only finds the files.
+Loading them by name is :mod:`lightsr.sources`; this module only finds the files.
 """
 
 from __future__ import annotations

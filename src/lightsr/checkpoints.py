@@ -31,8 +31,7 @@ import torch
 
 from lightsr import _json
 from lightsr._files import atomic_write, write_error
-from lightsr.bundled import bundled_names, bundled_path, bundled_weights
-from lightsr.errors import CheckpointError, WriteError
+from lightsr.errors import CheckpointError, WriteError, first_line
 from lightsr.models.base import SRNet
 from lightsr.models.registry import create_model, find_spec, list_models, model_spec, specs
 from lightsr.models.spec import ModelSpec
@@ -110,8 +109,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
                 meta = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # whatever the parser raises on untrusted bytes means a bad file
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CheckpointError(f"{path}: not a readable safetensors file ({msg[:160]})") from None
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(e, 160)})") from None
         return sd, meta
     try:
         with warnings.catch_warnings():
@@ -126,8 +124,7 @@ def read_checkpoint(path: str | Path, param_key: str | None = None) -> tuple[Sta
             "Re-save its state_dict with torch.save or convert it to safetensors."
         ) from None
     except Exception as e:  # what torch's restricted unpickler raises on bytes that are not a checkpoint
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({msg[:160]})") from None
+        raise CheckpointError(f"{path}: truncated or not a PyTorch checkpoint ({first_line(e, 160)})") from None
     return unwrap(obj, param_key=param_key, source=str(path)), {}
 
 
@@ -284,21 +281,6 @@ def load_state_dict(
     return model.to(device).eval()
 
 
-def bundled_model(name: str, scale: int | None = None, option: str = "--model") -> SRNet:
-    """The bundled weights ``name`` (a network, or a variant whose file names its network) at ``scale`` (default 4);
-    one-line errors name ``option`` and what is missing."""
-    known = list_models() + [n for n in bundled_names() if n not in list_models()]
-    if name not in known:
-        raise CheckpointError(f"{option} {name}: unknown network; choose from {', '.join(known)}")
-    scale = 4 if scale is None else scale
-    path = bundled_path(name, scale)
-    if path is None:
-        have = ", ".join(f"×{s}" for s in sorted(bundled_weights(name))) or "none"
-        raise CheckpointError(f"{option} {name}: no bundled weights for ×{scale} (bundled: {have}); "
-                              "pass --weights PATH")
-    return load_model(path)
-
-
 def _fits_defaults(name: str, config: dict[str, Any]) -> bool:
     return all(_same(config.get(k), v) for k, v in model_spec(name).defaults.items() if k in config)
 
@@ -348,8 +330,7 @@ def _build(name: str, scale: int, kwargs: dict[str, Any], source: str, device: s
         with torch.device(device) if device else contextlib.nullcontext():
             return create_model(name, scale=scale, **kwargs)
     except (TypeError, ValueError, RuntimeError, ArithmeticError) as e:  # e.g. zero channels from empty tensors
-        raise CheckpointError(f"{source}: its configuration cannot build {name} ({str(e).splitlines()[0][:160]})"
-                              ) from None
+        raise CheckpointError(f"{source}: its configuration cannot build {name} ({first_line(e, 160)})") from None
 
 
 def _check_fits(model: SRNet, sd: StateDict, source: str, detected: str) -> None:

@@ -29,16 +29,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from lightsr.degradations import DegradationConfig, degrade_downscaled, degrade_real
 from lightsr.errors import DatasetError
-
-if TYPE_CHECKING:
-    from lightsr.train.config import DegradationConfig
 from lightsr.imageio import INPUT_EXTENSIONS, read_image
 from lightsr.resize import imresize
 
@@ -262,8 +259,6 @@ class SRPatchDataset(Dataset):
         """The LR patch at ``(ly, lx)`` through the real-world track, from a region with up to
         :data:`DEGRADE_MARGIN` LR pixels of context on each side (so that blur and resize see real neighbours,
         not reflected borders), drawn from its own generator (the crop and flips stay those of the bicubic track)."""
-        from lightsr.degradations import degrade_downscaled, degrade_real
-
         assert self.degradation is not None
         rng = np.random.default_rng(seed)
         s, p = self.scale, self.lr_patch

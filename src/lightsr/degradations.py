@@ -24,20 +24,22 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightsr._fields import UNIT_PROB, meta, pair, probs
 from lightsr.errors import UsageError
 
-# The settings objects are lightsr.train.config's DegradationConfig and StageConfig (typed ``Any`` here: the
-# library does not import the trainer's schema, which imports this module to check ``val.degrade``).
 __all__ = [
     "KERNEL_TYPES",
+    "DegradationConfig",
     "DegradeOp",
+    "SecondStageConfig",
+    "StageConfig",
     "apply_degrade",
     "degrade_downscaled",
     "degrade_real",
@@ -56,6 +58,75 @@ __all__ = [
 
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = ("area", "bilinear", "bicubic")
+
+# ------------------------------------------------------------------------------------------- settings
+
+# The training config's ``data.degradation`` section (:mod:`lightsr.train.config` reads it and checks every field).
+RESIZE_RANGE = meta(lambda v: 0.05 <= v[0] <= 1 <= v[1] <= 4,
+                    "a pair [low, high] with 0.05 ≤ low ≤ 1 ≤ high ≤ 4 (down to low, up to high)")
+KERNEL_SIZE = meta(lambda v: 7 <= v <= 41 and v % 2 == 1, "an odd kernel size in [7, 41]")
+
+
+@dataclass
+class StageConfig:
+    """One stage of the real-world track: blur → resize → noise → JPEG. Defaults: Real-ESRGAN's first order
+    (Wang et al., ICCVW 2021, Sec. 3; its ``train_realesrnet_x4plus.yml``)."""
+
+    blur_prob: float = field(default=1.0, metadata=UNIT_PROB)
+    kernel_size: int = field(default=21, metadata=KERNEL_SIZE)  # largest kernel; sizes 7, 9, … are drawn
+    # iso, aniso, generalized_iso, generalized_aniso, plateau_iso, plateau_aniso
+    kernel_prob: tuple[float, float, float, float, float, float] = field(
+        default=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), metadata=probs(6))
+    sinc_prob: float = field(default=0.1, metadata=UNIT_PROB)  # a sinc kernel instead of the mixed ones
+    blur_sigma: tuple[float, float] = field(default=(0.2, 3.0), metadata=pair(0.05, 20))
+    betag_range: tuple[float, float] = field(default=(0.5, 4.0), metadata=pair(0.1, 10))  # generalized Gaussian β
+    betap_range: tuple[float, float] = field(default=(1.0, 2.0), metadata=pair(0.1, 10))  # plateau β
+    resize_prob: tuple[float, float, float] = field(default=(0.2, 0.7, 0.1), metadata=probs(3))  # up, down, keep
+    resize_range: tuple[float, float] = field(default=(0.15, 1.5), metadata=RESIZE_RANGE)
+    gaussian_noise_prob: float = field(default=0.5, metadata=UNIT_PROB)  # else Poisson
+    noise_range: tuple[float, float] = field(default=(1.0, 30.0), metadata=pair(0, 255))  # σ, 0–255 scale
+    poisson_scale_range: tuple[float, float] = field(default=(0.05, 3.0), metadata=pair(0, 20))
+    gray_noise_prob: float = field(default=0.4, metadata=UNIT_PROB)
+    jpeg_range: tuple[int, int] = field(default=(30, 95), metadata=pair(1, 100, "ints"))
+
+
+@dataclass
+class SecondStageConfig(StageConfig):
+    """The second stage; defaults: Real-ESRGAN's second order (resizes relative to the LR size)."""
+
+    blur_prob: float = field(default=0.8, metadata=UNIT_PROB)
+    blur_sigma: tuple[float, float] = field(default=(0.2, 1.5), metadata=pair(0.05, 20))
+    resize_prob: tuple[float, float, float] = field(default=(0.3, 0.4, 0.3), metadata=probs(3))
+    resize_range: tuple[float, float] = field(default=(0.3, 1.2), metadata=RESIZE_RANGE)
+    noise_range: tuple[float, float] = field(default=(1.0, 25.0), metadata=pair(0, 255))
+    poisson_scale_range: tuple[float, float] = field(default=(0.05, 2.5), metadata=pair(0, 20))
+
+
+@dataclass
+class DegradationConfig:
+    """How LR training patches are made from HR ones (:func:`degrade_real`, :func:`degrade_downscaled`).
+
+    ``bicubic``: MATLAB-exact bicubic, the papers' protocol. ``real``: the real-world track — Real-ESRGAN's
+    second-order model (``order: fixed``) or with each stage's operations in a random order as in BSRGAN
+    (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR, and a share
+    ``downscaled_prob`` is the bicubic LR with the second stage's noise (on a share ``downscaled_noise_prob`` of
+    them) and the final JPEG on it — an image downscaled by software and saved as JPEG, the path most web images
+    take (BSRGAN, Sec. 3.2, counts bicubic downsampling among its resizes and always ends with JPEG).
+    """
+
+    type: Literal["bicubic", "real"] = "bicubic"
+    order: Literal["fixed", "shuffled"] = "fixed"
+    clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
+    downscaled_prob: float = field(default=0.0, metadata=UNIT_PROB)
+    # Of the downscaled samples, the share with noise before the JPEG; the rest are a clean resize saved as JPEG.
+    downscaled_noise_prob: float = field(default=1.0, metadata=UNIT_PROB)
+    first: StageConfig = field(default_factory=StageConfig)
+    second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
+    # The second stage's JPEG is the final one (after or before the final resize + sinc): its jpeg_range.
+    second: SecondStageConfig = field(default_factory=SecondStageConfig)
+    final_sinc_prob: float = field(default=0.8, metadata=UNIT_PROB)
+    final_kernel_size: int = field(default=21, metadata=KERNEL_SIZE)
+
 
 # ------------------------------------------------------------------------------------------- kernels
 
@@ -206,7 +277,7 @@ def _kernel_size(rng: np.random.Generator, max_size: int) -> int:
     return int(rng.choice(np.arange(7, max_size + 1, 2)))
 
 
-def _blur(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
+def _blur(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
     size = _kernel_size(rng, st.kernel_size)
     if rng.random() < st.sinc_prob:
         # Smaller kernels get a higher cut-off, as in Real-ESRGAN, so that the sinc stays visible.
@@ -217,7 +288,7 @@ def _blur(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
     return filter2d(img, k)
 
 
-def _random_resize(img: torch.Tensor, st: Any, rng: np.random.Generator,
+def _random_resize(img: torch.Tensor, st: StageConfig, rng: np.random.Generator,
                    base: tuple[int, int]) -> torch.Tensor:
     kind = int(rng.choice(3, p=np.asarray(st.resize_prob) / sum(st.resize_prob)))  # up, down, keep
     factor = (_uniform(rng, (1.0, st.resize_range[1])) if kind == 0
@@ -227,18 +298,18 @@ def _random_resize(img: torch.Tensor, st: Any, rng: np.random.Generator,
     return resize(img, size, mode)
 
 
-def _noise(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
+def _noise(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
     gray = bool(rng.random() < st.gray_noise_prob)
     if rng.random() < st.gaussian_noise_prob:
         return gaussian_noise(img, _uniform(rng, st.noise_range), gray, rng)
     return poisson_noise(img, _uniform(rng, st.poisson_scale_range), gray, rng)
 
 
-def _jpeg(img: torch.Tensor, st: Any, rng: np.random.Generator) -> torch.Tensor:
+def _jpeg(img: torch.Tensor, st: StageConfig, rng: np.random.Generator) -> torch.Tensor:
     return jpeg(img.clamp(0, 1), int(rng.integers(st.jpeg_range[0], st.jpeg_range[1] + 1)))
 
 
-def _stage(img: torch.Tensor, st: Any, rng: np.random.Generator, shuffled: bool,
+def _stage(img: torch.Tensor, st: StageConfig, rng: np.random.Generator, shuffled: bool,
            resize_base: tuple[int, int], with_jpeg: bool = True) -> torch.Tensor:
     """One stage; random resizes scale ``resize_base`` (the HR size at the first stage, the LR size later). The
     second stage has no JPEG of its own: the final one is its JPEG (Real-ESRGAN)."""
@@ -258,7 +329,7 @@ def _stage(img: torch.Tensor, st: Any, rng: np.random.Generator, shuffled: bool,
     return img
 
 
-def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+def degrade_real(hr: np.ndarray, scale: int, cfg: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
     """uint8 HWC LR of size ``(H // scale, W // scale)`` from a uint8 HWC HR image through the configured
     real-world track; a pure function of ``(hr, scale, cfg, rng state)``."""
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
@@ -285,7 +356,7 @@ def degrade_real(hr: np.ndarray, scale: int, cfg: Any, rng: np.random.Generator)
     return _uint8(x)
 
 
-def degrade_downscaled(lr: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+def degrade_downscaled(lr: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator) -> np.ndarray:
     """uint8 HWC: a bicubic-downscaled uint8 LR image with, for a share ``downscaled_noise_prob`` of the samples,
     the second stage's noise (Gaussian or Poisson, colour or gray), then a JPEG round trip at a quality from the
     second stage's range (the final JPEG's)."""

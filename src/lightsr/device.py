@@ -1,5 +1,7 @@
 """Where and in what precision networks run: one resolver for every command, the Python API and the trainer.
 
+A runtime's record (:data:`lightsr.runtimes.RUNTIMES`) says which devices and precisions it offers; the runtime
+factory hands them to :func:`resolve_device` (``auto_picks``) and :func:`choose_precision` (``offered``).
 torch is imported by the functions, not here: the command-line parsers read :data:`PRECISION_NAMES` and
 ``lightsr upscale --help`` stays fast.
 """
@@ -16,9 +18,6 @@ if TYPE_CHECKING:
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
 # What --precision accepts: a precision, or "auto" (bf16 where the device computes it natively, else fp32).
 PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
-# Runtimes (lightsr.backends) and the precisions each runs: onnxruntime's CPU kernels are float32 for these graphs.
-BACKENDS = ("torch", "onnxruntime", "openvino")
-BACKEND_PRECISIONS = {"torch": PRECISION_NAMES, "onnxruntime": ("fp32",), "openvino": ("fp32", "bf16")}
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
 
 
@@ -146,3 +145,17 @@ def resolve_precision(precision: str, device: torch.device, supported: tuple[str
     if precision not in supported:
         raise UsageError(f"--precision {precision}: this network supports {', '.join(supported)}")
     return precision_dtype(precision)
+
+
+def choose_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES,
+                     offered: tuple[str, ...] = PRECISION_NAMES, offered_by: str = "the runtime") -> str:
+    """The precision name ``precision`` (one of :data:`PRECISION_CHOICES`) comes to for a network supporting
+    ``supported`` on a runtime offering ``offered`` (``offered_by`` names it in errors, e.g. ``--backend
+    openvino``): ``auto`` resolved over both; one-line :class:`UsageError` otherwise."""
+    both = tuple(p for p in offered if p in supported)
+    if precision == "auto":
+        return auto_precision(device, both)
+    resolve_precision(precision, device, supported)  # the generic errors first (unknown name, fp16 on CPU)
+    if precision not in both:
+        raise UsageError(f"--precision {precision}: {offered_by} runs {', '.join(both)}")
+    return precision

@@ -30,3 +30,19 @@ class CacheError(LightSRError, OSError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``timeout``, ``docker stop``, a scheduler) while the command line runs: handled like Ctrl-C —
     every ``except BaseException``/``finally`` cleanup runs, then lightsr exits with status 143 (128 + 15)."""
+
+
+class ExportError(LightSRError, RuntimeError):
+    """An export that failed or whose ONNX graph does not reproduce the PyTorch network."""
+
+
+class OnnxModelError(LightSRError, ValueError):
+    """An ONNX file that cannot be run as a lightsr model (unreadable, bad metadata, wrong output size); the
+    message names the file."""
+
+
+def first_line(e: BaseException, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (its type's name when it has none), cut at ``limit``
+    characters: what a one-line error quotes of a library's multi-line message."""
+    line = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+    return line if limit is None else line[:limit]

@@ -128,7 +128,7 @@ _ENSEMBLE = [(rot, flip) for rot in range(4) for flip in (False, True)]
 @torch.inference_mode()
 def super_resolve(model: torch.nn.Module, lr: np.ndarray, self_ensemble: bool = False) -> np.ndarray:
     """SR of one uint8 image; with ``self_ensemble`` the mean over the 8 flips/rotations (EDSR's x8).
-    ``model``: a network, or a :class:`lightsr.backends.Runtime` (which carries its device)."""
+    ``model``: a network, or a :class:`lightsr.runtimes.Runtime` (which carries its device)."""
     device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(
         model.parameters()).device
     x = _to_tensor(lr, device)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightsr._files import check_creatable
+from lightsr._files import atomic_write, check_creatable
 from lightsr.errors import UsageError
 
 
@@ -67,8 +67,6 @@ def check_figure_path(path: str | Path, option: str) -> str:
 def _save(fig: Any, canvas: Any, path: Path, axes: list[tuple[Any, str, float | None]], dpi: int) -> FigureResult:
     """Save ``fig`` atomically and report each axis' pixel box in the saved image (no ``bbox_inches``: boxes
     stay exact)."""
-    from lightsr._files import atomic_write
-
     fmt = check_figure_path(path, "output")
     fig.set_dpi(dpi)
     canvas.draw()

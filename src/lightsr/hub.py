@@ -2,8 +2,8 @@
 
 Each architecture's spec lists the published checkpoints lightsr knows (:class:`~lightsr.models.spec.
 PublishedWeights`: URL, SHA-256, licence, scores). ``load_model(NAME)``, ``--weights NAME`` and
-``create_model(network, scale, pretrained=NAME)`` resolve such a name to its cached file, downloading it first
-when needed — as timm's ``pretrained=True`` and BasicSR's model zoo do.
+``create_model(network, scale, pretrained=NAME)`` resolve such a name (:mod:`lightsr.sources`) to its cached
+file, downloading it first when needed — as timm's ``pretrained=True`` and BasicSR's model zoo do.
 
 * Cache: ``$LIGHTSR_HOME`` (default ``~/.cache/lightsr``), ``<name><suffix>`` per entry.
 * Downloads (:mod:`lightsr.download`) have a deadline (``--download-timeout``, ``$LIGHTSR_DOWNLOAD_TIMEOUT``,
@@ -25,17 +25,11 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
-from lightsr.bundled import bundled_names, bundled_weights, default_upscale_model
 from lightsr.cache import home, usable_folder
-from lightsr.checkpoints import bundled_model
-from lightsr.checkpoints import load_model as _load
 from lightsr.download import deadline_seconds, download
 from lightsr.errors import CheckpointError, UsageError
-from lightsr.models.base import SRNet
-from lightsr.models.registry import create_model as _create
-from lightsr.models.registry import list_models, model_spec, specs
+from lightsr.models.registry import specs
 from lightsr.models.spec import ModelSpec, PublishedWeights
 
 _CHUNK = 1 << 20
@@ -108,87 +102,3 @@ def _verified(path: Path, entry: PublishedWeights) -> bool:
         return path.is_file() and path.stat().st_size == entry.size and file_sha256(path) == entry.sha256
     except OSError:
         return False
-
-
-def weights_file(text: str | os.PathLike, scale: int | None = None) -> tuple[Path, str | None]:
-    """The file behind what a user named as weights, and the container entry its publisher evaluates.
-
-    A file wins; otherwise a published checkpoint's name (downloaded on first use), a bundled file's name
-    (``<name>_x<scale>``) or, with ``scale``, a bundled network or variant name. Anything
-    else is returned as the path it spells, for the loader to report.
-    """
-    text = os.fspath(text)
-    if Path(text).exists():
-        return Path(text), None
-    table = published()
-    if text in table:
-        return fetch(text), table[text][1].param_key
-    bundled = {f"{n}_x{s}": p for n in bundled_names() for s, p in bundled_weights(n).items()}
-    if text in bundled:
-        return bundled[text], None
-    if text in bundled_names():
-        have = bundled_weights(text)
-        want = 4 if scale is None else scale
-        if want not in have:
-            raise CheckpointError(f"{text}: no bundled weights for ×{want} (bundled: "
-                                  f"{', '.join(f'×{s}' for s in sorted(have)) or 'none'})")
-        return have[want], None
-    return Path(text), None
-
-
-def load_model(path: str | os.PathLike, name: str | None = None, scale: int | None = None,
-               param_key: str | None = None, device: str = "cpu") -> SRNet:
-    """:func:`lightsr.checkpoints.load_model`, where ``path`` may also name weights instead of a file.
-
-    A file wins; otherwise a published checkpoint's name (downloaded on first use, with the container entry
-    its publisher evaluates unless ``param_key`` says otherwise) or a bundled file's name (``<name>_x<scale>``).
-    """
-    text = os.fspath(path)
-    if not Path(text).exists() and text not in bundled_names():
-        file, key = weights_file(text)
-        return _load(file, name, scale, param_key if param_key is not None else key, device)
-    return _load(path, name, scale, param_key, device)
-
-
-def create_model(name: str, scale: int = 4, pretrained: bool | str = False, **overrides: Any) -> SRNet:
-    """A network by registry name, like timm's ``create_model``.
-
-    ``pretrained=False``: randomly initialised (``overrides`` replace the paper's defaults). ``True``: lightsr's
-    bundled weights of ``name`` at ``scale``; ``name`` may also be a bundled variant of a network (its weights
-    file names the network; ``create_model(variant, pretrained=True)`` is ``create_model(network,
-    pretrained=variant)``). A published checkpoint's
-    name (``lightsr models`` lists them): those weights, downloaded on first use.
-    """
-    if pretrained is False or pretrained is None:
-        return _create(name, scale=scale, **overrides)
-    if overrides:
-        raise UsageError(f"create_model({name!r}, pretrained=…): the weights fix the configuration; drop "
-                         f"{', '.join(overrides)}")
-    if pretrained is True:
-        if name not in list_models() and name not in bundled_names():
-            model_spec(name)  # the one-line 'unknown model' error
-        return bundled_model(name, scale, option="create_model")
-    variants = [n for n in bundled_names() if n not in list_models()]
-    if isinstance(pretrained, str) and pretrained in variants:  # create_model(network, pretrained=variant)
-        model = bundled_model(pretrained, scale, option="create_model")
-        if model_spec(model.arch).family != model_spec(name).family:
-            raise UsageError(f"pretrained={pretrained!r} holds {model.arch} weights, not {name}")
-        return model
-    if not isinstance(pretrained, str) or pretrained not in published():
-        have = ", ".join(sorted(published()) + variants) or "none"
-        raise UsageError(f"pretrained={pretrained!r}: expected True (bundled weights), bundled variant weights or "
-                         f"a published checkpoint ({have})")
-    spec, entry = published()[pretrained]
-    if spec.family != model_spec(name).family or entry.scale != scale:
-        raise UsageError(f"pretrained={pretrained!r} is a {spec.name} ×{entry.scale} checkpoint, not {name} ×{scale}")
-    return load_model(pretrained)
-
-
-def resolve_model(name: str | None, weights: str | None, scale: int | None) -> SRNet:
-    """The network a command asks for: ``weights`` (a checkpoint file, or published or bundled weights by name),
-    else the bundled weights of ``name`` (default :func:`~lightsr.bundled.default_upscale_model`) at ``scale``
-    (default 4).
-    """
-    if weights:
-        return load_model(weights, name=name, scale=scale)
-    return bundled_model(name or default_upscale_model(scale), scale)

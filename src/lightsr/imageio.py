@@ -20,12 +20,12 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lightsr._files import atomic_write
-from lightsr.errors import LightSRError, WriteError
+from lightsr.errors import LightSRError, UsageError, WriteError, first_line
 from lightsr.formats import (  # re-exported: the constants of the files this module reads and writes
     ALPHA_FORMATS,
     DEFAULT_MAX_OUTPUT_PIXELS,
@@ -253,7 +253,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     except Exception as e:  # whatever Pillow's decoders raise on a damaged file means a bad file
         if isinstance(e, LightSRError):
             raise
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        why = first_line(e, 160)
         raise ImageReadError(f"{path}: cannot decode image ({why})") from None
     if orientation in _ORIENT:
         pixels = _ORIENT[orientation](pixels)
@@ -304,7 +304,7 @@ def _read_exif(im) -> bytes | None:
         return exif.tobytes()
     except Exception as e:  # a damaged EXIF block must not cost the image: drop it and say so
         log.warning("%s: unreadable EXIF data dropped (%s)", getattr(im, "filename", "image"),
-                    str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+                    first_line(e, 80))
         return None
 
 
@@ -337,7 +337,7 @@ def exif_for(data: ImageData) -> bytes | None:
                 sub[tag] = value
         return exif.tobytes()
     except Exception as e:
-        log.warning("EXIF data not carried over (%s)", str(e).splitlines()[0][:80] if str(e) else type(e).__name__)
+        log.warning("EXIF data not carried over (%s)", first_line(e, 80))
         return None
 
 
@@ -483,7 +483,7 @@ def _save_pillow(tmp: Path, data: ImageData, fmt: str, quality: int, dst: Path) 
     try:
         im.save(tmp, format=fmt, **kwargs)
     except ValueError as e:  # what Pillow's encoders refuse (e.g. metadata too large for the format)
-        raise ImageWriteError(f"{dst}: {fmt} cannot store this image ({str(e).splitlines()[0][:120]})") from None
+        raise ImageWriteError(f"{dst}: {fmt} cannot store this image ({first_line(e, 120)})") from None
 
 
 def _chunk(tag: bytes, body: bytes) -> bytes:
@@ -604,6 +604,80 @@ def _write_tiff16(path: Path, data: ImageData) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ conversion
+
+
+def check_not_empty(shape: tuple[int, ...], what: str) -> None:
+    """A one-line :class:`UsageError` for an input of ``shape`` without pixels (``what``: image, array, tensor)."""
+    if 0 in tuple(shape):
+        raise UsageError(f"{what} input has no pixels (shape {tuple(shape)})")
+
+
+def unpack(image: Any) -> tuple[ImageData | list[torch.Tensor], Callable[[Any], Any]]:
+    """What upscaling takes of an image object, and how its result goes back into that kind of object.
+
+    Integer arrays (uint8/uint16, ``H×W`` or ``H×W×C``), PIL images and :class:`ImageData` become
+    :class:`ImageData` (bit depth, alpha, ICC profile and DPI kept); float arrays in [0, 1] (``H×W`` or ``H×W×C``)
+    and float tensors (``C×H×W`` or ``N×C×H×W``, any device and dtype) become ``C×H×W`` float32 CPU tensors.
+    ``repack(result)`` turns the upscaled :class:`ImageData` or list of tensors into the input's kind.
+    """
+    import torch
+
+    if isinstance(image, ImageData):
+        return image, lambda data: data
+    if isinstance(image, torch.Tensor):
+        if not image.is_floating_point():
+            raise UsageError(f"tensor input must be float in [0, 1], got {image.dtype}")
+        check_not_empty(image.shape, "tensor")
+        if image.ndim not in (3, 4):
+            raise UsageError(f"tensor input must be C×H×W or N×C×H×W, got shape {tuple(image.shape)}")
+        batch = list(image) if image.ndim == 4 else [image]
+        return batch, lambda ts: (torch.stack(ts) if image.ndim == 4 else ts[0]).to(image.device, image.dtype)
+    if isinstance(image, np.ndarray):
+        if image.ndim not in (2, 3):
+            raise UsageError(f"array input must be H×W or H×W×C, got shape {image.shape}")
+        check_not_empty(image.shape, "array")
+        flat = image.ndim == 2
+        if image.dtype.kind == "f":
+            t = torch.from_numpy(np.ascontiguousarray(image[:, :, None] if flat else image))
+            return [t.permute(2, 0, 1).float()], lambda ts: _squeeze(ts[0].permute(1, 2, 0).numpy(), flat)
+        if image.dtype not in (np.uint8, np.uint16):
+            raise UsageError(f"array input must be uint8, uint16 or float in [0, 1], got {image.dtype}")
+        return ImageData(image), lambda data: _squeeze(data.pixels, flat)
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return from_pil(image), to_pil
+    raise TypeError(f"cannot upscale a {type(image).__name__}: pass a PIL image, a numpy array or a torch tensor")
+
+
+def _squeeze(px: np.ndarray, flat: bool) -> np.ndarray:
+    return px[:, :, 0] if flat else px
+
+
+def from_pil(im: Any) -> ImageData:
+    """A Pillow image (any mode :func:`load_image` reads) as :class:`ImageData`, with its ICC profile and DPI."""
+    pixels = _to_array(im, Path("<PIL image>"))
+    dpi = im.info.get("dpi")
+    return ImageData(pixels, icc_profile=im.info.get("icc_profile"),
+                     dpi=(float(dpi[0]), float(dpi[1])) if dpi else None)
+
+
+def to_pil(data: ImageData) -> Any:
+    """:class:`ImageData` as a Pillow image (16-bit gray as mode ``I;16``), with its ICC profile and DPI."""
+    from PIL import Image
+
+    px = data.pixels
+    if data.bit_depth == 16:
+        if data.mode != "L":  # Pillow has no 16-bit colour mode; only reachable from I;16 inputs (gray)
+            raise UsageError("16-bit colour cannot be returned as a PIL image; pass a numpy array instead")
+        im = Image.fromarray(px[:, :, 0].astype("<u2"))  # little-endian uint16: Pillow's mode I;16
+    else:
+        im = Image.fromarray(px[:, :, 0] if px.shape[2] == 1 else px, mode=data.mode)
+    if data.icc_profile:
+        im.info["icc_profile"] = data.icc_profile
+    if data.dpi:
+        im.info["dpi"] = data.dpi
+    return im
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:

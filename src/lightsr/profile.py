@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
+from lightsr.models.base import SRNet
+from lightsr.runtimes.registry import DEFAULT_RUNTIME
+
 # The papers report MACs for a 1280×720 output.
 REFERENCE_OUTPUT = (720, 1280)
 
@@ -56,7 +59,7 @@ def count_macs(model: torch.nn.Module, input_hw: tuple[int, int]) -> tuple[int, 
 
 def measure_latency(model: torch.nn.Module, input_hw: tuple[int, int], runs: int = 5, warmup: int = 1) -> float:
     """Median wall-clock milliseconds of ``runs`` forward passes (after ``warmup``) on one image; ``model``: a
-    network or a :class:`lightsr.backends.Runtime`."""
+    network or a :class:`lightsr.runtimes.Runtime`."""
     device = model.device if isinstance(getattr(model, "device", None), torch.device) else next(
         model.parameters()).device
     x = torch.rand(1, 3, *input_hw, device=device)
@@ -72,28 +75,28 @@ def measure_latency(model: torch.nn.Module, input_hw: tuple[int, int], runs: int
     return statistics.median(times)
 
 
-def profile(model, input_hw: tuple[int, int] | None = None, latency_hw: tuple[int, int] | None = None,
-            runs: int = 5, fuse: bool = True, backend: str = "torch", precision: str = "fp32") -> Profile:
+def profile(model: SRNet, input_hw: tuple[int, int] | None = None, latency_hw: tuple[int, int] | None = None,
+            runs: int = 5, fuse: bool = True, backend: str = DEFAULT_RUNTIME, precision: str = "fp32") -> Profile:
     """Parameters and MACs (for a 1280×720 output unless ``input_hw`` is given); latency if ``latency_hw``.
 
     MACs are those of the network as the paper draws it (the training form); latency is timed on the inference
-    form (``model.fuse()``, what ``upscale`` and ``eval`` run) unless ``fuse=False``, on ``backend`` in
-    ``precision`` (:func:`lightsr.backends.build`; ``auto`` resolved as ``upscale`` resolves it).
+    form (``model.fuse()``, what ``upscale`` and ``eval`` run) unless ``fuse=False``, on the runtime ``backend``
+    (:data:`lightsr.runtimes.RUNTIMES`) in ``precision`` (:func:`lightsr.runtimes.build`; ``auto`` resolved as
+    ``upscale`` resolves it).
     """
     s = model.scale
     input_hw = input_hw or (REFERENCE_OUTPUT[0] // s, REFERENCE_OUTPUT[1] // s)
     macs, by_op = count_macs(model, input_hw)
     prof = Profile(model.arch, s, model.num_trainable_params(), tuple(input_hw), macs, by_op)
     if latency_hw:
-        from lightsr.backends import build
+        from lightsr.allocator import active_allocator
+        from lightsr.runtimes.factory import build
 
         device = next(model.parameters()).device
         runtime = build(model, backend, precision, device, fuse=fuse)
         prof.latency_ms = measure_latency(runtime, latency_hw, runs=runs)
         prof.form = "fused" if fuse else "training form"
-        prof.backend, prof.precision = backend, runtime.precision
-        from lightsr.allocator import active_allocator
-
+        prof.backend, prof.precision = runtime.runtime, runtime.precision
         prof.latency_input_hw, prof.threads, prof.runs = tuple(latency_hw), torch.get_num_threads(), runs
         prof.allocator = active_allocator()
     return prof

@@ -233,3 +233,21 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
         raise ValueError(f"expected HxW or HxWxC array, got shape {img.shape}")
     h, w = img.shape[:2]
     return img[: h - h % scale, : w - w % scale, ...]
+
+
+def resize_channels(px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``H×W×C`` uint8/uint16/float32 pixels to ``size`` (height, width) with :func:`imresize` (uint8 exactly as
+    MATLAB does it, uint16 rounded half up, float clipped to [0, 1]).
+
+    One channel at a time (the channels are independent): the float64 working buffers are one channel's.
+    """
+    out = np.empty((*size, px.shape[2]), dtype=px.dtype)
+    for ch in range(px.shape[2]):
+        if px.dtype == np.uint8:
+            out[:, :, ch] = imresize(px[:, :, ch], size=size)
+        elif px.dtype == np.uint16:
+            y = imresize(px[:, :, ch].astype(np.float64), size=size)
+            out[:, :, ch] = np.clip(np.floor(y + 0.5), 0, 65535)
+        else:
+            out[:, :, ch] = np.clip(imresize(px[:, :, ch], size=size), 0, 1)
+    return out

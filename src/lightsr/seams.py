@@ -2,8 +2,8 @@
 
 Tiles of networks whose attention wraps around the image (``TilingSpec.wrap``) continue past the border with the
 opposite border's pixels; :class:`SeamHooks` makes every convolution treat that crossing as the border it is.
-On their own here (torch only), so that both :mod:`lightsr.tiling` and the graph backends
-(:mod:`lightsr.backends`, which trace the hooks into an export taking the seams as an input) can use them.
+On their own here (torch only), so that both :mod:`lightsr.tiling` and the graph runtimes
+(:mod:`lightsr.runtimes.graphs`, which traces the hooks into an export taking the seams as an input) can use them.
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ class SeamHooks:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
-        from torch import nn
-
         self.seams: tuple[int | None, int | None] = (None, None)
         self.targets: list[tuple[torch.nn.Module, int]] = []
         self.aware: list[torch.nn.Module] = []
@@ -59,7 +57,7 @@ class SeamHooks:
                 self.aware.append(m)
             elif reach is not None:
                 self.targets.append((m, int(reach)))
-            elif isinstance(m, nn.Conv2d) and max(m.kernel_size) > 1:
+            elif isinstance(m, torch.nn.Conv2d) and max(m.kernel_size) > 1:
                 if m.stride != (1, 1) or not isinstance(m.padding, tuple):
                     raise ValueError(f"cannot place seams around {m}")
                 self.targets.append((m, max(m.padding) * max(m.dilation)))

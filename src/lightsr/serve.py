@@ -85,7 +85,7 @@ def _gradio() -> Any:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One choice in the model list: what :func:`lightsr.hub.resolve_model` gets."""
+    """One choice in the model list: what :func:`lightsr.sources.load_network` gets."""
 
     label: str
     name: str | None  # a network (bundled weights at ``scale``)
@@ -190,7 +190,7 @@ class WebApp:
         Published weights are downloaded here, outside the lock that lets one job compute at a time, within the
         app's download deadline: a stalled mirror holds up only the jobs that need those weights."""
         from lightsr.download import download_timeout
-        from lightsr.hub import resolve_model
+        from lightsr.sources import load_network
 
         if label not in self.entries:
             raise UsageError(f"unknown model {label!r}")
@@ -205,7 +205,7 @@ class WebApp:
             if net is None:
                 e = self.entries[label]
                 with download_timeout(self.download_timeout):
-                    net = resolve_model(e.name, e.weights, e.scale)
+                    net = load_network(e.weights or e.name, e.scale, option="")
             with self._lock:
                 self._nets[label] = net
                 self._nets.move_to_end(label)

@@ -25,13 +25,18 @@ each tile would compute the global statistics of its own pixels. Their inference
 (:attr:`~lightsr.models.base.InferenceForm.forward_tiled`, :mod:`lightsr.models._stream`): layer by layer, with
 full-size LR feature maps and the statistics summed over all tiles, exact at any tile size. A streamed
 :class:`TilePlan` (``streamed=True``, from :func:`plan_streamed`) describes those tiles; its memory is the maps
-plus one tile (:func:`streamed_bytes`). The graph backends run the same execution with each stage as a graph
-(:mod:`lightsr.backends`); the training form and exported ``.onnx`` files of such networks keep blended tiles.
+plus one tile (:func:`streamed_bytes`). The graph runtimes run the same execution with each stage as a graph
+(:mod:`lightsr.runtimes.graphs`); the training form and exported ``.onnx`` files of such networks keep blended
+tiles.
+
+:func:`plan_image` picks an image's plan from a memory budget (the network's working set, and on the CPU the image
+buffers around it); :func:`halve` re-plans with smaller tiles after running out of memory.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import re
@@ -44,6 +49,8 @@ from lightsr.errors import UsageError
 from lightsr.models._common import mirror_pad
 from lightsr.models.registry import find_spec
 from lightsr.models.spec import TilingSpec
+
+log = logging.getLogger("lightsr")
 
 # ------------------------------------------------------------------------------------- per-architecture facts
 
@@ -116,8 +123,8 @@ def activation_bytes(pixels: int, spec: TilingSpec, element_size: int = 4) -> in
 
 
 def _precision_factor(element_size: int) -> float:
-    # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output): measured
-    # ≈ 0.55 of fp32 on CPU, so 16-bit counts as 0.6 rather than 0.5.
+    # 16-bit runs keep some fp32 state (LayerNorm/softmax accumulators, the fp32 copy of the output), so 16-bit
+    # counts as 0.6 of fp32 rather than 0.5 (benchmarks/README.md, "Tiling memory").
     return 1.0 if element_size >= 4 else 0.6
 
 
@@ -250,6 +257,11 @@ class TilePlan:
         return _round_up(self.height, self.align), _round_up(self.width, self.align)
 
     @property
+    def core(self) -> int:
+        """The largest core side: the tile size the plan actually runs."""
+        return max(max(r.stop - r.start for r in self.rows), max(c.stop - c.start for c in self.cols))
+
+    @property
     def max_window(self) -> tuple[int, int]:
         """Largest tile window (h, w) in input pixels: what bounds the model's memory."""
         return max(r.window for r in self.rows), max(c.window for c in self.cols)
@@ -283,7 +295,7 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1,
 
 def can_stream(net: object, spec: TilingSpec) -> bool:
     """Whether ``net`` tiles exactly by layer-streamed execution: it has a ``forward_tiled`` (an inference form,
-    or a graph backend running one's stages) and the network has global operators (not its training form, not
+    or a graph runtime running one's stages) and the network has global operators (not its training form, not
     an exported ``.onnx`` file)."""
     return spec.global_context and getattr(net, "forward_tiled", None) is not None
 
@@ -293,6 +305,74 @@ def plan_streamed(height: int, width: int, tile: int, spec: TilingSpec) -> TileP
     them (evenly, no alignment: every tile computes exactly what the whole image does), windows with the
     network's ``stream_halo``, no blending. One tile (``streamed`` False) when ``tile`` covers the image."""
     return plan_tiles(height, width, tile, spec.stream_halo, 1, blend=0, streamed=True)
+
+
+def image_bytes(height: int, width: int, scale: int, channels: int = 3, bytes_per_sample: int = 1,
+                final_size: tuple[int, int] | None = None) -> int:
+    """Host memory of the image buffers around the network: the float input (with its padded and filled copies),
+    the integer output and the copy its encoder makes; with ``final_size`` (an ``outscale`` resize) the final
+    image and one channel's float64 resize buffers."""
+    s = scale
+    fixed = 16 * channels * height * width + 2 * s * s * height * width * channels * bytes_per_sample
+    if final_size is not None:
+        fh, fw = final_size
+        fixed += fh * fw * channels * bytes_per_sample + 8 * (fh * width * s + fh * fw)
+    return fixed
+
+
+def plan_image(height: int, width: int, spec: TilingSpec, *, tile: int | None = None, budget: int | None = None,
+               overlap: int | None = None, element_size: int = 4, scale: int = 1, channels: int = 3,
+               bytes_per_sample: int = 1, on_host: bool = True, final_size: tuple[int, int] | None = None,
+               streamable: bool = False, wrap: bool = False) -> TilePlan:
+    """The tile plan of an ``height × width`` image (what :meth:`lightsr.Upscaler.plan` runs).
+
+    ``tile``: cores of that size (0: the whole image), or None to pick them from ``budget`` bytes: the network's
+    working set in ``element_size`` bytes per value and, ``on_host`` (the CPU), the image buffers
+    (:func:`image_bytes`) and the float strip of one tile row. ``streamable``: the network tiles exactly by
+    layer-streamed execution (:func:`can_stream`); with automatic tiles that needs the full-size feature maps within
+    the budget, and when they do not fit the image gets blended tiles (approximate) and a warning. ``wrap``: the
+    tiles may wrap (the runtime places the seams).
+    """
+    overlap = spec.overlap if overlap is None else overlap
+    streamed = streamable
+    if tile is None:
+        if budget is None:
+            raise ValueError("plan_image: automatic tiles (tile=None) need a memory budget")
+        s = scale
+        fixed = image_bytes(height, width, s, channels, bytes_per_sample, final_size) if on_host else 0
+
+        def fit(streamed: bool) -> tuple[int, int]:
+            """(tile, budget left for the network) under the memory budget."""
+            left = budget - fixed
+            tile = auto_tile(height, width, spec, left, element_size, overlap, streamed)
+            if tile and on_host:
+                left -= 2 * 4 * channels * (tile + overlap) * s * width * s
+                tile = auto_tile(height, width, spec, left, element_size, overlap, streamed)
+            return tile, left
+
+        tile, left = fit(streamed)
+        if tile and streamed and streamed_bytes(height, width, tile, spec, element_size) > left:
+            log.warning("%d×%d: exact tiling needs %.0f MB (feature maps of the whole image and one tile), "
+                        "beyond the memory budget; using blended tiles (approximate)", width, height,
+                        streamed_bytes(height, width, tile, spec, element_size) / 2**20)
+            streamed = False
+            tile, _ = fit(False)
+    if streamed and tile:
+        plan = plan_streamed(height, width, tile, spec)
+        if plan.n_tiles > 1:
+            return plan
+    return plan_tiles(height, width, tile, overlap, spec.align, wrap=wrap)
+
+
+def halve(plan: TilePlan, spec: TilingSpec, overlap: int, streamable: bool = False) -> TilePlan | None:
+    """``plan`` with cores half as large (after running out of memory; streamed where the network streams), or
+    None when they would be smaller than 8 pixels or the alignment."""
+    core = plan.core
+    if core // 2 < max(8, plan.align):
+        return None
+    if plan.streamed or (plan.n_tiles == 1 and streamable):
+        return plan_streamed(plan.height, plan.width, core // 2, spec)
+    return plan_tiles(plan.height, plan.width, core // 2, overlap, plan.align, wrap=plan.wrap)
 
 
 # ------------------------------------------------------------------------------------------------- weights

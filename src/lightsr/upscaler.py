@@ -6,16 +6,18 @@ The data path: decode (:mod:`lightsr.imageio`: channels, 16 bits, orientation, I
 input's bit depth → atomic write. Grayscale runs through the network as replicated RGB and comes back as luma;
 transparent pixels get their colour from their visible neighbours first, so the network never sees (and bleeds)
 the arbitrary colour stored under alpha = 0.
+
+What the user named is resolved by :mod:`lightsr.sources` and run by a runtime (:mod:`lightsr.runtimes`); the
+tile plan comes from :func:`lightsr.tiling.plan_image`. The Upscaler orchestrates: planning, the tiles' order,
+alpha, progress, non-finite outputs and re-planning after running out of memory.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lightsr.bundled import bundled_names, default_upscale_model
-from lightsr.checkpoints import bundled_model
-from lightsr.device import auto_precision, resolve_device, resolve_precision
+from lightsr.alpha import exact_alpha, fill_transparent, to_luma
+from lightsr.device import resolve_device
 from lightsr.errors import LightSRError, UsageError
 from lightsr.imageio import (
     ALPHA_FORMATS,
@@ -33,28 +34,33 @@ from lightsr.imageio import (
     DEFAULT_MAX_PIXELS,
     ImageData,
     array_to_tensor,
+    check_not_empty,
     composite,
     format_for,
     load_image,
     save_image,
     tensor_to_array,
+    unpack,
 )
 from lightsr.models.base import SRNet
-from lightsr.seams import SeamHooks
+from lightsr.resize import resize_channels
+from lightsr.runtimes.base import Runtime
+from lightsr.runtimes.factory import build
+from lightsr.runtimes.registry import check_runtime
+from lightsr.sources import resolve
 from lightsr.tiling import (
     TilePlan,
     arch_tiling,
-    auto_tile,
+    can_stream,
     default_memory_budget,
+    halve,
     parse_memory,
+    plan_image,
     plan_tiles,
     run_tiled,
 )
 
 log = logging.getLogger("lightsr")
-
-# ITU-R BT.601 luma, as Pillow converts RGB to L: grayscale inputs come back through the same formula.
-LUMA = (0.299, 0.587, 0.114)
 
 
 class NonFiniteOutputError(LightSRError, RuntimeError):
@@ -65,78 +71,23 @@ class OutputExistsError(LightSRError, FileExistsError):
     """An output file exists and overwriting was not allowed, or the output would replace an input."""
 
 
-# -------------------------------------------------------------------------------------------- pixel helpers
-
-
-def fill_transparent(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Colour of fully transparent pixels replaced by the alpha-weighted colour of the nearest visible ones.
-
-    Push-pull: an alpha-weighted pyramid (sums of ``rgb·α`` and ``α`` over 2×2 blocks) is built down to one
-    pixel, then each level fills its empty pixels from the coarser one. Visible pixels are untouched; the
-    network then sees colour continuing smoothly under transparent areas instead of (often black) garbage
-    that would bleed into the edges of visible ones.
-    """
-    empty = alpha <= 0
-    if not bool(empty.any()) or bool(empty.all()):
-        return rgb
-    w = alpha.clamp(0, 1)[None, None]
-    c = rgb[None] * w
-    levels = [(c, w)]
-    while max(c.shape[-2:]) > 1:
-        c = F.avg_pool2d(c, 2, ceil_mode=True)
-        w = F.avg_pool2d(w, 2, ceil_mode=True)
-        levels.append((c, w))
-    colour = levels[-1][0] / levels[-1][1].clamp_min(1e-12)
-    for c, w in reversed(levels[:-1]):
-        up = colour.repeat_interleave(2, -2).repeat_interleave(2, -1)[..., : c.shape[-2], : c.shape[-1]]
-        colour = torch.where(w > 0, c / w.clamp_min(1e-12), up)
-    return torch.where(empty[None], colour[0], rgb)
-
-
-def _to_luma(block: torch.Tensor) -> torch.Tensor:
-    # Clamped first: the result equals converting the (valid) RGB output image to L.
-    r, g, b = block.clamp(0, 1)
-    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b)[None]
-
-
-# ------------------------------------------------------------------------------------------------ Upscaler
-
-@dataclass
-class _Net:
-    """A runnable network: a PyTorch SRNet or an ONNX session, with what tiling needs to know."""
-
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    scale: int
-    arch: str | None
-    module: torch.nn.Module | None = None  # the PyTorch network (its inference form unless fuse=False)
-    graph_tiled: Callable[..., None] | None = None  # a graph backend's layer-streamed execution, if any
-    # A graph backend's wrap-mode tiles: seamed(x, seams) with the seams as an input of the graph (SeamHooks'
-    # place for PyTorch modules)
-    seamed: Callable[[torch.Tensor, tuple[int | None, int | None]], torch.Tensor] | None = None
-
-    @property
-    def forward_tiled(self) -> Callable[..., None] | None:
-        """Layer-streamed execution (exact tiles) where the network has it: the inference form's or the graph
-        backend's."""
-        return self.graph_tiled if self.module is None else getattr(self.module, "forward_tiled", None)
-
-
 class Upscaler:
     """Keeps a network loaded and upscales images, arrays, tensors and files with it.
 
-    ``model``: a bundled name (its weights at ``scale``; None: :func:`lightsr.bundled.default_upscale_model`), a
-    checkpoint path (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet`. ``tile``: None
-    picks the tile size from ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input
-    pixels.
-    ``tile_overlap``: context on each side of a tile (default: per architecture, see
-    :data:`lightsr.tiling.ARCH_TILING`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
+    ``model``: what :func:`lightsr.sources.resolve` takes — a bundled or published name, a checkpoint path
+    (``.pth``, ``.safetensors``), an exported ``.onnx`` file, or an :class:`SRNet` (None:
+    :func:`lightsr.bundled.default_upscale_model` at ``scale``). ``tile``: None picks the tile size from
+    ``max_memory`` (the whole image when it fits), 0 never tiles, N uses cores of N input pixels.
+    ``tile_overlap``: context on each side of a tile (default: the network's, ``TilingSpec.overlap``; see
+    :func:`lightsr.tiling.arch_tiling`). ``alpha``: ``"bicubic"`` or ``"model"`` (the network on the alpha
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
     size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
-    :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (CUDA when available), ``cpu``,
-    ``cuda[:N]``; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto`` (bf16 where the device
-    computes it natively — :func:`lightsr.device.native_bf16` — else fp32; :attr:`precision` then holds the
-    choice). ``backend``: ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and
-    cached on first use (:mod:`lightsr.backends`). ``progress``: tqdm bar over tiles;
+    :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (the runtime's accelerator when
+    available), ``cpu``, ``cuda[:N]``, …; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto``
+    (bf16 where the device computes it natively — :func:`lightsr.device.native_bf16` — else fp32;
+    :attr:`precision` then holds the choice). ``backend``: a runtime of :data:`lightsr.runtimes.RUNTIMES` —
+    ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and cached on first use;
+    None: torch for networks, onnxruntime for ``.onnx`` files. ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
@@ -153,7 +104,7 @@ class Upscaler:
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
                  outscale: float | None = None,
                  max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-                 on_progress: Callable[[int, int, str], None] | None = None, backend: str = "torch") -> None:
+                 on_progress: Callable[[int, int, str], None] | None = None, backend: str | None = None) -> None:
         if max_output_pixels is not None and not max_output_pixels >= 1:
             raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
@@ -168,92 +119,45 @@ class Upscaler:
             if threads < 1:
                 raise UsageError(f"--threads {threads}: must be ≥ 1")
             torch.set_num_threads(threads)
-        from lightsr.backends import check_backend
-
-        check_backend(backend)
-        self.backend = backend
-        self.device = resolve_device(device)
-        self.precision = precision
+        if backend is not None:
+            check_runtime(backend)  # an unknown name or a missing extra, before any model loads
+        resolve_device(device)  # likewise an unavailable device
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.alpha = alpha
         self.progress = progress
-        self.fuse = fuse
         self.outscale = outscale
         self.max_output_pixels = max_output_pixels
         self.on_progress = on_progress  # (tiles done, tiles in all, what), e.g. for a web page's progress bar
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
-        self.dtype = torch.float32
-        self._threads = threads
-        self.net = self._load(model, scale, threads)
-        self.scale = self.net.scale
+        source = resolve(model, scale, option="model")
+        self.runtime: Runtime = build(source, backend, precision, device, threads, fuse)
+        if scale is not None and scale != self.runtime.scale:  # an .onnx file: its metadata says its scale
+            raise UsageError(f"{self.runtime.path}: is a ×{self.runtime.scale} model, but scale {scale} was "
+                             "requested")
+        self.scale = self.runtime.scale
 
-    # -- loading
+    @property
+    def backend(self) -> str:
+        """The runtime that runs the network (a name of :data:`lightsr.runtimes.RUNTIMES`)."""
+        return self.runtime.runtime
 
-    def _load(self, model: Any, scale: int | None, threads: int | None) -> _Net:
-        if isinstance(model, SRNet):
-            if scale is not None and scale != model.scale:
-                raise UsageError(f"scale {scale} requested, but the network is ×{model.scale}")
-            return self._wrap_torch(model, copy_first=True)
-        if model is None:
-            model = default_upscale_model(scale)
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be a name, a path or an SRNet, not {type(model).__name__}")
-        text = str(model)
-        path = Path(text)
-        if path.suffix.lower() == ".onnx":
-            from lightsr.export import OnnxModel
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
-            if self.backend != "onnxruntime" and self.backend != "torch":
-                raise UsageError(f"--backend {self.backend}: an exported .onnx file runs with onnxruntime; give "
-                                 "the checkpoint instead and the export is made and cached for this backend")
+    @property
+    def precision(self) -> str:
+        """The precision the network runs in (``auto`` resolved)."""
+        return self.runtime.precision
 
-            if self.precision not in ("fp32", "auto"):
-                raise UsageError(f"--precision {self.precision}: ONNX models run in the precision they were "
-                                 "exported in (fp32)")
-            self.precision = "fp32"
-            onnx = OnnxModel(path, device=self.device, threads=threads)
-            if scale is not None and scale != onnx.scale:
-                raise UsageError(f"{path}: is a ×{onnx.scale} model, but scale {scale} was requested")
-            return _Net(onnx, onnx.scale, onnx.arch)
-        from lightsr.checkpoints import load_model
-        from lightsr.models.registry import list_models
-
-        if path.is_file() or path.suffix.lower() in (".pth", ".pt", ".safetensors", ".ckpt", ".bin"):
-            return self._wrap_torch(load_model(path, scale=scale), copy_first=False)
-        names = list_models() + [n for n in bundled_names() if n not in list_models()]
-        if text in names:
-            return self._wrap_torch(bundled_model(text, scale), copy_first=False)
-        raise UsageError(f"model {text!r}: neither a file nor a known network ({', '.join(names)})")
-
-    def _wrap_torch(self, module: SRNet, copy_first: bool) -> _Net:
-        if self.backend != "torch":
-            from lightsr.backends import build
-
-            if not self.fuse:
-                raise UsageError(f"--no-fuse applies to --backend torch (--backend {self.backend} runs the fused "
-                                 "export)")
-            rt = build(module, self.backend, self.precision, self.device, threads=self._threads)
-            self.precision = rt.precision
-            return _Net(rt, rt.scale, rt.arch, graph_tiled=rt.forward_tiled, seamed=rt.seamed)
-        supported = tuple(module.info.precisions)
-        if self.precision == "auto":
-            self.precision = auto_precision(self.device, supported)
-        dtype = resolve_precision(self.precision, self.device, supported)
-        p = next(module.parameters(), None)
-        if copy_first and p is not None and (p.device != self.device or p.dtype != dtype or module.training):
-            module = copy.deepcopy(module)  # never change the caller's network behind their back
-        module = module.to(self.device).eval()
-        if self.fuse:
-            # The inference form: the same function (≤ 1e-4), faster; folded in float32, then cast.
-            module = module.fuse()
-        module = module.to(dtype)
-        self.dtype = dtype
-        return _Net(module, module.scale, module.arch, module)
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.runtime.dtype
 
     @property
     def arch(self) -> str | None:
-        return self.net.arch
+        return self.runtime.arch
 
     @property
     def output_scale(self) -> float:
@@ -293,64 +197,23 @@ class Upscaler:
         return arch_tiling(self.arch).overlap if self.tile_overlap is None else self.tile_overlap
 
     def plan(self, height: int, width: int, channels: int = 3, bytes_per_sample: int = 1) -> TilePlan:
-        """The tile plan for an image of this size: exactly what :meth:`upscale` would run.
-
-        Networks with global operators tile exactly, streamed (:func:`lightsr.tiling.plan_streamed`), when
-        their inference form can (:func:`lightsr.tiling.can_stream`; ``tile_overlap`` is then not used). With
-        automatic tiles that needs the full-size feature maps within ``max_memory``; when they do not fit, the
-        image gets blended tiles (approximate) and a warning.
-        """
-        from lightsr.tiling import can_stream, plan_streamed, streamed_bytes
-
+        """The tile plan for an image of this size: exactly what :meth:`upscale` would run
+        (:func:`lightsr.tiling.plan_image`: streamed, exact tiles where the runtime streams the network; wrapped
+        tiles where the runtime places the seams, not an ``.onnx`` file of unknown origin)."""
         spec = arch_tiling(self.arch)
-        overlap = self._overlap()
-        # Wrap mode needs seam hooks inside the network: a PyTorch module, or a graph backend's seamed export
-        # (not an .onnx file of unknown origin).
-        wrap = spec.wrap and (self.net.module is not None or self.net.seamed is not None)
-        streamed = can_stream(self.net, spec)
-        tile = self.tile
-        if tile is None:
-            elem = torch.tensor([], dtype=self.dtype).element_size()
-            s = self.scale
-            # Image buffers outside the network: float input (+ padded / filled copies), the integer output
-            # and the copy the encoder makes, then the float strip of one tile row (estimated in a second step).
-            # On a GPU those live in host memory and the budget is the device's alone.
-            on_host = self.device.type == "cpu"
-            fixed = (16 * channels * height * width + 2 * s * s * height * width * channels * bytes_per_sample
-                     if on_host else 0)
-            if on_host and self.outscale is not None:  # the final image and one channel's float64 resize buffers
-                fh, fw = self.output_size(height, width)
-                fixed += fh * fw * channels * bytes_per_sample + 8 * (fh * width * s + fh * fw)
-
-            def fit(streamed: bool) -> tuple[int, int]:
-                """(tile, budget left for the network) under the memory budget."""
-                budget = self.max_memory - fixed
-                tile = auto_tile(height, width, spec, budget, elem, overlap, streamed)
-                if tile and on_host:
-                    budget -= 2 * 4 * channels * (tile + overlap) * s * width * s
-                    tile = auto_tile(height, width, spec, budget, elem, overlap, streamed)
-                return tile, budget
-
-            tile, budget = fit(streamed)
-            if tile and streamed and streamed_bytes(height, width, tile, spec, elem) > budget:
-                log.warning("%d×%d: exact tiling needs %.0f MB (feature maps of the whole image and one tile), "
-                            "beyond the memory budget; using blended tiles (approximate)", width, height,
-                            streamed_bytes(height, width, tile, spec, elem) / 2**20)
-                streamed = False
-                tile, _ = fit(False)
-        if streamed and tile:
-            plan = plan_streamed(height, width, tile, spec)
-            if plan.n_tiles > 1:
-                return plan
-        return plan_tiles(height, width, tile, overlap, spec.align, wrap=wrap)
+        return plan_image(height, width, spec, tile=self.tile, budget=self.max_memory if self.tile is None else None,
+                          overlap=self._overlap(), element_size=self.dtype.itemsize, scale=self.scale,
+                          channels=channels, bytes_per_sample=bytes_per_sample, on_host=self.device.type == "cpu",
+                          final_size=self.output_size(height, width) if self.outscale is not None else None,
+                          streamable=can_stream(self.runtime, spec),
+                          wrap=spec.wrap and self.runtime.seamed is not None)
 
     # -- running
 
-    def _forward_fn(self, net: _Net, hooks: SeamHooks | None, what: str, streamed: bool = False) -> Callable:
+    def _forward_fn(self, what: str, streamed: bool = False) -> Callable:
         """``fn(tile, seams)`` → the network's output for one tile; ``streamed``: ``fn(x, tile, sink, progress)``
-        running the whole ``C×H×W`` image through the network's layer-streamed execution instead."""
-        # onnxruntime takes host arrays (and picks its own device from the session's providers).
-        dtype, device = (self.dtype, self.device) if net.module is not None else (torch.float32, "cpu")
+        running the whole ``C×H×W`` image through the runtime's layer-streamed execution instead."""
+        rt = self.runtime
 
         def check(y: torch.Tensor) -> None:
             if not bool(torch.isfinite(y).all()):
@@ -365,17 +228,13 @@ class Upscaler:
                     check(block)
                     sink(y0, block)
 
-                net.forward_tiled(x[None].to(device, dtype), tile, checked, progress)
+                assert rt.forward_tiled is not None
+                rt.forward_tiled(x[None], tile, checked, progress)
 
             return run
 
         def fn(t: torch.Tensor, seams: tuple[int | None, int | None]) -> torch.Tensor:
-            if hooks is not None:
-                hooks.seams = seams
-            if net.seamed is not None and seams != (None, None):
-                y = net.seamed(t.to(device, dtype), seams)
-            else:
-                y = net.forward(t.to(device, dtype))
+            y = rt.seamed(t, seams) if rt.seamed is not None and seams != (None, None) else rt.forward(t)
             check(y)
             return y
 
@@ -419,56 +278,38 @@ class Upscaler:
         Returns the plan that ran (the sink overwrites rows, so a retry simply starts again from the top).
         """
         while True:
-            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
             try:
-                if hooks is not None:
-                    with hooks:
-                        self._run(rgb, plan, self._forward_fn(self.net, hooks, what), sink, "tiles")
-                else:
-                    self._run(rgb, plan, self._forward_fn(self.net, None, what, plan.streamed), sink, "tiles")
+                self._run(rgb, plan, self._forward_fn(what, plan.streamed), sink, "tiles")
                 return plan
             except (torch.OutOfMemoryError, RuntimeError) as e:
                 if isinstance(e, LightSRError) or not _is_oom(e):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                core = max(max(r.stop - r.start for r in plan.rows), max(c.stop - c.start for c in plan.cols))
-                if core // 2 < max(8, plan.align):
-                    raise LightSRError(f"out of memory on {self.device} even with {core}-pixel tiles; "
-                                       "use --device cpu or a smaller --max-memory") from None
-                log.warning("out of memory with %d-pixel tiles on %s; retrying with %d", core, self.device,
-                            core // 2)
-                from lightsr.tiling import can_stream, plan_streamed
-
                 spec = arch_tiling(self.arch)
-                if plan.streamed or (plan.n_tiles == 1 and can_stream(self.net, spec)):
-                    plan = plan_streamed(plan.height, plan.width, core // 2, spec)
-                else:
-                    plan = plan_tiles(plan.height, plan.width, core // 2, self._overlap(), plan.align,
-                                      wrap=plan.wrap)
+                smaller = halve(plan, spec, self._overlap(), can_stream(self.runtime, spec))
+                if smaller is None:
+                    raise LightSRError(f"out of memory on {self.device} even with {plan.core}-pixel tiles; "
+                                       "use --device cpu or a smaller --max-memory") from None
+                log.warning("out of memory with %d-pixel tiles on %s; retrying with %d", plan.core, self.device,
+                            plan.core // 2)
+                plan = smaller
 
     def _run_alpha(self, alpha: torch.Tensor, sink: Callable, plan: TilePlan) -> None:
         s = self.scale
         h, w = alpha.shape
         if self.alpha == "model" and plan.streamed:
-            run = self._forward_fn(self.net, None, "alpha channel", streamed=True)
+            run = self._forward_fn("alpha channel", streamed=True)
             self._run(alpha[None].expand(3, -1, -1), plan, run,
                       lambda y0, b: sink(y0, b.clamp(0, 1).mean(0, keepdim=True)), "alpha tiles")
             return
         if self.alpha == "model":
-            colour_fn = self._forward_fn(self.net, None, "alpha channel")
-            hooks = SeamHooks(self.net.module) if plan.wrap and self.net.module is not None else None
+            colour_fn = self._forward_fn("alpha channel")
 
             def fn(t: torch.Tensor, seams: tuple) -> torch.Tensor:
-                if hooks is not None:
-                    hooks.seams = seams
                 return colour_fn(t.expand(-1, 3, -1, -1), seams).float().clamp(0, 1).mean(1, keepdim=True)
 
-            if hooks is not None:
-                with hooks:
-                    self._run(alpha[None], plan, fn, sink, "alpha tiles")
-            else:
-                self._run(alpha[None], plan, fn, sink, "alpha tiles")
+            self._run(alpha[None], plan, fn, sink, "alpha tiles")
             return
 
         def bicubic(t: torch.Tensor, _seams: tuple) -> torch.Tensor:
@@ -490,7 +331,7 @@ class Upscaler:
         c, h, w = x.shape
         if c not in (1, 2, 3, 4):
             raise UsageError(f"expected 1 to 4 channels (L, LA, RGB, RGBA), got {c}")
-        _check_not_empty(x.shape, "tensor")
+        check_not_empty(x.shape, "tensor")
         self.check_output_size(h, w)
         x = x.detach().to("cpu", torch.float32)
         s = self.scale
@@ -510,26 +351,12 @@ class Upscaler:
         if colour_c == 3:
             plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
         else:
-            plan = self._run_colour(colour, lambda y0, b: sink(y0, _to_luma(b), 0), plan)
+            plan = self._run_colour(colour, lambda y0, b: sink(y0, to_luma(b), 0), plan)
         if alpha is not None:
-            # Where the input is fully transparent (or fully opaque) around a pixel, the output is exactly so:
-            # no faint halo from filter ringing or from the network's response to a flat plane.
-            a = alpha[None, None]
-            hi_a = F.max_pool2d(a, 5, 1, 2)[0, 0]
-            lo_a = -F.max_pool2d(-a, 5, 1, 2)[0, 0]
-
-            def alpha_sink(y0: int, block: torch.Tensor) -> None:
-                rows = torch.arange(y0, y0 + block.shape[1]) // s
-                cols = torch.arange(block.shape[2]) // s
-                hi_b = hi_a[rows][:, cols]
-                lo_b = lo_a[rows][:, cols]
-                b = block[0].clamp(0, 1)
-                b = torch.where(hi_b <= 0, 0.0, torch.where(lo_b >= 1, 1.0, b))
-                sink(y0, b[None], c - 1)
-
-            self._run_alpha(alpha, alpha_sink, plan)
+            fix = exact_alpha(alpha, s)
+            self._run_alpha(alpha, lambda y0, b: sink(y0, fix(y0, b), c - 1), plan)
         if out is not None and self.output_size(h, w) != tuple(out.shape[1:]):
-            resized = _resize_pixels(out.permute(1, 2, 0).numpy(), self.output_size(h, w))
+            resized = resize_channels(out.permute(1, 2, 0).numpy(), self.output_size(h, w))
             out = torch.from_numpy(resized).permute(2, 0, 1)
         return out
 
@@ -537,7 +364,7 @@ class Upscaler:
         """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale."""
         px = data.pixels
         h, w, c = px.shape
-        _check_not_empty(px.shape, "image")
+        check_not_empty(px.shape, "image")
         self.check_output_size(h, w)
         s = self.scale
         out = np.empty((h * s, w * s, c), dtype=px.dtype)
@@ -548,15 +375,19 @@ class Upscaler:
         x = array_to_tensor(px)
         self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
         if self.output_size(h, w) != (h * s, w * s):
-            out = _resize_pixels(out, self.output_size(h, w))
+            out = resize_channels(out, self.output_size(h, w))
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
 
     def upscale(self, image: Any) -> Any:
         """Upscale a PIL image, a numpy array (uint8/uint16, ``H×W`` or ``H×W×C``; float in [0, 1] also
-        accepted) or a torch tensor (float in [0, 1], ``C×H×W`` or ``N×C×H×W``); returns the same kind."""
-        return _dispatch(self, image)
+        accepted) or a torch tensor (float in [0, 1], ``C×H×W`` or ``N×C×H×W``); returns the same kind
+        (:func:`lightsr.imageio.unpack`)."""
+        pixels, repack = unpack(image)
+        if isinstance(pixels, ImageData):
+            return repack(self.upscale_data(pixels))
+        return repack([self.upscale_tensor(t) for t in pixels])
 
     __call__ = upscale
 
@@ -599,95 +430,11 @@ class Upscaler:
         return dst
 
 
-def _resize_pixels(px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``H×W×C`` uint8/uint16/float32 pixels to ``size`` with MATLAB's bicubic (uint8 exactly as MATLAB does it).
-
-    One channel at a time (the channels are independent): the float64 working buffers are one channel's.
-    """
-    from lightsr.resize import imresize
-
-    out = np.empty((*size, px.shape[2]), dtype=px.dtype)
-    for ch in range(px.shape[2]):
-        if px.dtype == np.uint8:
-            out[:, :, ch] = imresize(px[:, :, ch], size=size)
-        elif px.dtype == np.uint16:
-            y = imresize(px[:, :, ch].astype(np.float64), size=size)
-            out[:, :, ch] = np.clip(np.floor(y + 0.5), 0, 65535)
-        else:
-            out[:, :, ch] = np.clip(imresize(px[:, :, ch], size=size), 0, 1)
-    return out
-
-
-def _check_not_empty(shape: tuple[int, ...], what: str) -> None:
-    if 0 in tuple(shape):
-        raise UsageError(f"{what} input has no pixels (shape {tuple(shape)})")
-
-
 def _is_oom(e: BaseException) -> bool:
     if isinstance(e, torch.OutOfMemoryError):
         return True
     msg = str(e).lower()
     return "out of memory" in msg or "can't allocate memory" in msg or "not enough memory" in msg
-
-
-def _pil_to_data(im: Any) -> ImageData:
-    from lightsr.imageio import _to_array
-
-    pixels = _to_array(im, Path("<PIL image>"))
-    dpi = im.info.get("dpi")
-    return ImageData(pixels, icc_profile=im.info.get("icc_profile"),
-                     dpi=(float(dpi[0]), float(dpi[1])) if dpi else None)
-
-
-def _data_to_pil(data: ImageData) -> Any:
-    from PIL import Image
-
-    px = data.pixels
-    if data.bit_depth == 16:
-        if data.mode != "L":  # Pillow has no 16-bit colour mode; only reachable from I;16 inputs (gray)
-            raise UsageError("16-bit colour cannot be returned as a PIL image; pass a numpy array instead")
-        im = Image.fromarray(px[:, :, 0].astype("<u2"))  # little-endian uint16: Pillow's mode I;16
-    else:
-        im = Image.fromarray(px[:, :, 0] if px.shape[2] == 1 else px, mode=data.mode)
-    if data.icc_profile:
-        im.info["icc_profile"] = data.icc_profile
-    if data.dpi:
-        im.info["dpi"] = data.dpi
-    return im
-
-
-def _dispatch(up: Upscaler, image: Any) -> Any:
-    if isinstance(image, ImageData):
-        return up.upscale_data(image)
-    if isinstance(image, torch.Tensor):
-        if not image.is_floating_point():
-            raise UsageError(f"tensor input must be float in [0, 1], got {image.dtype}")
-        _check_not_empty(image.shape, "tensor")
-        if image.ndim == 3:
-            return up.upscale_tensor(image).to(image.device, image.dtype)
-        if image.ndim == 4:
-            return torch.stack([up.upscale_tensor(t) for t in image]).to(image.device, image.dtype)
-        raise UsageError(f"tensor input must be C×H×W or N×C×H×W, got shape {tuple(image.shape)}")
-    if isinstance(image, np.ndarray):
-        if image.ndim not in (2, 3):
-            raise UsageError(f"array input must be H×W or H×W×C, got shape {image.shape}")
-        _check_not_empty(image.shape, "array")
-        if image.dtype.kind == "f":
-            t = torch.from_numpy(np.ascontiguousarray(image if image.ndim == 3 else image[:, :, None]))
-            y = up.upscale_tensor(t.permute(2, 0, 1).float()).permute(1, 2, 0).numpy()
-            return y[:, :, 0] if image.ndim == 2 else y
-        if image.dtype not in (np.uint8, np.uint16):
-            raise UsageError(f"array input must be uint8, uint16 or float in [0, 1], got {image.dtype}")
-        out = up.upscale_data(ImageData(image)).pixels
-        return out[:, :, 0] if image.ndim == 2 else out
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        data = _pil_to_data(image)
-        return _data_to_pil(up.upscale_data(data))
-    raise TypeError(f"cannot upscale a {type(image).__name__}: pass a PIL image, a numpy array or a torch tensor")
 
 
 def upscale(image: Any, model: str | os.PathLike | SRNet | None = None, scale: int | None = None,

@@ -1,10 +1,11 @@
-"""Models named on the command line: ``[LABEL=]NAME_OR_PATH`` (``eval --weights``, ``compare --models``)."""
+"""Models named on the command line: ``--model``/``--weights``/``--onnx``, and ``[LABEL=]NAME_OR_PATH`` (``eval
+--model``/``--weights``, ``compare --models``), resolved by :mod:`lightsr.sources` with its messages."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from lightsr.models.base import SRNet
@@ -20,35 +21,29 @@ def split_spec(spec: str) -> tuple[str, str]:
     return label, target
 
 
-def load_spec(spec: str, scale: int | None = None, param_key: str | None = None, allow_names: bool = True,
+def load_spec(spec: str, scale: int | None = None, param_key: str | None = None,
               option: str = "--models") -> tuple[str, SRNet]:
-    """A model named on the command line: a bundled network's name or a checkpoint path, ``LABEL=`` optional.
-
-    Returns ``(label, model)``; the label is the network name, the checkpoint's name, or the given ``LABEL``.
-    A file wins over a network name of the same spelling.
-    """
-    # Imported here, not above: ``lightsr compare --help`` stays fast (no torch).
-    from lightsr.bundled import bundled_names
-    from lightsr.checkpoints import CheckpointError, bundled_model
-    from lightsr.hub import load_model, published
-    from lightsr.models.registry import list_models
+    """A model named on the command line, ``LABEL=`` optional: whatever :mod:`lightsr.sources` resolves (a file, a
+    published name, a bundled file or network name). Returns ``(label, model)``; the label is the given
+    ``LABEL``, the checkpoint's name (:func:`checkpoint_label`) or the name."""
+    from lightsr.sources import load_network  # here, not above: ``lightsr compare --help`` stays fast (no torch)
 
     label, target = split_spec(spec)
-    path = Path(target)
-    if path.is_file():
-        return label or checkpoint_label(path), load_model(path, scale=scale, param_key=param_key)
-    if allow_names and (target in list_models() or target in bundled_names()):
-        return label or target, bundled_model(target, scale, option=option)
-    if target in published() or not path.suffix:  # a published checkpoint or a bundled file by name
-        try:
-            return label or target, load_model(target, scale=scale, param_key=param_key)
-        except CheckpointError as e:
-            if target in published() or "no such checkpoint file" not in str(e):
-                raise
-    names = ", ".join(sorted(published()))
-    what = (f"neither a file, a network name ({', '.join(list_models())}) nor published weights ({names})"
-            if allow_names else f"no such file, nor published weights ({names})")
-    raise CheckpointError(f"{option} {spec}: {what}")
+    model = load_network(target, scale, param_key=param_key, option=option)
+    return label or (checkpoint_label(target) if Path(target).is_file() else target), model
+
+
+def load_named(model: str | None, weights: str | None, scale: int | None, onnx: str | None = None) -> Any:
+    """What ``--model NAME``, ``--weights X`` (a network it must be when both are given) and ``--onnx FILE``
+    name (:func:`lightsr.sources.resolve`): ``--onnx``, else ``--weights``, else the bundled weights of
+    ``--model`` (default: :func:`~lightsr.bundled.default_upscale_model`) at ``scale``."""
+    from lightsr.sources import resolve
+
+    if onnx:
+        return resolve(onnx, option="--onnx")
+    if weights:
+        return resolve(weights, scale, arch=model, option="--weights", onnx=False)
+    return resolve(model, scale, option="--model", onnx=False)
 
 
 # Folders and file names of a training run's layout (runs/NAME/best/ema.safetensors, .../iter_N/model...).

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from lightsr._files import check_creatable
 from lightsr.commands import _args
 from lightsr.commands._specs import load_spec, split_spec
-from lightsr.device import BACKENDS, PRECISION_CHOICES
+from lightsr.device import PRECISION_CHOICES, choose_precision, resolve_device
 from lightsr.errors import UsageError
+from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help
 
 if TYPE_CHECKING:
     import torch
@@ -58,8 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA) or auto (bf16 where the "
                         "device computes it natively)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="torch (default), or onnxruntime / openvino running the network's ONNX export")
+    p.add_argument("--backend", choices=list(RUNTIMES), default=DEFAULT_RUNTIME, metavar="RUNTIME",
+                   help=f"the runtime (default: {DEFAULT_RUNTIME}): {choices_help()}")
     _args.add_download_timeout(p)
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
@@ -70,14 +71,13 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
         raise UsageError("name something to evaluate: --model NAME, --weights PATH or --bicubic")
     if args.param_key and not args.weights:
         raise UsageError("--param-key applies to --weights only")
-    from lightsr.checkpoints import bundled_model
     from lightsr.figures import unique_labels
 
     out: list[tuple[str, torch.nn.Module | None, str | None]] = []
     for name in args.model:
-        out.append((name, bundled_model(name, args.scale), None))
+        out.append((*load_spec(name, args.scale, option="--model"), None))
     for spec in args.weights:
-        label, model = load_spec(spec, args.scale, param_key=args.param_key, allow_names=False, option="--weights")
+        label, model = load_spec(spec, args.scale, param_key=args.param_key, option="--weights")
         out.append((label, model, split_spec(spec)[1]))
     if args.bicubic:
         if not args.scale and not out:
@@ -89,11 +89,10 @@ def _entries(args: argparse.Namespace) -> list[tuple[str, torch.nn.Module | None
 
 def run(args: argparse.Namespace) -> int:
     # Here, not above: `lightsr eval --help` loads no torch.
-    from lightsr.backends import backend_precision, build, check_backend
-    from lightsr.device import resolve_device
     from lightsr.evaluate import check_sets, evaluate, markdown_table, write_reports
     from lightsr.figures import ComplexityPoint, check_figure_path, complexity_plot
     from lightsr.profile import profile
+    from lightsr.runtimes.factory import build
 
     # Everything that can be wrong is checked before the first model runs: a typo in the last set name or
     # the output path must not cost a whole evaluation.
@@ -103,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
         from lightsr.degradations import describe_degrade, parse_degrade
 
         args.degrade = describe_degrade(parse_degrade(args.degrade))  # checked and normalised before any work
+    runtime = check_runtime(args.backend)
     device = resolve_device(args.device)
-    check_backend(args.backend)
-    backend_precision(args.backend, args.precision, device)  # before bicubic or any model runs
+    # before bicubic or any model runs
+    choose_precision(args.precision, device, offered=runtime.precisions, offered_by=f"--backend {runtime.name}")
     check_sets(args.data, args.sets, "--data, --sets")
     if args.output:
         check_creatable(args.output, "--output")
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
             if args.plot:
                 prof = profile(model)
                 complexity = (prof.params, prof.macs)
-            runtime = build(model, args.backend, args.precision, device, fuse=not args.no_fuse)
-            model, precision = runtime, runtime.precision
+            rt = build(model, args.backend, args.precision, device, fuse=not args.no_fuse)
+            model, precision = rt, rt.precision
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
         results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,
                            self_ensemble=args.self_ensemble, save_dir=save_dir,

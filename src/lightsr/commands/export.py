@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
+from lightsr.commands._specs import load_named
 from lightsr.errors import UsageError
 
 
@@ -36,9 +37,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: the output file name must end with .onnx")
     check_creatable(args.onnx, "--onnx")
     from lightsr.export import export_onnx  # here, not above: `--help` loads no torch
-    from lightsr.hub import resolve_model
 
-    model = resolve_model(args.model, args.weights, args.scale)
+    model = load_named(args.model, args.weights, args.scale)
     if not args.no_fuse:
         model = model.fuse()
     path = export_onnx(model, args.onnx, opset=args.opset, check=not args.no_check, overwrite=args.overwrite)

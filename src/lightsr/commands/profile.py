@@ -7,8 +7,9 @@ import json
 from dataclasses import asdict
 
 from lightsr.commands import _args
-from lightsr.device import BACKENDS, PRECISION_CHOICES
+from lightsr.device import PRECISION_CHOICES
 from lightsr.errors import UsageError
+from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,8 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model", metavar="NAME",
                      help="a network name from the registry, e.g. lksmn (random init: enough for counting and "
                           "timing)")
-    src.add_argument("--weights", metavar="PATH",
-                     help="a checkpoint file (.safetensors, .pth or .pt, any supported layout)")
+    src.add_argument("--weights", metavar="PATH_OR_NAME", help=_args.WEIGHTS_HELP)
     p.add_argument("--scale", type=_args.positive, default=None,
                    help="scale, an integer (default 4, or the checkpoint's)")
     p.add_argument("--input-size", type=_args.size_wh, metavar="WxH",
@@ -27,9 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=_args.positive, default=5,
                    help="timed runs, a positive integer (median reported; default 5)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
-    p.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="runtime timed by --latency: torch (default), onnxruntime or openvino (the ONNX export)")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+    p.add_argument("--backend", choices=list(RUNTIMES), metavar="RUNTIME",
+                   help=f"the runtime --latency times (default: {DEFAULT_RUNTIME}): {choices_help()}")
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA) or auto")
     p.add_argument("--threads", type=_args.positive, metavar="N",
                    help="CPU threads (torch, onnxruntime, OpenVINO), a positive integer")
@@ -45,18 +45,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--runs must be at least 1, got {args.runs}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if (args.backend or args.precision) and not args.latency:
+        raise UsageError("--backend and --precision choose what --latency times; add --latency [WxH]")
+    backend, precision = args.backend or DEFAULT_RUNTIME, args.precision or "fp32"
+    check_runtime(backend)  # a missing extra, before anything loads
     if args.weights:
-        from lightsr.checkpoints import load_model
+        from lightsr.sources import load_network
 
-        model = load_model(args.weights, scale=args.scale)
+        model = load_network(args.weights, args.scale, option="--weights")
     else:
         from lightsr.models.registry import create_model
 
         model = create_model(args.model, scale=4 if args.scale is None else args.scale).eval()
-    if (args.backend != "torch" or args.precision != "fp32") and not args.latency:
-        raise UsageError("--backend and --precision choose what --latency times; add --latency [WxH]")
-    prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse, backend=args.backend,
-                   precision=args.precision)
+    prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse, backend=backend,
+                   precision=precision)
     if args.json:
         print(json.dumps(asdict(prof), indent=1))
         return 0

@@ -15,13 +15,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
-from lightsr.device import BACKENDS, PRECISION_CHOICES
+from lightsr.commands._specs import load_named
+from lightsr.device import PRECISION_CHOICES
 from lightsr.errors import LightSRError, UsageError
 from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
+from lightsr.runtimes import (
+    DEFAULT_RUNTIME,
+    RUNTIMES,
+    check_runtime,
+    choices_help,
+    file_runtimes,
+    named_unless_default,
+)
 
 log = logging.getLogger("lightsr")
 
@@ -86,9 +94,9 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                      help="auto (default: bf16 where the CPU or GPU computes it natively — AMX, AVX512-BF16, "
                           "Ampere or newer — else fp32), fp32 (exact), bf16, or fp16 (CUDA only)")
-    run.add_argument("--backend", choices=BACKENDS, default="torch",
-                     help="torch (default), or onnxruntime / openvino running the network's ONNX export, made and "
-                          "cached on first use (pip install 'lightsr[onnx]' / 'lightsr[openvino]')")
+    run.add_argument("--backend", choices=list(RUNTIMES), default=None, metavar="RUNTIME",
+                     help=f"the runtime (default: {DEFAULT_RUNTIME}; for --onnx, {file_runtimes()[0]}): "
+                          f"{choices_help()}")
     run.add_argument("--threads", type=_args.positive, metavar="N",
                      help="CPU threads for PyTorch / onnxruntime / OpenVINO, a positive integer (default: the "
                           "runtime's own choice)")
@@ -256,16 +264,14 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
     from lightsr.bundled import default_upscale_model
-    from lightsr.hub import resolve_model  # here, not above: `lightsr upscale --help` loads no torch
-    from lightsr.upscaler import NonFiniteOutputError, Upscaler
+    from lightsr.upscaler import NonFiniteOutputError, Upscaler  # here, not above: `--help` loads no torch
 
     # Everything about the outputs that needs no model is checked before one loads.
     single = _check_outputs(args, found)
     check_creatable(args.output, "-o", folder=not single)
-    if args.onnx:
-        model: Any = args.onnx
-    else:
-        model = resolve_model(args.model, args.weights, args.scale)
+    if args.backend is not None:
+        check_runtime(args.backend)  # a missing extra, before the model loads
+    model = load_named(args.model, args.weights, args.scale, args.onnx)
     up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                   device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
                   threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale,
@@ -313,8 +319,8 @@ def run(args: argparse.Namespace) -> int:
         arch = up.arch or "model"
         # Bundled weights may be a variant of their network (upscale's default at ×4 is one): name them.
         bundled = None if args.weights or args.onnx else args.model or default_upscale_model(args.scale)
-        where = (f"{bundled + ': ' if bundled not in (None, arch) else ''}{arch}, {up.device.type}, {up.precision}"
-                 + (f", {up.backend}" if up.backend != "torch" else ""))
+        parts = [arch, up.device.type, up.precision, named_unless_default(up.backend)]
+        where = (bundled + ": " if bundled not in (None, arch) else "") + ", ".join(p for p in parts if p)
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
         print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")

@@ -14,8 +14,8 @@ The inference forms build their ``forward_tiled`` from these pieces; see
 :attr:`lightsr.models.base.InferenceForm.forward_tiled` for the contract. Each per-tile computation goes
 through a :data:`StageRunner` as ``run(owner, method, *tensors)``: a method of one of the form's submodules that
 maps tensors to tensors and knows nothing of the tile's place in the image (crops, sums and the global results
-stay in ``forward_tiled``). :func:`eager` calls it; the graph backends (:mod:`lightsr.backends`) run each such
-stage as its own exported graph, so their tiled output is as exact as PyTorch's.
+stay in ``forward_tiled``). :func:`eager` calls it; the graph runtimes (:mod:`lightsr.runtimes.graphs`) run each
+such stage as its own exported graph, so their tiled output is as exact as PyTorch's.
 """
 
 from __future__ import annotations

@@ -17,19 +17,30 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from lightsr._fields import (
+    NON_EMPTY_STR,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    UNIT_HALF_OPEN,
+    UNIT_INTERVAL,
+    Check,
+    meta,
+)
 from lightsr.bundled import DEFAULT_MODEL
-from lightsr.errors import LightSRError
+from lightsr.degradations import DegradationConfig, SecondStageConfig, StageConfig, parse_degrade
+from lightsr.errors import LightSRError, first_line
 
 __all__ = [
     "CheckpointConfig",
@@ -61,45 +72,10 @@ class ConfigError(LightSRError, ValueError):
 
 # ------------------------------------------------------------------------------------------- constraints
 
-
-@dataclass(frozen=True)
-class _Check:
-    ok: Callable[[Any], bool]
-    desc: str  # what the key expects, as the error message says it ("a positive int")
-
-
-def _meta(ok: Callable[[Any], bool], desc: str) -> dict[str, _Check]:
-    """Field metadata carrying a range check (the dict is what ``dataclasses.field(metadata=...)`` takes)."""
-    return {"check": _Check(ok, desc)}
-
-
-POSITIVE_INT = _meta(lambda v: v > 0, "a positive int")
-NON_NEGATIVE_INT = _meta(lambda v: v >= 0, "a non-negative int")
-POSITIVE_FLOAT = _meta(lambda v: v > 0 and math.isfinite(v), "a positive float")
-NON_NEGATIVE_FLOAT = _meta(lambda v: v >= 0 and math.isfinite(v), "a non-negative float")
-UNIT_HALF_OPEN = _meta(lambda v: 0 <= v < 1, "a float in [0, 1)")
-UNIT_INTERVAL = _meta(lambda v: 0 < v <= 1, "a float in (0, 1]")
-BETAS = _meta(lambda v: all(0 <= b < 1 for b in v), "a pair of floats in [0, 1)")
-NON_EMPTY_STR = _meta(lambda v: bool(v.strip()), "a non-empty string")
-RUN_NAME = _meta(lambda v: bool(re.fullmatch(r"[A-Za-z0-9._+-]+", v)) and v not in (".", ".."),
-                  "a run name (letters, digits, . _ + -)")
-
-
-def _pair(lo: float, hi: float, what: str = "floats") -> dict[str, _Check]:
-    """A ``[low, high]`` range inside ``[lo, hi]``."""
-    return _meta(lambda v: lo <= v[0] <= v[1] <= hi, f"a pair [low, high] of {what} with {lo:g} ≤ low ≤ high ≤ {hi:g}")
-
-
-def _probs(n: int) -> dict[str, _Check]:
-    return _meta(lambda v: all(0 <= p <= 1 for p in v) and sum(v) > 0,
-                 f"{n} probabilities in [0, 1], not all 0 (they are normalised)")
-
-
-RESIZE_RANGE = _meta(lambda v: 0.05 <= v[0] <= 1 <= v[1] <= 4,
-                     "a pair [low, high] with 0.05 ≤ low ≤ 1 ≤ high ≤ 4 (down to low, up to high)")
-UNIT_PROB = _meta(lambda v: 0 <= v <= 1, "a probability in [0, 1]")
-KERNEL_SIZE = _meta(lambda v: 7 <= v <= 41 and v % 2 == 1, "an odd kernel size in [7, 41]")
-DEVICE = _meta(lambda v: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)), "'auto', 'cpu', 'cuda' or 'cuda:N'")
+BETAS = meta(lambda v: all(0 <= b < 1 for b in v), "a pair of floats in [0, 1)")
+RUN_NAME = meta(lambda v: bool(re.fullmatch(r"[A-Za-z0-9._+-]+", v)) and v not in (".", ".."),
+                "a run name (letters, digits, . _ + -)")
+DEVICE = meta(lambda v: bool(re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)), "'auto', 'cpu', 'cuda' or 'cuda:N'")
 
 
 # ------------------------------------------------------------------------------------------- the schema
@@ -112,67 +88,6 @@ class ModelConfig:
     arch: str = field(default=DEFAULT_MODEL, metadata=NON_EMPTY_STR)  # lightsr's default network
     scale: int = field(default=4, metadata=POSITIVE_INT)
     overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StageConfig:
-    """One stage of the real-world track: blur → resize → noise → JPEG. Defaults: Real-ESRGAN's first order
-    (Wang et al., ICCVW 2021, Sec. 3; its ``train_realesrnet_x4plus.yml``)."""
-
-    blur_prob: float = field(default=1.0, metadata=UNIT_PROB)
-    kernel_size: int = field(default=21, metadata=KERNEL_SIZE)  # largest kernel; sizes 7, 9, … are drawn
-    # iso, aniso, generalized_iso, generalized_aniso, plateau_iso, plateau_aniso
-    kernel_prob: tuple[float, float, float, float, float, float] = field(
-        default=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03), metadata=_probs(6))
-    sinc_prob: float = field(default=0.1, metadata=UNIT_PROB)  # a sinc kernel instead of the mixed ones
-    blur_sigma: tuple[float, float] = field(default=(0.2, 3.0), metadata=_pair(0.05, 20))
-    betag_range: tuple[float, float] = field(default=(0.5, 4.0), metadata=_pair(0.1, 10))  # generalized Gaussian β
-    betap_range: tuple[float, float] = field(default=(1.0, 2.0), metadata=_pair(0.1, 10))  # plateau β
-    resize_prob: tuple[float, float, float] = field(default=(0.2, 0.7, 0.1), metadata=_probs(3))  # up, down, keep
-    resize_range: tuple[float, float] = field(default=(0.15, 1.5), metadata=RESIZE_RANGE)
-    gaussian_noise_prob: float = field(default=0.5, metadata=UNIT_PROB)  # else Poisson
-    noise_range: tuple[float, float] = field(default=(1.0, 30.0), metadata=_pair(0, 255))  # σ, 0–255 scale
-    poisson_scale_range: tuple[float, float] = field(default=(0.05, 3.0), metadata=_pair(0, 20))
-    gray_noise_prob: float = field(default=0.4, metadata=UNIT_PROB)
-    jpeg_range: tuple[int, int] = field(default=(30, 95), metadata=_pair(1, 100, "ints"))
-
-
-@dataclass
-class SecondStageConfig(StageConfig):
-    """The second stage; defaults: Real-ESRGAN's second order (resizes relative to the LR size)."""
-
-    blur_prob: float = field(default=0.8, metadata=UNIT_PROB)
-    blur_sigma: tuple[float, float] = field(default=(0.2, 1.5), metadata=_pair(0.05, 20))
-    resize_prob: tuple[float, float, float] = field(default=(0.3, 0.4, 0.3), metadata=_probs(3))
-    resize_range: tuple[float, float] = field(default=(0.3, 1.2), metadata=RESIZE_RANGE)
-    noise_range: tuple[float, float] = field(default=(1.0, 25.0), metadata=_pair(0, 255))
-    poisson_scale_range: tuple[float, float] = field(default=(0.05, 2.5), metadata=_pair(0, 20))
-
-
-@dataclass
-class DegradationConfig:
-    """How LR training patches are made from HR ones (:mod:`lightsr.degradations`).
-
-    ``bicubic``: MATLAB-exact bicubic, the papers' protocol. ``real``: the real-world track — Real-ESRGAN's
-    second-order model (``order: fixed``) or with each stage's operations in a random order as in BSRGAN
-    (``order: shuffled``); a share ``clean_prob`` of the samples keeps the bicubic LR, and a share
-    ``downscaled_prob`` is the bicubic LR with the second stage's noise (on a share ``downscaled_noise_prob`` of
-    them) and the final JPEG on it — an image downscaled by software and saved as JPEG, the path most web images
-    take (BSRGAN, Sec. 3.2, counts bicubic downsampling among its resizes and always ends with JPEG).
-    """
-
-    type: Literal["bicubic", "real"] = "bicubic"
-    order: Literal["fixed", "shuffled"] = "fixed"
-    clean_prob: float = field(default=0.0, metadata=UNIT_PROB)
-    downscaled_prob: float = field(default=0.0, metadata=UNIT_PROB)
-    # Of the downscaled samples, the share with noise before the JPEG; the rest are a clean resize saved as JPEG.
-    downscaled_noise_prob: float = field(default=1.0, metadata=UNIT_PROB)
-    first: StageConfig = field(default_factory=StageConfig)
-    second_prob: float = field(default=1.0, metadata=UNIT_PROB)  # Real-ESRGAN always runs the second stage
-    # The second stage's JPEG is the final one (after or before the final resize + sinc): its jpeg_range.
-    second: SecondStageConfig = field(default_factory=SecondStageConfig)
-    final_sinc_prob: float = field(default=0.8, metadata=UNIT_PROB)
-    final_kernel_size: int = field(default=21, metadata=KERNEL_SIZE)
 
 
 @dataclass
@@ -241,7 +156,7 @@ class TrainConfig:
     threads: int = field(default=0, metadata=NON_NEGATIVE_INT)  # intra-op threads per process; 0: torch's default
 
 
-SHA256 = _meta(lambda v: bool(re.fullmatch(r"[0-9a-f]{64}", v)), "a SHA-256 in 64 lower-case hex digits")
+SHA256 = meta(lambda v: bool(re.fullmatch(r"[0-9a-f]{64}", v)), "a SHA-256 in 64 lower-case hex digits")
 
 
 @dataclass
@@ -335,7 +250,7 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or first_line(e)
         raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
 
 
@@ -380,7 +295,7 @@ def _fail(key: str, desc: str, value: Any) -> ConfigError:
     return ConfigError(f"{key}: expected {desc}, got {value!r}")
 
 
-def _convert(value: Any, tp: Any, key: str, check: _Check | None = None) -> Any:
+def _convert(value: Any, tp: Any, key: str, check: Check | None = None) -> Any:
     desc = check.desc if check else _type_desc(tp)
     inner = _optional_inner(tp)
     if inner is not None:
@@ -483,8 +398,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.degradation.downscaled_prob: {d.degradation.downscaled_prob:g} with clean_prob "
                           f"{d.degradation.clean_prob:g} exceeds 1 (they are shares of the samples)")
     if cfg.val.degrade is not None:
-        from lightsr.degradations import parse_degrade
-
         try:
             parse_degrade(cfg.val.degrade, "val.degrade:")
         except LightSRError as e:

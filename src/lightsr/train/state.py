@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lightsr.checkpoints import CheckpointError, detect, read_checkpoint, save_model
-from lightsr.errors import LightSRError, WriteError
+from lightsr.errors import LightSRError, WriteError, first_line
 from lightsr.models.base import SRNet
 from lightsr.models.registry import model_spec
 
@@ -131,8 +131,7 @@ def _write_error(final: Path, name: str | None, tmp: Path, e: Exception) -> Writ
     elif isinstance(e, OSError):
         text = f"{where}: cannot write ({e.strerror or e})"
     else:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        text = f"{where}: cannot write ({type(e).__name__}: {lines[0][:200] if lines else '?'})"
+        text = f"{where}: cannot write ({type(e).__name__}: {first_line(e, 200) if str(e).strip() else '?'})"
     return WriteError(f"{text}; {final.name} not written")
 
 
@@ -169,8 +168,7 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such training state file") from None
     except Exception as e:  # any unpickling failure means a broken checkpoint to the user
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable training state ({msg[:160]})") from None
+        raise CheckpointError(f"{path}: unreadable training state ({first_line(e, 160)})") from None
     if not isinstance(state, dict) or "iteration" not in state:
         raise CheckpointError(f"{path}: not a lightsr training state")
     return state

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightsr._files import atomic_write
+from lightsr.device import native_bf16
 from lightsr.errors import LightSRError, WriteError
 from lightsr.train import distributed as D
 from lightsr.train.config import Config, ConfigError, config_from_dict, config_to_dict, diff_configs, dump_config
@@ -181,13 +182,6 @@ def build_optimizer(params: list[nn.Parameter], cfg: Config) -> torch.optim.Opti
     return cls(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
 
 
-def _bf16_native() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 class Trainer:
     """Builds everything from a :class:`Config` (and a checkpoint when resuming); :meth:`run` trains.
 
@@ -332,7 +326,7 @@ class Trainer:
             if late:
                 self.logger.event("warning", f"train.scheduler.milestones {late} are not below train.max_iters "
                                   f"{cfg.train.max_iters} and will never be reached")
-            if amp == "bf16" and self.device.type == "cpu" and not _bf16_native():
+            if amp == "bf16" and self.device.type == "cpu" and not native_bf16(self.device):
                 self.logger.event("warning", "this CPU has no native bf16; bf16 autocast will be slow")
             self.logger.event("start", None, iter=self.iteration, world_size=ctx.world_size,
                               device=str(self.device), params=self.model.num_trainable_params(),
@@ -350,7 +344,8 @@ class Trainer:
         if k.teacher is None:
             return None, None
         from lightsr.checkpoints import load_model
-        from lightsr.hub import file_sha256, weights_file
+        from lightsr.hub import file_sha256
+        from lightsr.sources import weights_file
 
         try:
             path, key = weights_file(k.teacher, scale)

@@ -95,7 +95,7 @@ _CHUNK_WINDOWS = 16
 
 
 def _attend(q: Tensor, v: Tensor) -> Tensor:
-    """``softmax(q qᵀ) v`` per window (ELAN: q = k, no scaling); 4-D because torch's 3-D path was 4× slower.
+    """``softmax(q qᵀ) v`` per window (ELAN: q = k, no scaling); 4-D because torch's 3-D path is slower.
 
     In bf16/fp16 on the CPU, SDPA's flash kernel gains nothing over float32 with ELAN's 10-channel heads, so
     the product runs as two batched matmuls over chunks of windows; the softmax reduces in float32 inside

@@ -56,8 +56,8 @@ class FusedLKSMB(nn.Module):
         msma = blk.msma
         wa, ba = fold_pre_affine(msma.a_conv, blk.norm1.weight.detach(), blk.norm1.bias.detach())
         wv, bv = fold_pre_affine(msma.v, blk.norm1.weight.detach(), blk.norm1.bias.detach())
-        # a and v as two convolutions: GELU on a channel slice of one channels-last map is a strided walk, 4×
-        # slower in bf16 than on a dense map.
+        # a and v as two convolutions: GELU on a channel slice of one channels-last map is a strided walk, much
+        # slower in bf16 than on a dense map (benchmarks/README.md).
         self.msma_a = conv_from(wa, ba)
         self.msma_v = conv_from(wv, bv)
         lka = msma.lka

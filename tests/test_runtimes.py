@@ -1,15 +1,17 @@
-"""Precision ``auto`` and the inference backends (``lightsr.backends``): selection logic and equivalence.
+"""Precision ``auto`` and the inference runtimes (``lightsr.runtimes``): the registry, selection and equivalence.
 
 No timing here (benchmarks/latency.py measures speed). What is checked: ``auto`` picks bf16 exactly when the
 device reports native bf16 and is exact fp32 otherwise; every network's bf16 inference form stays close to the
 float32 training form; OpenVINO and onnxruntime run the fused export within 1e-4 of the training form at sizes the
-export never saw, tiled like the torch backend (networks with global operators: every per-tile stage of the
+export never saw, tiled like the torch runtime (networks with global operators: every per-tile stage of the
 layer-streamed execution as a graph, exact like torch's streamed tiles); exports are cached by the weights' hash;
-errors are one line.
+errors are one line. A toy runtime registered for one test goes through everything generic — the Upscaler,
+``eval``, ``profile`` and the commands' choices — by its registry record alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from pathlib import Path
@@ -22,20 +24,23 @@ from PIL import Image
 
 import lightsr
 import lightsr.device
-from conftest import calibrated
+import lightsr.runtimes
+from conftest import calibrated, registry_networks
 from lightsr.cli import main
 from lightsr.device import auto_precision, native_bf16
 from lightsr.errors import UsageError
 from lightsr.models.registry import specs
+from lightsr.runtimes import RUNTIMES, build
 from lightsr.upscaler import Upscaler
 
-# The full networks except ELAN, which keeps its structure with 4 of its 36 blocks (as in test_export.py).
-NETWORKS = [(n, {"num_blocks": 4} if n == "elan" else {}) for n in lightsr.list_models()]
+# Every network, the large ones with 4 of their blocks (as in test_export.py).
+NETWORKS = registry_networks()
 # The networks whose tiles stream layer by layer (global operators), small enough for many stage graphs.
 STREAMED = [s.name for s in specs() if s.tiling.global_context]
-GRAPH_BACKENDS = [b for b, mods in (("openvino", ("openvino", "onnx")), ("onnxruntime", ("onnxruntime", "onnx")))
-                  if all(importlib.util.find_spec(m) is not None for m in mods)]
-HAS_OV = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnx") is not None
+# The installed runtimes that run the network's ONNX export.
+GRAPH_BACKENDS = [name for name, spec in RUNTIMES.items()
+                  if spec.graph and all(importlib.util.find_spec(m) is not None for m in spec.requires)]
+HAS_OV = "openvino" in GRAPH_BACKENDS
 
 
 def image_like(h: int, w: int, seed: int = 0, n: int = 1) -> torch.Tensor:
@@ -119,11 +124,9 @@ def test_bf16_inference_form_stays_close_to_the_fp32_training_form(name: str, ov
 @pytest.mark.skipif(not HAS_OV, reason="openvino not installed (pip install 'lightsr[openvino]')")
 @pytest.mark.parametrize(("name", "overrides"), NETWORKS, ids=[n for n, _ in NETWORKS])
 def test_openvino_fp32_matches_the_training_form_at_unseen_sizes(name: str, overrides: dict) -> None:
-    from lightsr.backends import build
-
     model = network(name, overrides, scale=3)
     rt = build(model, "openvino", "fp32")
-    assert (rt.backend, rt.precision, rt.scale) == ("openvino", "fp32", 3)
+    assert (rt.runtime, rt.precision, rt.scale) == ("openvino", "fp32", 3)
     for shape in ((1, 23, 41), (2, 9, 6)):  # neither the export dummy nor its check; batch of 2
         x = image_like(shape[1], shape[2], seed=shape[1], n=shape[0])
         with torch.no_grad():
@@ -144,7 +147,7 @@ def test_graph_backends_tile_wrapped_networks_exactly_like_torch(name: str, back
     an input, so their tiles are exact too — tiled against whole-image output, > 90 dB and at most 1 level,
     as for torch (blended tiles without the seams: ~55 dB, 3 levels). The seamed graph itself against the
     PyTorch form under SeamHooks at seams and sizes its check did not use."""
-    from lightsr.backends import SEAM_CHECKS, SEAM_TRACE, build
+    from lightsr.runtimes.graphs import SEAM_CHECKS, SEAM_TRACE
     from lightsr.seams import SeamHooks
 
     torch.manual_seed(0)
@@ -195,7 +198,7 @@ def test_graph_backends_tile_exactly_like_the_torch_backend(name: str, backend: 
     float32 training form), at image and tile sizes the stage graphs were neither traced nor checked at."""
     import copy
 
-    from lightsr.backends import STAGE_CHECKS, STAGE_TRACE, build
+    from lightsr.runtimes.graphs import STAGE_CHECKS, STAGE_TRACE
 
     model = _tiny_streamed(name)
     rt = build(model, backend, "fp32")
@@ -228,30 +231,30 @@ def test_graph_backends_tile_exactly_like_the_torch_backend(name: str, backend: 
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
 def test_stage_graphs_are_cached_and_a_failed_check_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightsr.backends as backends
+    import lightsr.runtimes.graphs as graphs
     from lightsr.export import ExportError
 
     model = _tiny_streamed("lksmn")
     x = image_like(30, 30)
     exports = []
-    real = backends._StageExporter.__call__
-    monkeypatch.setattr(backends._StageExporter, "__call__", lambda s, *a: exports.append(a[:2]) or real(s, *a))
-    rt = backends.build(model, "openvino", "fp32")
-    monkeypatch.setattr(backends, "EXPORT_ATOL", -1.0)  # no backend can pass the stages' check
-    with pytest.raises(ExportError, match="stages differs from PyTorch"):
+    real = graphs._StageExporter.__call__
+    monkeypatch.setattr(graphs._StageExporter, "__call__", lambda s, *a: exports.append(a[:2]) or real(s, *a))
+    rt = build(model, "openvino", "fp32")
+    monkeypatch.setattr(graphs, "EXPORT_ATOL", -1.0)  # no runtime can pass the stages' check
+    with pytest.raises(ExportError, match="openvino running the tiles' stages differs from PyTorch"):
         rt.forward_tiled(x, 12, lambda *_: None)
-    assert not [p.name for p in backends.export_dir().iterdir() if "-stages-" in p.name]  # nor a temporary
-    monkeypatch.setattr(backends, "EXPORT_ATOL", 1e-4)
+    assert not [p.name for p in graphs.export_dir().iterdir() if "-stages-" in p.name]  # nor a temporary
+    monkeypatch.setattr(graphs, "EXPORT_ATOL", 1e-4)
     exports.clear()
-    backends.build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
+    build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
     first = len(exports)
     assert first > 0
-    backends.build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
+    build(model, "openvino", "fp32").forward_tiled(x, 12, lambda *_: None)
     assert len(exports) == first  # the second runtime reads the cached graphs
     stages = {f"{type(owner).__name__}.{method}" for owner, method in exports}
     assert stages == {"Conv2d.forward", "FusedLKSMB.msma", "FusedLKSMB.qk_map", "FusedLKSMB.after_mdta",
                       "FusedLKSMN.output_stage"}
-    folders = [p for p in backends.export_dir().iterdir() if "-stages-" in p.name]
+    folders = [p for p in graphs.export_dir().iterdir() if "-stages-" in p.name]
     assert len(folders) == 1 and not folders[0].name.startswith(".")
     # One graph per stage of each block (2 blocks), the shallow features and the output stage.
     assert len(list(folders[0].glob("*.onnx"))) == 2 * 3 + 2
@@ -266,7 +269,7 @@ def test_a_signal_after_openvino_graphs_were_freed_is_handled(tmp_path: Path) ->
 
     code = (
         "import os, signal, torch, lightsr\n"
-        "from lightsr.backends import build\n"
+        "from lightsr.runtimes import build\n"
         "torch.manual_seed(0)\n"
         "m = lightsr.create_model('lksmn', scale=2, channels=12, num_blocks=1).eval()\n"
         "def run():\n"
@@ -288,13 +291,12 @@ def test_a_signal_after_openvino_graphs_were_freed_is_handled(tmp_path: Path) ->
 
 @pytest.mark.skipif(not HAS_OV, reason="openvino not installed")
 def test_exports_are_cached_by_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightsr.export
-    from lightsr.backends import build, export_dir
+    import lightsr.runtimes.graphs as graphs
+    from lightsr.runtimes.graphs import export_dir
 
     calls = []
-    real = lightsr.export.export_onnx
-    monkeypatch.setattr(lightsr.export, "export_onnx",
-                        lambda m, *a, **k: calls.append(type(m).__name__) or real(m, *a, **k))
+    real = graphs.write_graph
+    monkeypatch.setattr(graphs, "write_graph", lambda m, *a, **k: calls.append(type(m).__name__) or real(m, *a, **k))
     a = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
     build(a, "openvino", "fp32")
     build(a, "openvino", "fp32")
@@ -311,14 +313,14 @@ def test_exports_are_cached_by_weights(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 2 and len(list(export_dir().glob("*.onnx"))) == 2
 
 
-def test_backend_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from lightsr.backends import build
-
+def test_runtime_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     model = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
-    with pytest.raises(UsageError, match="runs fp32"):
+    with pytest.raises(UsageError, match=r"^--precision bf16: --backend onnxruntime runs fp32$"):
         build(model, "onnxruntime", "bf16")
-    with pytest.raises(UsageError, match="choose one of"):
+    with pytest.raises(UsageError, match=r"^--backend 'tensorrt': choose one of torch, onnxruntime, openvino$"):
         build(model, "tensorrt", "fp32")
+    with pytest.raises(UsageError, match=r"^--no-fuse applies to --backend torch \(--backend onnxruntime runs"):
+        build(model, "onnxruntime", "fp32", fuse=False)
     real_find = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real_find(n, *a))
     with pytest.raises(UsageError, match=r"lightsr\[openvino\]"):
@@ -356,3 +358,110 @@ def test_onnxruntime_backend_and_eval_precision(tmp_path: Path, capsys) -> None:
                  "--backend", "onnxruntime"]) == 0
     assert "(lksmn, cpu, fp32, onnxruntime)" in capsys.readouterr().err
     assert abs(scores["torch", "bf16"] - scores["torch", "fp32"]) < 0.05
+
+
+# ------------------------------------------------------------------------------------------------ the registry
+
+
+def _toy_build(model: lightsr.SRNet, precision: str, device: torch.device, threads: int | None,
+               fuse: bool) -> lightsr.runtimes.Runtime:
+    """A toy runtime: the inference form computed in float64 (a plugin would wrap another engine the same way),
+    counting its calls."""
+    form = (model.fuse() if fuse else model).to(device, torch.float64).eval()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        _TOY_CALLS.append(tuple(x.shape))
+        with torch.inference_mode():
+            return form(x.to(device, torch.float64)).float()
+
+    return lightsr.runtimes.Runtime(forward, model.scale, model.arch, precision, device, module=form)
+
+
+_TOY_CALLS: list[tuple[int, ...]] = []
+TOY = lightsr.runtimes.RuntimeSpec("toy", _toy_build, "float64 PyTorch (a test's toy)", precisions=("fp32",),
+                                   devices=("cpu",))
+
+
+def test_a_toy_runtime_goes_through_every_generic_part_by_its_record(tmp_path: Path, capsys) -> None:
+    """Registered for one test, a runtime is a --backend choice of every command that takes one, runs in the
+    Upscaler, eval and profile, and is held to its record (precisions, devices); afterwards it is gone."""
+    import json
+
+    from lightsr.runtimes import registered
+
+    net = network("lksmn", {"channels": 12, "num_blocks": 1}, scale=2)
+    weights = lightsr.save_model(net, tmp_path / "toy_net.safetensors")
+    img = (image_like(20, 26, seed=4)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    sets = tmp_path / "data" / "Mini" / "HR"
+    sets.mkdir(parents=True)
+    Image.fromarray((image_like(24, 32, seed=5)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+        sets / "a.png")
+    Image.fromarray(img).save(tmp_path / "in.png")
+    with registered(TOY):
+        assert list(RUNTIMES)[-1] == "toy"
+        for command in ("upscale", "eval", "profile"):
+            with pytest.raises(SystemExit):
+                main([command, "--help"])
+            assert "toy: float64 PyTorch (a test's toy)" in " ".join(capsys.readouterr().out.split())
+        # The Upscaler: float64 against the float32 torch runtime, whole and tiled (blended: the toy has no
+        # streamed execution, so the plan says so).
+        _TOY_CALLS.clear()
+        up = Upscaler(net, backend="toy", precision="auto", tile=0)
+        assert (up.backend, up.precision, up.device.type) == ("toy", "fp32", "cpu")
+        got = up.upscale(img)
+        ref = Upscaler(net, precision="fp32", tile=0).upscale(img)
+        assert _TOY_CALLS == [(1, 3, 20, 26)] and np.abs(got.astype(int) - ref).max() <= 1
+        tiled = Upscaler(net, backend="toy", tile=8)
+        assert not tiled.plan(20, 26).streamed and tiled.plan(20, 26).n_tiles > 1
+        assert np.abs(tiled.upscale(img).astype(int) - ref).max() <= 3
+        with pytest.raises(UsageError, match=r"^--precision bf16: --backend toy runs fp32$"):
+            Upscaler(net, backend="toy", precision="bf16")
+        with pytest.raises(UsageError, match=r"^--backend toy runs on cpu, not --device cuda:0$"):
+            build(net, "toy", device="cuda:0")
+        # The command line: upscale, eval and profile by name.
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--weights",
+                     str(weights), "--backend", "toy", "--tile", "0"]) == 0
+        assert "(lksmn, cpu, fp32, toy)" in capsys.readouterr().err
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), got)
+        assert main(["eval", "--weights", str(weights), "--data", str(tmp_path / "data"), "--sets", "Mini",
+                     "--backend", "toy", "--output", str(tmp_path / "r"), "-q"]) == 0
+        toy_report = json.loads((tmp_path / "r.json").read_text())
+        assert main(["eval", "--weights", str(weights), "--data", str(tmp_path / "data"), "--sets", "Mini",
+                     "--output", str(tmp_path / "t"), "-q"]) == 0
+        torch_report = json.loads((tmp_path / "t.json").read_text())
+        assert (toy_report["backend"], toy_report["precision"], torch_report["backend"]) == ("toy", "fp32", "torch")
+        assert abs(toy_report["sets"][0]["psnr"] - torch_report["sets"][0]["psnr"]) < 0.01
+        capsys.readouterr()
+        _TOY_CALLS.clear()
+        assert main(["profile", "--weights", str(weights), "--latency", "16x12", "--runs", "2", "--backend", "toy",
+                     "--json"]) == 0
+        prof = json.loads(capsys.readouterr().out)
+        assert (prof["backend"], prof["precision"]) == ("toy", "fp32") and _TOY_CALLS == [(1, 3, 12, 16)] * 3
+    assert "toy" not in RUNTIMES
+    with pytest.raises(SystemExit):
+        main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.png"), "--backend", "toy"])
+    assert "invalid choice: 'toy'" in capsys.readouterr().err
+
+
+def test_the_registry_refuses_what_its_records_rule_out(tmp_path: Path) -> None:
+    from lightsr.runtimes import check_runtime, default_runtime, register, registered, runtime_spec
+    from lightsr.runtimes.base import OnnxFile
+
+    with pytest.raises(ValueError, match="already registered"):
+        register(dataclasses.replace(TOY, name="torch"))
+    needs = lightsr.runtimes.RuntimeSpec("needy", _toy_build, "", ("fp32",), ("cpu",), extra="needy",
+                                         requires=("lightsr_no_such_module",))
+    with registered(needs):
+        assert runtime_spec("needy") is needs
+        with pytest.raises(UsageError, match=r"^--backend needy needs lightsr_no_such_module: pip install "
+                                             r"'lightsr\[needy\]'$"):
+            check_runtime("needy")
+    with pytest.raises(UsageError, match=r"^--backend 'needy': choose one of"):
+        runtime_spec("needy")
+    # What runs a network or an exported file when no runtime is named: the registry says.
+    assert default_runtime(None) == "torch"
+    assert default_runtime(OnnxFile(tmp_path / "m.onnx")) == next(n for n, s in RUNTIMES.items() if s.open_file)
+    # A runtime that does not run exported files says which do.
+    with pytest.raises(UsageError, match=r"^--backend toy: an exported \.onnx file runs with onnxruntime;"), \
+            registered(TOY):
+        build(OnnxFile(tmp_path / "m.onnx"), "toy")
