@@ -141,12 +141,12 @@ class _InterruptAt:
     def __getattr__(self, name: str):
         return getattr(self.up, name)
 
-    def upscale_data(self, data):
+    def upscale_data(self, data, name=None):
         self.calls += 1
         if self.calls == self.n:
             self.temporaries = [p.name for p in self.folder.iterdir() if ".lightsr-" in p.name]
             raise KeyboardInterrupt
-        return self.up.upscale_data(data)
+        return self.up.upscale_data(data, name)
 
 
 def test_an_interrupt_stops_every_stage_and_removes_the_file_being_written(tmp_path: Path, up: Upscaler) -> None:
@@ -172,7 +172,7 @@ def test_an_interrupt_stops_every_stage_and_removes_the_file_being_written(tmp_p
 
 def test_an_unexpected_error_in_a_stage_reaches_the_caller(tmp_path: Path, up: Upscaler,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightsr.pipeline
+    import lightsr.upscaler
 
     src = tmp_path / "a.png"
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(src)
@@ -180,6 +180,6 @@ def test_an_unexpected_error_in_a_stage_reaches_the_caller(tmp_path: Path, up: U
     def broken(*args, **kwargs):
         raise RuntimeError("encoder bug")
 
-    monkeypatch.setattr(lightsr.pipeline, "save_image", broken)
+    monkeypatch.setattr(lightsr.upscaler, "save_image", broken)
     with pytest.raises(RuntimeError, match="encoder bug"):
         run(up, [Job(src, tmp_path / f"{i}.png") for i in range(5)])

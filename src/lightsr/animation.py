@@ -26,23 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from lightsr._files import atomic_write
-from lightsr.errors import LightSRError, WriteError
-from lightsr.formats import DEFAULT_MAX_PIXELS
-
-# Pillow's format names of the animated formats, and the file extensions that write them.
-ANIMATED_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
+from lightsr.errors import LightSRError, WriteError, first_line
+from lightsr.formats import ANIMATED_FORMATS, DEFAULT_MAX_PIXELS
+from lightsr.imageio import pixel_limit_off
 
 # Disposal, format-neutral: what happens to a frame's area before the next frame is drawn.
 NONE, BACKGROUND, PREVIOUS = "none", "background", "previous"
 _GIF_DISPOSAL = {0: NONE, 1: NONE, 2: BACKGROUND, 3: PREVIOUS}
 _APNG_DISPOSAL = {0: NONE, 1: BACKGROUND, 2: PREVIOUS}
 _APNG_CODE = {v: k for k, v in _APNG_DISPOSAL.items()}
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    """The first non-empty line of an exception's message (its type's name when it has none), cut at ``limit``."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:limit] if lines else type(e).__name__
 
 
 class AnimationReadError(LightSRError, ValueError):
@@ -80,16 +72,18 @@ class Frame:
 
 
 def _open(path: Path):
+    """Pillow's image, its own decompression-bomb check off (the caller checks ``max_pixels`` from the size)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        return Image.open(path)
+        with pixel_limit_off():
+            return Image.open(path)
     except FileNotFoundError:
         raise AnimationReadError(f"{path}: no such file") from None
     except UnidentifiedImageError:
         raise AnimationReadError(f"{path}: not an image file Pillow can identify (corrupt or unsupported)") from None
     except OSError as e:
-        raise AnimationReadError(f"{path}: cannot read ({e.strerror or _first_line(e)})") from None
+        raise AnimationReadError(f"{path}: cannot read ({e.strerror or first_line(e)})") from None
 
 
 def probe(path: str | Path) -> AnimationInfo | None:
@@ -117,7 +111,7 @@ def probe(path: str | Path) -> AnimationInfo | None:
     except LightSRError:
         raise
     except Exception as e:  # what a damaged file makes Pillow raise while reading headers
-        raise AnimationReadError(f"{path}: cannot read the animation ({_first_line(e, 160)})") from None
+        raise AnimationReadError(f"{path}: cannot read the animation ({first_line(e, 160)})") from None
 
 
 def _has_alpha(im) -> bool:
@@ -161,7 +155,7 @@ def read_frames(path: str | Path, info: AnimationInfo | None = None, max_pixels:
                 if isinstance(e, LightSRError):
                     raise
                 raise AnimationReadError(f"{path}: cannot decode frame {i + 1} of {info.n_frames} "
-                                         f"({_first_line(e, 160)})") from None
+                                         f"({first_line(e, 160)})") from None
             if pixels.shape[:2] != (h, w):
                 raise AnimationReadError(f"{path}: frame {i + 1} is {pixels.shape[1]}×{pixels.shape[0]}, the "
                                          f"canvas {w}×{h}")
@@ -268,6 +262,6 @@ def write_animation(path: str | Path, frames: Iterable[Frame], info: AnimationIn
     except LightSRError:
         raise
     except (ValueError, TypeError, KeyError) as e:  # what Pillow's encoders refuse
-        raise AnimationWriteError(f"{path}: {fmt} cannot store this animation ({_first_line(e, 120)}); "
+        raise AnimationWriteError(f"{path}: {fmt} cannot store this animation ({first_line(e, 120)}); "
                                   "nothing written") from None
     return count

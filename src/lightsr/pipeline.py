@@ -17,13 +17,12 @@ Per file, everything :meth:`lightsr.Upscaler.upscale_file` promises still holds:
 that lets the others run (:class:`Result`). Images come out byte-identical to ``upscale_file``'s: the same calls
 on the same pixels. Ctrl-C and SIGTERM stop all three stages; the file being written is removed.
 
-The Upscaler is used through its public methods only: ``upscale_data``, ``check_output_size``, ``output_size``,
-``output_scale`` and ``max_memory``.
+The Upscaler is used through its public methods only (:class:`Upscales`): a file's three steps are its
+``read_file``, ``upscale_data`` and ``write_file``, the steps of ``upscale_file``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import sys
@@ -31,18 +30,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from lightsr.animation import ANIMATED_FORMATS, AnimationInfo, Frame, probe, read_frames, write_animation
+from lightsr._files import WriteCancelled, cancelled_by
+from lightsr.animation import AnimationInfo, Frame, probe, read_frames, write_animation
 from lightsr.errors import LightSRError, UsageError
-from lightsr.formats import ALPHA_FORMATS, DEFAULT_MAX_PIXELS
-from lightsr.imageio import ImageData, composite, format_for, load_image, save_image
+from lightsr.formats import ANIMATED_FORMATS, DEFAULT_MAX_PIXELS, VIDEO_CONTAINERS
+from lightsr.imageio import ImageData, format_for
 from lightsr.video import VideoOptions, is_video
-
-if TYPE_CHECKING:
-    from lightsr.upscaler import Upscaler
-
-log = logging.getLogger("lightsr")
 
 # Pictures waiting in each queue: enough to keep every stage busy, few enough to bound memory for tiny files.
 QUEUE_ITEMS = 4
@@ -67,14 +62,32 @@ class WriteOptions:
     video: VideoOptions = field(default_factory=VideoOptions)
 
 
+class Upscales(Protocol):
+    """What the pipeline uses of :class:`lightsr.Upscaler`."""
+
+    scale: int
+    max_output_pixels: int | None
+
+    @property
+    def max_memory(self) -> int: ...
+    def output_size(self, height: int, width: int) -> tuple[int, int]: ...
+    def check_output_size(self, height: int, width: int, name: str = "") -> None: ...
+    def check_destination(self, src: Path, dst: Path, overwrite: bool = False) -> None: ...
+    def read_file(self, src: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData: ...
+    def upscale_data(self, data: ImageData, name: Any = None) -> ImageData: ...
+    def write_file(self, dst: Path, result: ImageData, source: ImageData, src: Any = "", quality: int = 95,
+                   background: tuple[int, int, int] | None = None) -> Path: ...
+
+
 @dataclass
 class Result:
-    """What became of a job: ``error`` is the one line to report (None when written); ``frames``: pictures
-    upscaled (1 for an image)."""
+    """What became of a job: ``error`` is the one line to report (None when written), ``exception`` the
+    :class:`lightsr.errors.LightSRError` it came from; ``frames``: pictures upscaled (1 for an image)."""
 
     job: Job
     error: str | None = None
     frames: int = 0
+    exception: LightSRError | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,6 +100,10 @@ class _Stopped(Exception):
 
 class _JobFailed(Exception):
     """Raised inside a writer's frame stream when the job failed upstream."""
+
+    def __init__(self, error: LightSRError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # ------------------------------------------------------------------------------------------- queues and budget
@@ -151,7 +168,7 @@ class _State:
     index: int
     kind: str = "image"  # image, animation, video
     expected: int = 1
-    failed: str | None = None
+    failed: LightSRError | None = None
     frames: int = 0
     source: Any = None  # the ImageData of an image; the AnimationInfo or VideoReader of the others
 
@@ -178,38 +195,13 @@ class _End:
 @dataclass
 class _Fail:
     state: _State
-    error: str
+    error: LightSRError
 
 
 # ------------------------------------------------------------------------------------------------- stages
 
 
-def _error_line(src: Path, e: BaseException) -> str:
-    from lightsr.upscaler import NonFiniteOutputError
-
-    if isinstance(e, NonFiniteOutputError):
-        return f"{src}: {e}; nothing written"
-    return str(e)
-
-
-def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, MemoryError):
-        return True
-    msg = str(e).lower()
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg
-                                            or "not enough memory" in msg)
-
-
-def _check_destination(job: Job, overwrite: bool) -> None:
-    from lightsr.upscaler import OutputExistsError
-
-    if job.dst.exists() and job.dst.resolve() == job.src.resolve():
-        raise OutputExistsError(f"{job.dst}: is the input; refusing to overwrite it")
-    if job.dst.exists() and not overwrite:
-        raise OutputExistsError(f"{job.dst}: exists (use --overwrite)")
-
-
-def _output_bytes(up: Upscaler, data: ImageData) -> int:
+def _output_bytes(up: Upscales, data: ImageData) -> int:
     h, w, c = data.pixels.shape
     s = up.scale
     return data.pixels.nbytes + h * s * w * s * c * data.pixels.dtype.itemsize
@@ -220,7 +212,7 @@ class Pipeline:
     thread) as each job ends; ``progress``: a tqdm bar over pictures (files, or frames when animations or videos
     are among them)."""
 
-    def __init__(self, up: Upscaler, options: WriteOptions | None = None,
+    def __init__(self, up: Upscales, options: WriteOptions | None = None,
                  report: Callable[[Result], None] | None = None, progress: bool = False) -> None:
         self.up = up
         self.options = options or WriteOptions()
@@ -241,25 +233,26 @@ class Pipeline:
         jobs = list(jobs)
         self.results: dict[int, Result] = {}
         self.finished: queue.Queue = queue.Queue()
-        reader = threading.Thread(target=self._guard, args=(self._read, jobs), name="lightsr-reader", daemon=True)
-        writer = threading.Thread(target=self._guard, args=(self._write,), name="lightsr-writer", daemon=True)
+        # Threads are waited for through events, never Thread.join: a join interrupted by a signal handler's
+        # exception (Ctrl-C, SIGTERM) leaves CPython (before 3.13) taking the still running thread for ended.
+        reading, writing = threading.Event(), threading.Event()
+        threading.Thread(target=self._guard, args=(reading, self._read, jobs), name="lightsr-reader",
+                         daemon=True).start()
+        threading.Thread(target=self._guard, args=(writing, self._write), name="lightsr-writer", daemon=True).start()
         self._open_bar(jobs)
-        reader.start()
-        writer.start()
         try:
             while (item := self._next_input()) is not None:
                 self._network(item)
             self.outbox.put(None)
-            while writer.is_alive():  # the writer finishes its last files
-                writer.join(0.05)
+            while not writing.wait(0.05):  # the writer finishes its last files
                 self._drain()
             self._drain()
         except _Stopped:
             pass
         finally:
             self.stop.set()
-            for t in (reader, writer):
-                t.join(timeout=30)
+            for ended in (reading, writing):
+                ended.wait(30)
             self._drain()
             if self.bar is not None:
                 self.bar.close()
@@ -299,24 +292,13 @@ class Pipeline:
             self.budget.release(item.nbytes)
             return
         try:
-            out = self._upscale(st.job, item.data)
+            out = self.up.upscale_data(item.data, st.job.src)
         except LightSRError as e:
-            st.failed = _error_line(st.job.src, e)
+            st.failed = e
             self.budget.release(item.nbytes)
-            self.outbox.put(_Fail(st, st.failed))
+            self.outbox.put(_Fail(st, e))
             return
         self.outbox.put(_Picture(st, out, item.meta, item.nbytes))
-
-    def _upscale(self, job: Job, data: ImageData) -> ImageData:
-        try:
-            return self.up.upscale_data(data)
-        except (MemoryError, RuntimeError) as e:  # the image buffers (the network's own OOM retries smaller tiles)
-            if isinstance(e, LightSRError) or not _is_oom(e):
-                raise
-            h, w = data.pixels.shape[:2]
-            oh, ow = self.up.output_size(h, w)
-            raise LightSRError(f"{job.src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower "
-                               "--max-output-pixels or free memory") from None
 
     # -- progress
 
@@ -343,26 +325,29 @@ class Pipeline:
 
     # -- worker threads
 
-    def _guard(self, fn: Callable, *args: Any) -> None:
+    def _guard(self, ended: threading.Event, fn: Callable, *args: Any) -> None:
         try:
-            fn(*args)
-        except _Stopped:
+            with cancelled_by(self.stop):
+                fn(*args)
+        except (_Stopped, WriteCancelled):
             pass
         except BaseException as e:  # a bug or an unexpected library error: the caller re-raises it
             self.crash = e
             self.stop.set()
+        finally:
+            ended.set()
 
     def _read(self, jobs: list[Job]) -> None:
         for index, job in enumerate(jobs):
             st = _State(job, index)
             try:
-                _check_destination(job, self.options.overwrite)
+                self.up.check_destination(job.src, job.dst, self.options.overwrite)
                 if is_video(job.src):
                     self._read_video(st)
                 elif not self._read_animation(st):
                     self._read_image(st)
             except LightSRError as e:
-                st.failed = st.failed or _error_line(job.src, e)
+                st.failed = st.failed or e
                 self.inbox.put(_Fail(st, st.failed))
                 continue
             self.inbox.put(_End(st))
@@ -378,10 +363,8 @@ class Pipeline:
             raise
 
     def _read_image(self, st: _State) -> None:
-        src = st.job.src
         format_for(st.job.dst)  # an output extension no writer takes fails before the input is decoded
-        data = load_image(src, max_pixels=self.options.max_pixels,
-                          check_size=lambda w, h: self.up.check_output_size(h, w, str(src)))
+        data = self.up.read_file(st.job.src, self.options.max_pixels)
         st.source = data
         self.inbox.put(_Begin(st, 1))
         self._put(st, data)
@@ -418,11 +401,11 @@ class Pipeline:
                              "video)")
 
     def _read_video(self, st: _State) -> None:
-        from lightsr.video import CONTAINERS, VideoReader, check_size, check_streams, resolve_options
+        from lightsr.video import VideoReader, check_size, check_streams, resolve_options
 
         job = st.job
-        if job.dst.suffix.lower() not in CONTAINERS:
-            raise UsageError(f"{job.dst}: a video is written to {', '.join(sorted(CONTAINERS))}, not "
+        if job.dst.suffix.lower() not in VIDEO_CONTAINERS:
+            raise UsageError(f"{job.dst}: a video is written to {', '.join(sorted(VIDEO_CONTAINERS))}, not "
                              f"{job.dst.suffix or 'a file without extension'}")
         opts = resolve_options(job.dst, self.options.video)
         reader = VideoReader(job.src, self.options.video, self.options.max_pixels,
@@ -457,18 +440,18 @@ class Pipeline:
                     {"image": self._write_image, "animation": self._write_animation, "video": self._write_video}[
                         st.kind](st)
                 except _JobFailed as e:
-                    self._finish(st, str(e))
+                    self._finish(st, e.error)
                     continue
                 except LightSRError as e:
-                    st.failed = st.failed or _error_line(st.job.src, e)
+                    st.failed = st.failed or e
                     self._skip_rest(st)
                     self._finish(st, st.failed)
                     continue
                 self._finish(st, None)
 
-    def _finish(self, st: _State, error: str | None) -> None:
+    def _finish(self, st: _State, error: LightSRError | None) -> None:
         self._frames_done(0, st.frames - st.expected)
-        self.finished.put((st.index, Result(st.job, error, st.frames)))
+        self.finished.put((st.index, Result(st.job, None if error is None else str(error), st.frames, error)))
 
     def _pictures(self, st: _State) -> Iterator[_Picture]:
         """The job's upscaled pictures as they come, until its end; :class:`_JobFailed` if it fails upstream."""
@@ -496,22 +479,9 @@ class Pipeline:
             pass
 
     def _write_image(self, st: _State) -> None:
+        o = self.options
         for pic in self._pictures(st):
-            self._save(st.job, st.source, pic.data)
-
-    def _save(self, job: Job, source: ImageData, result: ImageData) -> None:
-        """Write one image as :meth:`lightsr.Upscaler.upscale_file` does (alpha into formats without it, 16-bit
-        into 8-bit formats)."""
-        fmt = format_for(job.dst)
-        if source.has_alpha and fmt not in ALPHA_FORMATS:
-            if self.options.background is not None:
-                result = composite(result, self.options.background)
-            else:
-                log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped (composite it over a "
-                            "colour with --background)", job.dst, fmt, job.src.name)
-        if source.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
-            log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", job.dst, fmt)
-        save_image(job.dst, result, quality=self.options.quality)
+            self.up.write_file(st.job.dst, pic.data, st.source, st.job.src, o.quality, o.background)
 
     def _write_animation(self, st: _State) -> None:
         def frames() -> Iterator[Frame]:
@@ -531,7 +501,7 @@ class Pipeline:
                 writer.write(pic.data.pixels, pic.meta.pts, pic.meta.duration)
 
 
-def run(up: Upscaler, jobs: Sequence[Job], options: WriteOptions | None = None,
+def run(up: Upscales, jobs: Sequence[Job], options: WriteOptions | None = None,
         report: Callable[[Result], None] | None = None, progress: bool = False) -> list[Result]:
     """Upscale ``jobs`` with ``up`` through a :class:`Pipeline`; returns one :class:`Result` per job, in order."""
     return Pipeline(up, options, report, progress).run(jobs)

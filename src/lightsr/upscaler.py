@@ -360,22 +360,35 @@ class Upscaler:
             out = torch.from_numpy(resized).permute(2, 0, 1)
         return out
 
-    def upscale_data(self, data: ImageData) -> ImageData:
-        """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale."""
+    def upscale_data(self, data: ImageData, name: str | os.PathLike | None = None) -> ImageData:
+        """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale. With ``name``
+        (the file the pixels came from) a failure is one line naming it: NaN/Inf outputs, and running out of memory
+        for the image buffers (the network itself retries smaller tiles)."""
         px = data.pixels
         h, w, c = px.shape
         check_not_empty(px.shape, "image")
         self.check_output_size(h, w)
         s = self.scale
-        out = np.empty((h * s, w * s, c), dtype=px.dtype)
+        try:
+            out = np.empty((h * s, w * s, c), dtype=px.dtype)
 
-        def sink(y0: int, block: torch.Tensor, ch0: int) -> None:
-            out[y0:y0 + block.shape[1], :, ch0:ch0 + block.shape[0]] = tensor_to_array(block, px.dtype)
+            def sink(y0: int, block: torch.Tensor, ch0: int) -> None:
+                out[y0:y0 + block.shape[1], :, ch0:ch0 + block.shape[0]] = tensor_to_array(block, px.dtype)
 
-        x = array_to_tensor(px)
-        self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
-        if self.output_size(h, w) != (h * s, w * s):
-            out = resize_channels(out, self.output_size(h, w))
+            x = array_to_tensor(px)
+            self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
+            if self.output_size(h, w) != (h * s, w * s):
+                out = resize_channels(out, self.output_size(h, w))
+        except NonFiniteOutputError as e:
+            if name is None:
+                raise
+            raise NonFiniteOutputError(f"{name}: {e}; nothing written") from None
+        except (MemoryError, RuntimeError) as e:
+            if name is None or isinstance(e, LightSRError) or not (isinstance(e, MemoryError) or _is_oom(e)):
+                raise
+            oh, ow = self.output_size(h, w)
+            raise LightSRError(f"{name}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
+                               "or free memory") from None
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
@@ -399,35 +412,70 @@ class Upscaler:
         Refuses to replace ``src`` itself, and an existing ``dst`` unless ``overwrite``. An image with alpha
         written to a format without alpha (JPEG) is composited over ``background`` (8-bit RGB) when given,
         else its alpha channel is dropped with a warning. ICC profile, resolution and EXIF (orientation reset,
-        pixel size updated) are carried over.
+        pixel size updated) are carried over. The three steps are :meth:`read_file`, :meth:`upscale_data` and
+        :meth:`write_file` (what :mod:`lightsr.pipeline` runs on three threads for many files).
         """
         src, dst = Path(src), Path(dst)
-        fmt = format_for(dst)
+        format_for(dst)
+        self.check_destination(src, dst, overwrite)
+        data = self.read_file(src, max_pixels)
+        return self.write_file(dst, self.upscale_data(data, src), data, src, quality, background)
+
+    @staticmethod
+    def check_destination(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
+        """Refuse (:class:`OutputExistsError`) a ``dst`` that is ``src`` itself, or that exists unless
+        ``overwrite``."""
+        src, dst = Path(src), Path(dst)
         if dst.exists() and dst.resolve() == src.resolve():
             raise OutputExistsError(f"{dst}: is the input; refusing to overwrite it")
         if dst.exists() and not overwrite:
             raise OutputExistsError(f"{dst}: exists (use --overwrite)")
-        # The output size is checked from the file's header, before its pixels are decoded.
-        data = load_image(src, max_pixels=max_pixels, check_size=lambda w, h: self.check_output_size(h, w, str(src)))
-        try:
-            result = self.upscale_data(data)
-        except (MemoryError, RuntimeError) as e:  # the image buffers (the network's own OOM retries smaller tiles)
-            if isinstance(e, LightSRError) or not (isinstance(e, MemoryError) or _is_oom(e)):
-                raise
-            h, w = data.pixels.shape[:2]
-            oh, ow = self.output_size(h, w)
-            raise LightSRError(f"{src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
-                               "or free memory") from None
-        if data.has_alpha and fmt not in ALPHA_FORMATS:
+
+    def read_file(self, src: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+        """Decode ``src`` (:func:`lightsr.imageio.load_image`), refusing from its header, before any pixel is
+        decoded, an image above ``max_pixels`` or whose output would exceed ``max_output_pixels``."""
+        return load_image(src, max_pixels=max_pixels, check_size=lambda w, h: self.check_output_size(h, w, str(src)))
+
+    def write_file(self, dst: str | os.PathLike, result: ImageData, source: ImageData, src: str | os.PathLike = "",
+                   quality: int = 95, background: tuple[int, int, int] | None = None) -> Path:
+        """Write ``result``, the upscaled ``source`` (read from ``src``), to ``dst`` as :meth:`upscale_file` does:
+        atomically, alpha composited over ``background`` (or dropped with a warning) for formats without it."""
+        dst = Path(dst)
+        fmt = format_for(dst)
+        if source.has_alpha and fmt not in ALPHA_FORMATS:
             if background is not None:
                 result = composite(result, background)
             else:
                 log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped (composite it over a "
-                            "colour with --background)", dst, fmt, src.name)
-        if data.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
+                            "colour with --background)", dst, fmt, Path(src).name)
+        if source.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
             log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", dst, fmt)
         save_image(dst, result, quality=quality)
         return dst
+
+    def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, codec: str | None = None,
+                      crf: int | None = None, bitrate: int | None = None, pix_fmt: str | None = None,
+                      frames: tuple[int, int | None] | None = None, overwrite: bool = False,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Path:
+        """Upscale a video file frame by frame into ``dst`` (MP4, MOV, MKV or WebM by its extension; needs
+        ``pip install "lightsr[video]"``); returns ``dst``. The video is never held in memory: frames are decoded,
+        upscaled and encoded as they come (:mod:`lightsr.pipeline`). Audio and subtitle streams are copied;
+        timestamps, rate, rotation and colour range are kept (:mod:`lightsr.video`). ``codec``, ``crf``,
+        ``bitrate``, ``pix_fmt``: see :class:`lightsr.video.VideoOptions` (default H.264, crf 18, yuv420p);
+        ``frames``: ``(first, stop)``, frame indices with ``stop`` excluded (None: to the end). Raises the
+        one-line :class:`lightsr.errors.LightSRError` of a file that cannot be read or written; nothing partial
+        is left behind. Animated GIF, WebP and PNG files are upscaled frame by frame the same way.
+        """
+        from lightsr.pipeline import Job, WriteOptions, run
+        from lightsr.video import VideoOptions
+
+        start, stop = frames if frames is not None else (0, None)
+        options = WriteOptions(overwrite=overwrite, max_pixels=max_pixels,
+                               video=VideoOptions(codec, crf, bitrate, pix_fmt, start, stop))
+        (result,) = run(self, [Job(Path(src), Path(dst))], options, progress=progress)
+        if result.exception is not None:
+            raise result.exception
+        return Path(dst)
 
 
 def _is_oom(e: BaseException) -> bool:

@@ -28,14 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from lightsr._files import atomic_temporary, default_permissions
-from lightsr.errors import LightSRError, UsageError, WriteError
-from lightsr.formats import DEFAULT_MAX_PIXELS
+from lightsr import _optional
+from lightsr._files import atomic_temporary, commit
+from lightsr.errors import LightSRError, UsageError, WriteError, first_line
+from lightsr.formats import DEFAULT_MAX_PIXELS, VIDEO_CONTAINERS, VIDEO_EXTENSIONS
 
-# Extensions read as video, and the container each output extension writes (FFmpeg's muxer names).
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
-                    ".wmv", ".flv", ".3gp", ".ogv")
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 # The codec a container gets without --codec: H.264 where it can hold it (every player reads it), VP9 in WebM.
 DEFAULT_CODECS = {"mp4": "libx264", "mov": "libx264", "matroska": "libx264", "webm": "libvpx-vp9"}
 DEFAULT_PIX_FMT = "yuv420p"
@@ -58,16 +55,8 @@ class VideoWriteError(WriteError):
     """A video that cannot be written; the message names the file. Nothing partial is left behind."""
 
 
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:limit] if lines else type(e).__name__
-
-
 def _av() -> Any:
-    try:
-        import av
-    except ImportError:
-        raise UsageError("video needs PyAV: pip install 'lightsr[video]'") from None
+    av = _optional.load("av", "video", "video")
     # FFmpeg's log stays off (PyAV's default): a log callback into Python from FFmpeg's codec threads can deadlock
     # against a thread that holds the GIL while it waits for them (closing a decoder mid-stream does).
     return av
@@ -131,12 +120,12 @@ def _open_input(path: Path) -> Any:
         raise VideoError(f"{path}: cannot read as video ({_reason(e)}: damaged, truncated or not a video)") \
             from None
     except OSError as e:
-        raise VideoError(f"{path}: cannot read ({e.strerror or _first_line(e)})") from None
+        raise VideoError(f"{path}: cannot read ({e.strerror or first_line(e)})") from None
 
 
 def _reason(e: BaseException) -> str:
     """FFmpeg's message without the file name and the call PyAV appends."""
-    return str(getattr(e, "strerror", None) or _first_line(e)).strip()
+    return str(getattr(e, "strerror", None) or first_line(e)).strip()
 
 
 def _decodable(stream: Any, path: Path) -> None:
@@ -299,9 +288,9 @@ def resolve_options(dst: str | os.PathLike, options: VideoOptions) -> VideoOptio
     that cannot hold the codec."""
     av = _av()
     dst = Path(dst)
-    container = CONTAINERS.get(dst.suffix.lower())
+    container = VIDEO_CONTAINERS.get(dst.suffix.lower())
     if container is None:
-        raise UsageError(f"-o {dst}: unknown video extension; use {', '.join(sorted(CONTAINERS))}")
+        raise UsageError(f"-o {dst}: unknown video extension; use {', '.join(sorted(VIDEO_CONTAINERS))}")
     codec = options.codec or DEFAULT_CODECS[container]
     try:
         enc = av.codec.Codec(codec, "w")
@@ -346,7 +335,7 @@ def check_streams(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     hold (e.g. SubRip subtitles in MP4)."""
     av = _av()
     src, dst = Path(src), Path(dst)
-    container = CONTAINERS.get(dst.suffix.lower())
+    container = VIDEO_CONTAINERS.get(dst.suffix.lower())
     if container is None:
         return
     with _open_input(src) as c, av.open(os.devnull, "w", format=container) as out:
@@ -405,7 +394,7 @@ class VideoWriter:
     def _open(self) -> None:
         av = _av()
         r = self.reader
-        container = CONTAINERS[self.dst.suffix.lower()]
+        container = VIDEO_CONTAINERS[self.dst.suffix.lower()]
         self.tmp = atomic_temporary(self.dst)
         try:
             self.out = av.open(str(self.tmp), "w", format=container)
@@ -549,8 +538,7 @@ class VideoWriter:
             self.out.close()
             self.out = None
             self._close_input()
-            default_permissions(self.tmp, self.dst)
-            os.replace(self.tmp, self.dst)
+            commit(self.tmp, self.dst)
             self.tmp = None
         except (av.FFmpegError, OSError) as e:
             self.abort()
