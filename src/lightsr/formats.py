@@ -16,3 +16,13 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".web
 # Formats that store 16 bits per channel / an alpha channel.
 HIGH_BIT_DEPTH_FORMATS = {"PNG", "TIFF"}
 ALPHA_FORMATS = {"PNG", "TIFF", "WEBP", "BMP"}
+
+# Animated images: files of these formats may hold an animation, upscaled frame by frame into an animated file of
+# one of them (GIF is written only for animated inputs).
+ANIMATED_FORMATS = {".gif": "GIF", ".webp": "WEBP", ".png": "PNG", ".apng": "PNG"}
+# Video files (read with PyAV, by extension), and the containers written: extension → FFmpeg's muxer.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts",
+                    ".wmv", ".flv", ".3gp", ".ogv")
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+# What `lightsr upscale` takes from folders and globs: images, animations and videos.
+UPSCALE_EXTENSIONS = (*INPUT_EXTENSIONS, ".gif", ".apng", *VIDEO_EXTENSIONS)
