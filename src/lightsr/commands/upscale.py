@@ -51,7 +51,7 @@ log = logging.getLogger("lightsr")
 
 
 def add_arguments(u: argparse.ArgumentParser) -> None:
-    u.add_argument("inputs", nargs="+", metavar="INPUT",
+    u.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files (PNG, JPEG, WebP, TIFF, BMP; animated GIF, WebP and PNG frame by frame; of a "
                         "multi-page TIFF the first page), videos (MP4, MOV, MKV, WebM, AVI, …; needs lightsr[video]), "
                         "folders (their images and videos) or glob patterns such as 'scans/*.tif'")
@@ -362,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
     if "onnx" in chosen and len(chosen) > 1:
         raise UsageError("--onnx cannot be combined with --model/--weights")
     _ray_address(args)
+    if not args.inputs:
+        raise UsageError("no INPUT: name image or video files, folders or glob patterns")
     found, errors = _collect(args.inputs, args.recursive)
     if not found:  # nothing to do: say so without loading a model first
         for line in errors:
@@ -415,7 +417,10 @@ def run(args: argparse.Namespace) -> int:
         from lightsr.ray import run_files
 
         gpus = 1 if str(args.device).startswith("cuda") else 0
-        results = run_files(jobs, {"model": model, **settings}, options, args.ray, args.ray_actors,
+        # Each actor resolves the name itself (what the one here resolved: the checks have run).
+        named = args.onnx or args.weights or args.model
+        settings = {**settings, "model": named, "scale": args.scale}
+        results = run_files(jobs, settings, options, args.ray, args.ray_actors,
                             cpus=args.threads or 1, gpus=gpus, report=say, progress=not args.quiet)
     else:
         from lightsr.pipeline import run as run_pipeline
