@@ -9,6 +9,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 # otherwise try to allocate tens of GB): the ×4 result of the largest image the input limit lets through.
 DEFAULT_MAX_OUTPUT_PIXELS = 16 * DEFAULT_MAX_PIXELS
 
+# Frames of an animation or a video the web page upscales (longer ones are for the command line): 20 s at 30 fps.
+DEFAULT_MAX_FRAMES = 600
+
 # File extensions read when a folder is given, and the formats they map to.
 INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".tif", ".tiff", ".bmp")
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".webp": "WEBP", ".tif": "TIFF",

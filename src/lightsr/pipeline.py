@@ -69,14 +69,27 @@ class Upscales(Protocol):
     max_output_pixels: int | None
 
     @property
-    def max_memory(self) -> int: ...
-    def output_size(self, height: int, width: int) -> tuple[int, int]: ...
-    def check_output_size(self, height: int, width: int, name: str = "") -> None: ...
-    def check_destination(self, src: Path, dst: Path, overwrite: bool = False) -> None: ...
-    def read_file(self, src: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData: ...
-    def upscale_data(self, data: ImageData, name: Any = None) -> ImageData: ...
+    def max_memory(self) -> int:
+        """Bytes the pictures in flight may take."""
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size of an ``height × width`` input's output."""
+
+    def check_output_size(self, height: int, width: int, name: str = "") -> None:
+        """Refuse, naming ``name``, an input whose output would be too large."""
+
+    def check_destination(self, src: Path, dst: Path, overwrite: bool = False) -> None:
+        """Refuse writing ``dst`` (it is ``src``, or it exists and ``overwrite`` is off)."""
+
+    def read_file(self, src: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+        """Decode an image file, after the header checks."""
+
+    def upscale_data(self, data: ImageData, name: Any = None) -> ImageData:
+        """Upscale decoded pixels (``name``: the file they came from, for errors)."""
+
     def write_file(self, dst: Path, result: ImageData, source: ImageData, src: Any = "", quality: int = 95,
-                   background: tuple[int, int, int] | None = None) -> Path: ...
+                   background: tuple[int, int, int] | None = None) -> Path:
+        """Write an upscaled image as ``upscale_file`` does."""
 
 
 @dataclass
@@ -210,11 +223,15 @@ def _output_bytes(up: Upscales, data: ImageData) -> int:
 class Pipeline:
     """Runs jobs through ``up``; see the module's description. ``report(result)`` is called (on the caller's
     thread) as each job ends; ``progress``: a tqdm bar over pictures (files, or frames when animations or videos
-    are among them)."""
+    are among them); ``on_frames(written, expected)``: called (on the writer's thread) as pictures are written,
+    with the count expected so far (a video's is its stated or estimated frame count until it ends)."""
 
     def __init__(self, up: Upscales, options: WriteOptions | None = None,
-                 report: Callable[[Result], None] | None = None, progress: bool = False) -> None:
+                 report: Callable[[Result], None] | None = None, progress: bool = False,
+                 on_frames: Callable[[int, int], None] | None = None) -> None:
         self.up = up
+        self.on_frames = on_frames
+        self.written = self.expected = 0
         self.options = options or WriteOptions()
         self.report = report
         self.progress = progress
@@ -304,6 +321,7 @@ class Pipeline:
 
     def _open_bar(self, jobs: list[Job]) -> None:
         """A bar over files, or over frames when videos or GIFs are among them."""
+        self.expected = len(jobs)
         self.frames_bar = any(is_video(j.src) or j.src.suffix.lower() in (".gif", ".apng") for j in jobs)
         if not self.progress or (len(jobs) == 1 and not self.frames_bar):
             return
@@ -315,6 +333,10 @@ class Pipeline:
 
     def _frames_done(self, n: int = 1, more: int = 0) -> None:
         """``n`` frames written, ``more`` frames expected beyond the count so far (the writer's thread)."""
+        self.written += n
+        self.expected += more
+        if self.on_frames is not None and (n or more):
+            self.on_frames(self.written, max(self.expected, self.written))
         if self.bar is None or not self.frames_bar:
             return
         if more:
@@ -502,9 +524,10 @@ class Pipeline:
 
 
 def run(up: Upscales, jobs: Sequence[Job], options: WriteOptions | None = None,
-        report: Callable[[Result], None] | None = None, progress: bool = False) -> list[Result]:
+        report: Callable[[Result], None] | None = None, progress: bool = False,
+        on_frames: Callable[[int, int], None] | None = None) -> list[Result]:
     """Upscale ``jobs`` with ``up`` through a :class:`Pipeline`; returns one :class:`Result` per job, in order."""
-    return Pipeline(up, options, report, progress).run(jobs)
+    return Pipeline(up, options, report, progress, on_frames).run(jobs)
 
 
 def kind_of(path: str | os.PathLike) -> str:

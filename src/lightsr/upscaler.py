@@ -456,7 +456,8 @@ class Upscaler:
     def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, codec: str | None = None,
                       crf: int | None = None, bitrate: int | None = None, pix_fmt: str | None = None,
                       frames: tuple[int, int | None] | None = None, overwrite: bool = False,
-                      max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False) -> Path:
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False,
+                      on_frames: Callable[[int, int], None] | None = None) -> Path:
         """Upscale a video file frame by frame into ``dst`` (MP4, MOV, MKV or WebM by its extension; needs
         ``pip install "lightsr[video]"``); returns ``dst``. The video is never held in memory: frames are decoded,
         upscaled and encoded as they come (:mod:`lightsr.pipeline`). Audio and subtitle streams are copied;
@@ -464,7 +465,8 @@ class Upscaler:
         ``bitrate``, ``pix_fmt``: see :class:`lightsr.video.VideoOptions` (default H.264, crf 18, yuv420p);
         ``frames``: ``(first, stop)``, frame indices with ``stop`` excluded (None: to the end). Raises the
         one-line :class:`lightsr.errors.LightSRError` of a file that cannot be read or written; nothing partial
-        is left behind. Animated GIF, WebP and PNG files are upscaled frame by frame the same way.
+        is left behind. Animated GIF, WebP and PNG files are upscaled frame by frame the same way. ``progress``:
+        a tqdm bar over frames; ``on_frames(written, expected)``: called as frames are written.
         """
         from lightsr.pipeline import Job, WriteOptions, run
         from lightsr.video import VideoOptions
@@ -472,7 +474,7 @@ class Upscaler:
         start, stop = frames if frames is not None else (0, None)
         options = WriteOptions(overwrite=overwrite, max_pixels=max_pixels,
                                video=VideoOptions(codec, crf, bitrate, pix_fmt, start, stop))
-        (result,) = run(self, [Job(Path(src), Path(dst))], options, progress=progress)
+        (result,) = run(self, [Job(Path(src), Path(dst))], options, progress=progress, on_frames=on_frames)
         if result.exception is not None:
             raise result.exception
         return Path(dst)

@@ -222,6 +222,7 @@ class VideoReader:
         self.stream.thread_type = "AUTO"
 
     def close(self) -> None:
+        """Close the file (the frames not read are not decoded)."""
         self.container.close()
 
     def __enter__(self) -> VideoReader:
