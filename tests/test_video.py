@@ -231,3 +231,66 @@ def test_reader_converts_with_the_streams_range_and_without_drift(tmp_path: Path
     assert abs((back - rgb).mean()) < 0.2
     with pytest.raises(VideoError, match="no such file"):
         VideoReader(tmp_path / "missing.mp4")
+
+
+# ------------------------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture(scope="module")
+def weights(net: lightsr.SRNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return lightsr.save_model(net, tmp_path_factory.mktemp("w") / "tiny_x4.safetensors")
+
+
+def test_command_line_batch_of_videos_images_and_bad_files(tmp_path: Path, weights: Path, clip: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from lightsr.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    (folder / "cut.mp4").write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    _audio_only(folder / "sound.m4v")
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(folder / "still.png")
+    code = main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--weights", str(weights), "--tile", "0",
+                 "--crf", "28"])
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ln.startswith("lightsr: error:")]
+    assert code == 1 and len(errors) == 2, err
+    assert any("cut.mp4" in ln for ln in errors) and any("sound.m4v: has no video stream" in ln for ln in errors)
+    assert "2/4 files (51 frames) upscaled ×4" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_x4.mp4", "still_x4.png"]
+    # Options no encoder takes are refused before the model loads, in one line.
+    assert main(["upscale", str(clip), "-o", str(tmp_path / "x.webm"), "--weights", str(weights),
+                 "--codec", "libx264"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "lightsr: error: --codec libx264: .webm files cannot hold libx264 video; choose another codec or container"]
+
+
+def test_sigterm_mid_video_leaves_nothing(tmp_path: Path, weights: Path) -> None:
+    """The real command in a child process, terminated while it writes a video: status 143, one line, neither
+    the video nor its temporary."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = make_video(tmp_path / "long.mkv", n=400, w=64, h=48, codec="ffv1", audio=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(lightsr.__file__).parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "lightsr", "upscale", str(src), "-o", str(out / "long_x4.mkv"),
+                              "--weights", str(weights), "--tile", "0", "--codec", "ffv1", "-q"],
+                             stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    temporaries: list[Path] = []
+    while time.monotonic() < deadline and child.poll() is None:
+        temporaries = [p for p in out.iterdir() if ".lightsr-" in p.name and p.stat().st_size > 0]
+        if temporaries:
+            break
+        time.sleep(0.01)
+    assert temporaries, "the video was never being written"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143 and err == "lightsr: terminated (SIGTERM)\n"
+    assert list(out.iterdir()) == []
