@@ -7,6 +7,7 @@ observable behaviour.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -183,3 +184,41 @@ def test_an_unexpected_error_in_a_stage_reaches_the_caller(tmp_path: Path, up: U
     monkeypatch.setattr(lightsr.upscaler, "save_image", broken)
     with pytest.raises(RuntimeError, match="encoder bug"):
         run(up, [Job(src, tmp_path / f"{i}.png") for i in range(5)])
+
+
+def test_small_images_run_on_one_thread_and_the_count_comes_back(net: lightsr.SRNet,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below SMALL_IMAGE pixels the network runs on one PyTorch thread (a team of two gains nothing there and
+    stalls beside other work); larger images on the threads set; the setting is restored either way."""
+    from lightsr.upscaler import SMALL_IMAGE
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        up = Upscaler(net, tile=0)
+        seen: list[int] = []
+        forward = up.runtime.forward
+
+        def counting(x):
+            seen.append(torch.get_num_threads())
+            return forward(x)
+
+        monkeypatch.setattr(up.runtime, "forward", counting)
+        side = int(SMALL_IMAGE**0.5)
+        for h, w in ((4, 4), (side - 1, side), (side, side)):
+            up.upscale(np.zeros((h, w, 3), np.uint8))
+            assert torch.get_num_threads() == 2
+        assert seen == [1, 1, 2]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_command_line_asks_openmp_for_sleeping_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightsr.threads import passive_waits
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
+    passive_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

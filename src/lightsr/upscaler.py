@@ -14,10 +14,11 @@ alpha, progress, non-finite outputs and re-planning after running out of memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,12 @@ from lightsr.tiling import (
 )
 
 log = logging.getLogger("lightsr")
+
+# Images of fewer input pixels run on one CPU thread: their layers are too small for a team of threads to pay off
+# (two threads measured no faster up to 48×48), and a team stalls at every layer when another process takes one of
+# its cores — 1,000 files of 4×4 ran ~4× slower on two threads than on one beside a busy process
+# (benchmarks/README.md, "Threads beside other work").
+SMALL_IMAGE = 64 * 64
 
 
 class NonFiniteOutputError(LightSRError, RuntimeError):
@@ -318,6 +325,23 @@ class Upscaler:
         # Bicubic reads 2 pixels either side: 4 pixels of context make tiles exact.
         self._run(alpha[None], plan_tiles(h, w, 512, 4), bicubic, sink, "alpha tiles")
 
+    @contextlib.contextmanager
+    def _threads_for(self, height: int, width: int) -> Iterator[None]:
+        """PyTorch's CPU threads for one image: one below :data:`SMALL_IMAGE` pixels (a pure function of the size,
+        so that an image's output never depends on what else runs), else as set (``threads``, or PyTorch's)."""
+        if self.device.type != "cpu" or self.runtime.module is None or height * width >= SMALL_IMAGE:
+            yield
+            return
+        before = torch.get_num_threads()
+        if before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def upscale_tensor(self, x: torch.Tensor, sink: Callable[[int, torch.Tensor, int], None] | None = None,
                        plan: TilePlan | None = None) -> torch.Tensor | None:
         """``C×H×W`` float in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA, on CPU) → ``C×H'×W'`` at
@@ -348,13 +372,14 @@ class Upscaler:
         if alpha is not None:
             colour = fill_transparent(colour, alpha)
         plan = plan or self.plan(h, w, c)
-        if colour_c == 3:
-            plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
-        else:
-            plan = self._run_colour(colour, lambda y0, b: sink(y0, to_luma(b), 0), plan)
-        if alpha is not None:
-            fix = exact_alpha(alpha, s)
-            self._run_alpha(alpha, lambda y0, b: sink(y0, fix(y0, b), c - 1), plan)
+        with self._threads_for(h, w):
+            if colour_c == 3:
+                plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
+            else:
+                plan = self._run_colour(colour, lambda y0, b: sink(y0, to_luma(b), 0), plan)
+            if alpha is not None:
+                fix = exact_alpha(alpha, s)
+                self._run_alpha(alpha, lambda y0, b: sink(y0, fix(y0, b), c - 1), plan)
         if out is not None and self.output_size(h, w) != tuple(out.shape[1:]):
             resized = resize_channels(out.permute(1, 2, 0).numpy(), self.output_size(h, w))
             out = torch.from_numpy(resized).permute(2, 0, 1)
