@@ -4,13 +4,15 @@ a LightSRError.
 Property-based (Hypothesis). Each property starts from valid inputs lightsr writes itself and mutates them the
 way damaged or hostile files differ: flipped, inserted or removed bytes, truncation, header lengths, metadata
 values (nested to any depth), tensor shapes and dtypes; image headers, modes and sizes; config values of every
-type; a download server's status line, headers, chunking and body (served by a local server on 127.0.0.1);
-``--degrade`` specs; folder trees with symbolic links for ``upscale -r``'s ``**``. The outcome must be either a
+type; cached graphs and their manifests; a download server's status line, headers, chunking and body (served
+by a local server on 127.0.0.1); ``--degrade`` specs; folder trees with symbolic links for ``upscale -r``'s
+``**``. The outcome must be either a
 result (and then a correct one: a loaded network runs, a decoded image has the declared shape, a download is the
 exact file, a glob lists each real file once) or a :class:`lightsr.errors.LightSRError` with a one-line message
 — never another exception, and never a file left behind.
 
-``LIGHTSR_FUZZ_EXAMPLES`` sets the examples per property (default: a small CI profile);
+``LIGHTSR_FUZZ_EXAMPLES`` sets the examples per property (default: a small CI profile;
+``LIGHTSR_FUZZ_CACHE_EXAMPLES`` those of the cached-graph property, each of whose examples rebuilds an export);
 ``python scripts/fuzz.py`` runs the long profile in a child process under an address-space limit and prints
 the counts.
 """
@@ -459,6 +461,86 @@ def _expand(path: Path, parts: list[str], hidden: bool):
     for e in entries:
         if fnmatch.fnmatchcase(e.name, head) and (hidden or not e.name.startswith(".") or head.startswith(".")):
             yield from _expand(path / e.name, rest, hidden)
+
+
+# ------------------------------------------------------------------------------------------- cached graphs
+
+# Each mutated cache is rebuilt (an export and its check): the property runs fewer examples than the others.
+CACHE_EXAMPLES = int(os.environ.get("LIGHTSR_FUZZ_CACHE_EXAMPLES", str(min(EXAMPLES, 40))))
+
+
+@pytest.fixture(scope="module")
+def graph_cache(tmp_path_factory):
+    """A checked, recorded export of a tiny network in a cache of its own, its bytes (graph and manifest) to
+    restore before each example, another network's export of the same scale, and the reference output."""
+    pytest.importorskip("onnxruntime")
+    from lightsr.runtimes import artifacts, build
+
+    home = tmp_path_factory.mktemp("graphcache")
+    old = os.environ.get("LIGHTSR_HOME")
+    os.environ["LIGHTSR_HOME"] = str(home)
+    try:
+        torch.manual_seed(0)
+        net = lightsr.create_model("hasn", scale=2, channels=8, num_blocks=1).eval()
+        other = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1, heads=2).eval()
+        path = Path(build(net, "onnxruntime", "fp32").path)
+        other_bytes = Path(build(other, "onnxruntime", "fp32").path).read_bytes()
+    finally:
+        if old is None:
+            os.environ.pop("LIGHTSR_HOME")
+        else:
+            os.environ["LIGHTSR_HOME"] = old
+    x = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = net(x)
+    manifest = artifacts.manifest_path(path)
+    return {"home": home, "net": net, "path": path, "graph": path.read_bytes(), "manifest": manifest,
+            "manifest_bytes": manifest.read_bytes(), "other": other_bytes, "x": x, "ref": ref}
+
+
+@settings(FUZZ, max_examples=CACHE_EXAMPLES)
+@given(target=st.sampled_from(["graph", "graph", "manifest", "both"]),
+       kind=st.sampled_from(["bytes", "bytes", "other", "negate", "remove"]), edits=byte_edits,
+       scale=st.sampled_from([-1.0, 0.0, 0.5, 2.0]))
+def test_mutated_cached_graphs(monkeypatch_module, graph_cache, target, kind, edits, scale) -> None:
+    """The cached export (or its manifest) changed the ways a disk, a copy or another user changes it: the next
+    runtime gives the network's own output within 1e-4, or a one-line LightSRError — never another output."""
+    import onnx
+    from onnx import numpy_helper
+
+    from lightsr.runtimes import build
+
+    c = graph_cache
+    path, manifest = c["path"], c["manifest"]
+    path.write_bytes(c["graph"])
+    manifest.write_bytes(c["manifest_bytes"])
+    for which in (("graph", "manifest") if target == "both" else (target,)):
+        f = path if which == "graph" else manifest
+        if kind == "remove":
+            f.unlink()
+        elif kind == "other" and which == "graph":
+            f.write_bytes(c["other"])
+        elif kind == "negate" and which == "graph":
+            proto = onnx.load_from_string(c["graph"])
+            init = max(proto.graph.initializer, key=lambda t: int(np.prod(t.dims)) if t.data_type == 1 else -1)
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * scale, init.name))
+            f.write_bytes(proto.SerializeToString())
+        else:
+            f.write_bytes(_mutate(f.read_bytes(), edits))
+    monkeypatch_module.setenv("LIGHTSR_HOME", str(c["home"]))
+    rt = _outcome("cached graph", lambda: build(c["net"], "onnxruntime", "fp32"))
+    if rt is not None:
+        with torch.no_grad():
+            err = float((rt.forward(c["x"]) - c["ref"]).abs().max())
+        assert err <= 1e-4, (target, kind, edits, scale, err)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
 
 
 def test_report(capsys) -> None:

@@ -53,6 +53,7 @@ def default_upscale_model(scale: int | None = None) -> str:
 
 
 def bundled_path(name: str, scale: int) -> Path | None:
+    """The bundled file of ``name`` at ``scale``, or None."""
     return bundled_weights(name).get(scale)
 
 

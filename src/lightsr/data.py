@@ -325,6 +325,7 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
         self._perm: tuple[int, np.ndarray] | None = None
 
     def epoch_of(self, iteration: int) -> int:
+        """The epoch (pass over a fresh permutation of the samples) that 0-based ``iteration`` falls in."""
         return iteration // self.iters_per_epoch
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -333,11 +334,13 @@ class IterationBatchSampler(Sampler[list[tuple[int, int]]]):
         return self._perm[1]
 
     def global_batch_at(self, iteration: int) -> list[tuple[int, int]]:
+        """``(epoch, sample index)`` of every sample of ``iteration``'s global batch, all ranks together."""
         epoch, k = divmod(iteration, self.iters_per_epoch)
         idx = self._permutation(epoch)[k * self.global_batch:(k + 1) * self.global_batch]
         return [(epoch, int(i)) for i in idx]
 
     def batch_at(self, iteration: int) -> list[tuple[int, int]]:
+        """This rank's share of :meth:`global_batch_at` (contiguous, ``batch_size / world_size`` samples)."""
         g = self.global_batch_at(iteration)
         return g[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 

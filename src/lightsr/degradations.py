@@ -372,6 +372,7 @@ def degrade_downscaled(lr: np.ndarray, cfg: DegradationConfig, rng: np.random.Ge
 
 @dataclass(frozen=True)
 class DegradeOp:
+    """One operation of a ``--degrade`` spec: ``jpeg`` (quality), ``noise`` (σ on 0–255) or ``blur`` (σ)."""
     kind: str  # "jpeg" | "noise" | "blur"
     value: float
 
@@ -417,6 +418,7 @@ def parse_degrade(spec: str, option: str = "--degrade") -> list[DegradeOp]:
 
 
 def describe_degrade(ops: list[DegradeOp]) -> str:
+    """The canonical spec of ``ops`` (``noise:10,jpeg:60``), as :func:`parse_degrade` reads it."""
     return ",".join(map(str, ops))
 
 

@@ -34,6 +34,7 @@ from lightsr.resize import imresize, modcrop
 
 @dataclass
 class ImageScore:
+    """Y-PSNR and SSIM of one image of a set."""
     name: str
     psnr: float
     ssim: float
@@ -41,6 +42,7 @@ class ImageScore:
 
 @dataclass
 class SetScore:
+    """Mean Y-PSNR and SSIM of a set at a scale, with every image's scores."""
     set: str
     scale: int
     psnr: float
@@ -54,6 +56,7 @@ class SetScore:
 
 @dataclass
 class BenchmarkImage:
+    """An HR image and its LR input (uint8), as :func:`load_set` reads them."""
     name: str
     hr: np.ndarray  # uint8, HxWx3 or HxW (grayscale stays 2-D so that gray_mode can see it)
     lr: np.ndarray

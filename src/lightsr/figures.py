@@ -35,6 +35,7 @@ class Panel:
 
 @dataclass
 class FigureResult:
+    """A figure written to ``path``: its pixel size and the panels drawn."""
     path: Path
     size: tuple[int, int]  # (width, height) of the saved image in pixels
     panels: list[Panel] = field(default_factory=list)
@@ -206,6 +207,7 @@ def compare_figure(
 
 @dataclass
 class ComplexityPoint:
+    """One method on the PSNR-vs-cost figure: its label, parameters and multiply-adds."""
     label: str
     params: int | None  # None: the bicubic baseline (drawn as a line)
     macs: int | None

@@ -44,6 +44,7 @@ def published() -> dict[str, tuple[ModelSpec, PublishedWeights]]:
 
 
 def cached_path(entry: PublishedWeights) -> Path:
+    """Where the published checkpoint ``entry`` is cached: ``$LIGHTSR_HOME/<name><suffix of its URL>``."""
     return home() / (entry.name + Path(urllib.parse.urlparse(entry.url).path).suffix)
 
 

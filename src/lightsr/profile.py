@@ -25,6 +25,7 @@ REFERENCE_OUTPUT = (720, 1280)
 
 @dataclass
 class Profile:
+    """Parameters, multiply-adds (``torch.utils.flop_counter``) and optional latency of a network."""
     arch: str
     scale: int
     params: int

@@ -267,6 +267,7 @@ class TilePlan:
         return max(r.window for r in self.rows), max(c.window for c in self.cols)
 
     def tiles(self) -> Iterator[tuple[Span, Span]]:
+        """Every tile as ``(row span, column span)``, row by row."""
         for r in self.rows:
             for c in self.cols:
                 yield r, c

@@ -28,6 +28,7 @@ def register(spec: ModelSpec) -> None:
 
 
 def unregister(name: str) -> None:
+    """Remove a network from the registry (nothing if it is not there)."""
     _SPECS.pop(name, None)
 
 
@@ -49,10 +50,12 @@ for _package in _BUILTIN:
 
 
 def list_models() -> list[str]:
+    """The registered networks' names, sorted."""
     return sorted(_SPECS)
 
 
 def model_spec(name: str) -> ModelSpec:
+    """The spec of a registered network; an unknown name is a one-line :class:`~lightsr.errors.UsageError`."""
     try:
         return _SPECS[name]
     except KeyError:
@@ -65,6 +68,7 @@ def find_spec(name: str | None) -> ModelSpec | None:
 
 
 def specs() -> list[ModelSpec]:
+    """Every registered network's spec, by name."""
     return [_SPECS[name] for name in list_models()]
 
 

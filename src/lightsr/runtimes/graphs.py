@@ -38,7 +38,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -49,10 +48,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lightsr._files import write_error
-from lightsr.errors import ExportError, LightSRError, first_line
+from lightsr.errors import ExportError
 from lightsr.models.base import SRNet
 from lightsr.models.registry import model_spec
+from lightsr.runtimes import artifacts
 from lightsr.runtimes.base import Runtime, Seamed
 from lightsr.seams import SeamHooks
 
@@ -212,36 +211,19 @@ def weights_key(model: SRNet, opset: int) -> str:
 
 
 def export_dir() -> Path:
-    """Where the graph runtimes cache their exports: ``$LIGHTSR_HOME/exports``."""
-    from lightsr.cache import home
+    """Where the graph runtimes cache their exports: ``$LIGHTSR_HOME/exports``, created and checked to be
+    writable (else a one-line :class:`~lightsr.errors.CacheError` naming it and the fix)."""
+    from lightsr.cache import usable_folder
 
-    return home() / "exports"
+    return usable_folder("exports")
 
 
-def _cached_file(name: str, build: Callable[[Path], None]) -> Path:
-    """``export_dir() / name``, made by ``build(tmp)`` first if it is not there yet.
+def _built_from(model: SRNet, kind: str, opset: int) -> dict[str, Any]:
+    """What a cached graph of ``model`` is made from, as its manifest records it."""
+    from lightsr._version import __version__
 
-    Built and checked under a name of this process, then renamed: a killed build or a concurrent one never
-    leaves an unchecked file where the next run would trust it.
-    """
-    folder = export_dir()
-    path = folder / name
-    if path.is_file():
-        return path
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.stem}.{os.getpid()}{path.suffix}"
-    try:
-        build(tmp)
-        os.replace(tmp, path)
-    except Exception as e:
-        if isinstance(e, LightSRError):
-            raise
-        if isinstance(e, OSError):  # a full disk, a folder that turned read-only
-            raise write_error(path, e) from None
-        raise ExportError(f"{path}: export failed ({type(e).__name__}: {first_line(e, 300)})") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return {"kind": kind, "arch": model.info.arch, "scale": model.info.scale, "weights": weights_key(model, opset),
+            "opset": opset, "lightsr_version": __version__}
 
 
 def cached_export(model: SRNet, whole: Whole, opset: int = 17) -> Path:
@@ -258,8 +240,8 @@ def cached_export(model: SRNet, whole: Whole, opset: int = 17) -> Path:
         if not worst <= EXPORT_ATOL:
             raise ExportError(f"{tmp}: the backend differs from PyTorch by {worst:.3g} (> {EXPORT_ATOL:g})")
 
-    return _cached_file(f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx",
-                        build)
+    name = f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx"
+    return artifacts.cached(export_dir() / name, _built_from(model, f"{form} export", opset), build)
 
 
 # ------------------------------------------------------------------------------- streamed stages as graphs
@@ -268,7 +250,6 @@ def cached_export(model: SRNet, whole: Whole, opset: int = 17) -> Path:
 # export traces at STAGE_TRACE. Both give several tiles with edge tiles of other sizes than the inner ones.
 STAGE_TRACE = (37, 29, 16)
 STAGE_CHECKS = ((45, 61, 20), (26, 33, 11))
-STAGES_MANIFEST = "stages.json"
 
 
 class _Stage(torch.nn.Module):
@@ -343,12 +324,8 @@ def cached_stages(model: SRNet, form: torch.nn.Module, compile: Compile, runner:
     ``compile`` (in float32) running all of them tile by tile matches the training form on images and tiles of
     other sizes within :data:`EXPORT_ATOL`; cached like :func:`cached_export`."""
     folder = export_dir() / f"{model.info.arch}_x{model.info.scale}-stages-{weights_key(model, opset)[:20]}"
-    if (folder / STAGES_MANIFEST).is_file():
-        return folder
-    tmp = folder.parent / f".{folder.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def build(tmp: Path) -> None:
         g = torch.Generator().manual_seed(2)
         h, w, tile = STAGE_TRACE
         exporter = _StageExporter(form, tmp, opset)
@@ -361,15 +338,9 @@ def cached_stages(model: SRNet, form: torch.nn.Module, compile: Compile, runner:
                 if not err <= EXPORT_ATOL:
                     raise ExportError(f"{folder}: {runner} running the tiles' stages differs from PyTorch by "
                                       f"{err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w} in tiles of {tile}")
-        (tmp / STAGES_MANIFEST).write_text(json.dumps({"stages": exporter.done}))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished the same folder first: its graphs are the same
-            if not (folder / STAGES_MANIFEST).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    return artifacts.cached(folder, _built_from(model, "stage graphs", opset), build, folder=True,
+                            what="cached stage graphs")
 
 
 # ------------------------------------------------------------------------------------ wrap-mode seams as input
@@ -430,7 +401,7 @@ def cached_seamed_export(model: SRNet, compile: Compile, runner: str = "the runt
                 raise ExportError(f"{export_dir() / name}: {runner} with seams {row}, {col} differs from PyTorch "
                                   f"by {err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w}")
 
-    return _cached_file(name, build)
+    return artifacts.cached(export_dir() / name, _built_from(model, "seamed export", opset), build)
 
 
 # ------------------------------------------------------------------------------------------------ the runtime

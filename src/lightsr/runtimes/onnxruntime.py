@@ -6,7 +6,6 @@ or CUDA; and exported ``.onnx`` files (``lightsr upscale --onnx``), with their l
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightsr import _optional
+from lightsr import _json, _optional
 from lightsr.errors import OnnxModelError, first_line
 from lightsr.models.base import SRNet
 from lightsr.runtimes.base import Runtime
@@ -85,7 +84,7 @@ class OnnxModel:
         config = None
         if "config" in meta:
             try:
-                config = json.loads(meta["config"])
+                config = _json.loads(meta["config"])
             except ValueError:
                 config = None
             if not isinstance(config, dict):
@@ -120,7 +119,10 @@ def compile_graph(path: Path, precision: str, threads: int | None) -> GraphFn:
     # Many sessions take turns here (one per stage, or beside the whole graph's): threads that spin after
     # their work kept the cores from the next session (benchmarks/README.md).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's own exception types: a graph gone or changed since it was verified
+        raise OnnxModelError(f"{path}: cannot load ONNX graph ({first_line(e, 200)})") from None
     names = [i.name for i in session.get_inputs()]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:

@@ -1,10 +1,14 @@
 """The OpenVINO runtime: the network's cached ONNX export (:mod:`lightsr.runtimes.graphs`) compiled by OpenVINO for
-the CPU, f32 or bf16 (its inference precision hint; bf16 where the CPU has AMX or AVX512-BF16). Compiled blobs are
-cached by OpenVINO itself (``CACHE_DIR``), per graph and precision. ``pip install 'lightsr[openvino]'``."""
+the CPU, f32 or bf16 (its inference precision hint; bf16 where the CPU has AMX or AVX512-BF16). Compiled models are
+cached as verified artifacts of lightsr's (:mod:`lightsr.runtimes.artifacts`; not OpenVINO's own ``CACHE_DIR``, which
+reads its blobs unchecked): exported once compiled, recorded with the hash of the graph they were compiled from, the
+precision, the OpenVINO version and the CPU, and imported only once their SHA-256 matches.
+``pip install 'lightsr[openvino]'``."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import torch
 from lightsr.device import native_bf16
 from lightsr.errors import OnnxModelError, UsageError, first_line
 from lightsr.models.base import SRNet
+from lightsr.runtimes import artifacts
 from lightsr.runtimes.base import Runtime
 from lightsr.runtimes.graphs import export_dir, graph_runtime
 
@@ -38,18 +43,55 @@ class OpenVinoGraph:
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
-            "CACHE_DIR": str(export_dir() / "openvino"),  # compiled blobs, reused by later runs
         }
-        try:
-            self.compiled = _openvino_core().compile_model(str(path), "CPU", config)
-        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
-            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({first_line(e, 200)})") from None
+        self.compiled = _compiled(path, precision, config)
         self.request = self.compiled.create_infer_request()
         self.n_outputs = len(self.compiled.outputs)
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         self.request.infer(dict(enumerate(arrays)))
         return [self.request.get_output_tensor(i).data.copy() for i in range(self.n_outputs)]
+
+
+def _compiled(path: Path, precision: str, config: dict[str, Any]) -> Any:
+    """The graph at ``path`` compiled for the CPU: imported from lightsr's verified blob cache, or compiled (then
+    exported into it). The blob is read once, hashed and imported from the same bytes."""
+    import openvino as ov
+
+    core = _openvino_core()
+    try:
+        graph_sha = artifacts.sha256_file(path)
+    except OSError as e:
+        raise OnnxModelError(f"{path}: cannot read it ({e.strerror or e})") from None
+    built_from = {"kind": "openvino compiled model", "graph_sha256": graph_sha, "precision": precision,
+                  "openvino": ov.__version__, "cpu": str(core.get_property("CPU", "FULL_DEVICE_NAME"))}
+    blob = export_dir() / "openvino" / f"{graph_sha[:24]}-{precision}.blob"
+    fresh: list[Any] = []
+
+    def build(tmp: Path) -> None:
+        try:
+            compiled = core.compile_model(str(path), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
+            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({first_line(e, 200)})") from None
+        exported = compiled.export_model()  # a BytesIO or bytes, by OpenVINO version
+        tmp.write_bytes(exported.getvalue() if hasattr(exported, "getvalue") else exported)
+        fresh.append(compiled)
+
+    for _attempt in range(2):
+        artifacts.cached(blob, built_from, build, what="cached OpenVINO compiled model")
+        if fresh:
+            return fresh[0]
+        data = blob.read_bytes()
+        if hashlib.sha256(data).hexdigest() == artifacts.recorded_sha256(blob):
+            try:
+                return core.import_model(data, "CPU", config)
+            except Exception as e:  # a blob that verifies but that this OpenVINO cannot read: rebuild it
+                problem = f"OpenVINO cannot import it ({first_line(e, 120)})"
+        else:
+            problem = "it changed while being read"
+        artifacts.log.warning(f"{blob}: cached OpenVINO compiled model not used, {problem}; rebuilding it")
+        artifacts.remove(blob)
+    raise OnnxModelError(f"{blob}: OpenVINO cannot import the model it just compiled from {path}")
 
 
 class OpenVinoModel:

@@ -119,6 +119,7 @@ class ValConfig:
 
 @dataclass
 class OptimizerConfig:
+    """The optimizer: Adam or AdamW with its learning rate, betas, eps and weight decay."""
     type: Literal["adam", "adamw"] = "adam"
     lr: float = field(default=2e-4, metadata=POSITIVE_FLOAT)
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=BETAS)
@@ -140,6 +141,7 @@ class SchedulerConfig:
 
 @dataclass
 class TrainConfig:
+    """The optimisation: iterations, global batch, loss, optimizer, schedule, EMA, AMP and the device."""
     max_iters: int = field(default=500_000, metadata=POSITIVE_INT)
     batch_size: int = field(default=64, metadata=POSITIVE_INT)  # global batch: split evenly over DDP processes
     loss: Literal["l1"] = "l1"
@@ -178,12 +180,14 @@ class DistillConfig:
 
 @dataclass
 class CheckpointConfig:
+    """How often checkpoints are written (iterations) and how many are kept."""
     every: int = field(default=5000, metadata=POSITIVE_INT)
     keep_last: int = field(default=3, metadata=POSITIVE_INT)
 
 
 @dataclass
 class LogConfig:
+    """How often the loss is logged, the progress bar and TensorBoard."""
     every: int = field(default=100, metadata=POSITIVE_INT)
     progress: bool = True
     tensorboard: bool = True  # used when the tensorboard package is installed
@@ -200,6 +204,7 @@ class DebugConfig:
 
 @dataclass
 class Config:
+    """A whole training run: every section of the YAML config, typed and validated."""
     name: str = field(default="run", metadata=RUN_NAME)
     output_dir: str = field(default="runs", metadata=NON_EMPTY_STR)  # the run directory is <output_dir>/<name>
     seed: int = field(default=0, metadata=NON_NEGATIVE_INT)

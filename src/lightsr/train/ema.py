@@ -29,12 +29,14 @@ class ModelEMA:
         self.decay, self.warmup, self.num_updates = decay, warmup, 0
 
     def current_decay(self) -> float:
+        """The decay of the next update (``min(decay, (1+n)/(10+n))`` with warm-up)."""
         if self.warmup:
             return min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
         return self.decay
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the averaged weights and buffers towards ``model``'s by one step."""
         weight = 1.0 - self.current_decay()
         ema_f, cur_f = [], []
         for (name, e), c in zip(self._tensors(self.module), self._tensors(model), strict=True):
@@ -58,4 +60,5 @@ class ModelEMA:
         return {"decay": self.decay, "warmup": self.warmup, "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the update count from :meth:`state_dict` (the weights are loaded separately)."""
         self.num_updates = int(state["num_updates"])

@@ -134,6 +134,7 @@ class RunError(LightSRError, RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What a run ended with: its folder, iteration, last checkpoint, best validation and whether time stopped it."""
     run_dir: Path
     iteration: int
     checkpoint: Path | None
@@ -605,6 +606,7 @@ class Trainer:
         raise NonFiniteLossError(msg)
 
     def current_lr(self) -> float:
+        """The learning rate of the next step."""
         return float(self.optimizer.param_groups[0]["lr"])
 
     def validate(self) -> dict[str, Any]:
@@ -658,11 +660,13 @@ class Trainer:
         return bool(D.broadcast_int(int(self.elapsed_here() >= (self.max_seconds or 0)), self.ctx))
 
     def elapsed(self) -> float:
+        """Training seconds of the run, summed over resumed sessions."""
         return self.elapsed_before + (time.perf_counter() - self._t0)
 
     # ------------------------------------------------------------------------------------------ loop
 
     def run(self) -> TrainResult:
+        """Train to ``train.max_iters`` (or ``max_seconds``), validating and checkpointing as configured."""
         cfg, ctx = self.cfg, self.ctx
         max_iters = cfg.train.max_iters
         loss_sum, kd_sum, loss_n, wait, t_int = 0.0, 0.0, 0, 0.0, time.perf_counter()
@@ -741,6 +745,7 @@ class Trainer:
         D.barrier(self.ctx)
 
     def close(self) -> None:
+        """Release the log, the run folder's lock, the process group and the torch settings changed for the run."""
         self.logger.close()
         lock = self.__dict__.pop("_lock", None)
         if lock is not None:
