@@ -15,11 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 import lightsr
+from lightsr.imageio import ImageData
+from lightsr.models.registry import specs
 from lightsr.pipeline import Job, Pipeline, WriteOptions, _Budget, run
-from lightsr.upscaler import Upscaler
+from lightsr.upscaler import NonFiniteOutputError, Upscaler
 
 SCALE = 2
 
@@ -222,3 +226,136 @@ def test_command_line_asks_openmp_for_sleeping_waits(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stays
     passive_waits()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+# ------------------------------------------------------------------------------------------------- batches
+
+BATCHED_ARCHS = [s.name for s in specs()]
+
+
+@pytest.mark.parametrize("arch", BATCHED_ARCHS)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(h=st.integers(1, 40), w=st.integers(1, 40), gray=st.booleans(), deep=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_a_batch_gives_each_picture_exactly_its_own_output(arch: str, h: int, w: int, gray: bool, deep: bool,
+                                                           seed: int) -> None:
+    """Reference: upscale_data on each picture alone; a batch must not change one bit (channels, depth, DPI)."""
+    up = _batch_upscaler(arch)
+    rng = np.random.default_rng(seed)
+    dtype, top = (np.uint16, 65535) if deep else (np.uint8, 255)
+    datas = [ImageData(rng.integers(0, top + 1, (h, w, 1 if gray else 3)).astype(dtype), dpi=(72.0, 96.0))
+             for _ in range(2)]
+    assert up.can_batch(*datas)
+    outs = up.upscale_batch(datas)
+    for d, out in zip(datas, outs, strict=True):
+        alone = up.upscale_data(d)
+        assert out.pixels.dtype == alone.pixels.dtype and out.dpi == alone.dpi
+        np.testing.assert_array_equal(out.pixels, alone.pixels)
+
+
+_BATCH_UPSCALERS: dict[str, Upscaler] = {}
+
+
+def _batch_upscaler(arch: str) -> Upscaler:
+    if arch not in _BATCH_UPSCALERS:
+        torch.manual_seed(0)
+        _BATCH_UPSCALERS[arch] = Upscaler(lightsr.create_model(arch, scale=SCALE, channels=12, num_blocks=1).eval())
+    return _BATCH_UPSCALERS[arch]
+
+
+def test_a_batch_at_two_threads_matches_one_picture_at_a_time(up: Upscaler) -> None:
+    """Pictures above SMALL_IMAGE run on the Upscaler's threads; the batch still gives each its own bits."""
+    rng = np.random.default_rng(3)
+    datas = [ImageData(rng.integers(0, 256, (72, 80, 3), dtype=np.uint8)) for _ in range(2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        outs = up.upscale_batch(datas)
+        for d, out in zip(datas, outs, strict=True):
+            np.testing.assert_array_equal(out.pixels, up.upscale_data(d).pixels)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_what_cannot_share_a_pass_is_not_batched(up: Upscaler, net: lightsr.SRNet) -> None:
+    rng = np.random.default_rng(4)
+
+    def img(h: int, w: int, c: int, dtype: type = np.uint8) -> ImageData:
+        return ImageData(rng.integers(0, 256, (h, w, c)).astype(dtype))
+
+    assert up.can_batch(img(8, 9, 3), img(8, 9, 3))
+    assert not up.can_batch(img(8, 9, 3), img(9, 8, 3))  # another size
+    assert not up.can_batch(img(8, 9, 3), img(8, 9, 1))  # gray beside colour
+    assert not up.can_batch(img(8, 9, 4), img(8, 9, 4))  # alpha runs twice through its own path
+    assert not up.can_batch(img(8, 9, 3), img(8, 9, 3, np.uint16))
+    tiled = Upscaler(net, tile=8)
+    assert not tiled.can_batch(img(8, 9, 3), img(8, 9, 3))  # two of them would not be one tile
+
+
+def test_the_pipeline_batches_same_size_pictures_and_keeps_their_order(tmp_path: Path, up: Upscaler,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(7):
+        shape = (12, 14, 3) if i != 3 else (14, 12, 3)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(src / f"{i}.png")
+    sizes: list[int] = []
+    real = up.upscale_batch
+
+    def spy(datas, names=None):
+        sizes.append(len(datas))
+        return real(datas, names)
+
+    monkeypatch.setattr(up, "upscale_batch", spy)
+    files = sorted(src.glob("*.png"))
+    jobs = [Job(f, tmp_path / "out" / f.name) for f in files]
+    (tmp_path / "out").mkdir()
+    pipeline = Pipeline(up)
+    real_one = up.upscale_data
+
+    def reader_ahead(data, name=None):  # batches are what is ready: let the reader fill the queue first
+        deadline = time.monotonic() + 10
+        while pipeline.inbox.q.qsize() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real_one(data, name)
+
+    monkeypatch.setattr(up, "upscale_data", reader_ahead)
+    results = pipeline.run(jobs)
+    monkeypatch.setattr(up, "upscale_data", real_one)
+    assert [r.job for r in results] == jobs and all(r.ok for r in results)
+    assert sizes and max(sizes) == 2
+    for f in files:
+        ref = tmp_path / "ref" / f.name
+        ref.parent.mkdir(exist_ok=True)
+        up.upscale_file(f, ref)
+        assert (tmp_path / "out" / f.name).read_bytes() == ref.read_bytes()
+
+
+def test_an_error_in_a_batch_fails_only_its_own_picture(tmp_path: Path, up: Upscaler,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)).save(src / f"{i}.png")
+    real_data = up.upscale_data
+
+    def nan_for_one(data, name=None):
+        if name is not None and Path(name).name == "2.png":
+            raise NonFiniteOutputError(f"{name}: the network produced NaN/Inf; nothing written")
+        return real_data(data, name)
+
+    def batch_fails(datas, names=None):
+        if any(Path(n).name == "2.png" for n in names or []):
+            raise NonFiniteOutputError("the network produced NaN/Inf")
+        return [real_data(d, n) for d, n in zip(datas, names, strict=True)]
+
+    monkeypatch.setattr(up, "upscale_data", nan_for_one)
+    monkeypatch.setattr(up, "upscale_batch", batch_fails)
+    (tmp_path / "out").mkdir()
+    jobs = [Job(f, tmp_path / "out" / f.name) for f in sorted(src.glob("*.png"))]
+    results = Pipeline(up).run(jobs)
+    assert [r.ok for r in results] == [True, True, False, True]
+    assert "2.png" in results[2].error and "\n" not in results[2].error
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "3.png"]

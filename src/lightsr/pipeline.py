@@ -15,7 +15,8 @@ frame; a video is never held in memory.
 Per file, everything :meth:`lightsr.Upscaler.upscale_file` promises still holds: the checks before decoding
 (header sizes, the output's size), atomic writes, alpha/16-bit/ICC/EXIF, and a one-line error for a bad file
 that lets the others run (:class:`Result`). Images come out byte-identical to ``upscale_file``'s: the same calls
-on the same pixels. Ctrl-C and SIGTERM stop all three stages; the file being written is removed.
+on the same pixels, except that pictures of one size waiting together go through the network as one batch
+(:meth:`lightsr.Upscaler.upscale_batch`, which gives each picture its own output bit for bit). Ctrl-C and SIGTERM stop all three stages; the file being written is removed.
 
 The Upscaler is used through its public methods only (:class:`Upscales`): a file's three steps are its
 ``read_file``, ``upscale_data`` and ``write_file``, the steps of ``upscale_file``.
@@ -41,6 +42,9 @@ from lightsr.video import VideoOptions, is_video
 
 # Pictures waiting in each queue: enough to keep every stage busy, few enough to bound memory for tiny files.
 QUEUE_ITEMS = 4
+# Pictures run through the network at once when they can (Upscaler.can_batch): two measured faster per picture
+# than one on 2 CPU threads, four slower than two (benchmarks/README.md, "Many files").
+BATCH = 2
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ class Upscales(Protocol):
 
     def upscale_data(self, data: ImageData, name: Any = None) -> ImageData:
         """Upscale decoded pixels (``name``: the file they came from, for errors)."""
+
+    def can_batch(self, first: ImageData, other: ImageData) -> bool:
+        """Whether ``other`` may join ``first`` in one :meth:`upscale_batch`."""
+
+    def upscale_batch(self, datas: Sequence[ImageData], names: Sequence[Any] | None = None) -> list[ImageData]:
+        """``upscale_data`` of each, the same outputs, in one pass of the network."""
 
     def write_file(self, dst: Path, result: ImageData, source: ImageData, src: Any = "", quality: int = 95,
                    background: tuple[int, int, int] | None = None) -> Path:
@@ -201,6 +211,9 @@ class _Picture:
     whole: bool = False  # an image: the job's one message (no _Begin, no _End)
 
 
+_NEXT = object()  # _gather: no item taken ahead
+
+
 @dataclass
 class _End:
     state: _State
@@ -259,8 +272,15 @@ class Pipeline:
         threading.Thread(target=self._guard, args=(writing, self._write), name="lightsr-writer", daemon=True).start()
         self._open_bar(jobs)
         try:
-            while (item := self._next_input()) is not None:
-                self._network(item)
+            item = self._next_input()
+            while item is not None:
+                batch, item = self._gather(item)
+                if len(batch) > 1:
+                    self._network_batch(batch)
+                else:
+                    self._network(batch[0])
+                if item is _NEXT:
+                    item = self._next_input()
             self.outbox.put(None)
             while not writing.wait(0.05):  # the writer finishes its last files
                 self._drain()
@@ -300,6 +320,33 @@ class Pipeline:
                 self.bar.update(1)
             if self.report is not None:
                 self.report(result)
+
+    def _gather(self, item: Any) -> tuple[list[Any], Any]:
+        """``item`` and the pictures already waiting that can run with it (up to :data:`BATCH`), and the item that
+        comes next (:data:`_NEXT`: take it from the queue). Never waits: a batch is what is ready."""
+        batch = [item]
+        if not isinstance(item, _Picture) or item.state.failed:
+            return batch, _NEXT
+        while len(batch) < BATCH:
+            try:
+                other = self.inbox.q.get_nowait()
+            except queue.Empty:
+                break
+            if not (isinstance(other, _Picture) and not other.state.failed
+                    and self.up.can_batch(item.data, other.data)):
+                return batch, other
+            batch.append(other)
+        return batch, _NEXT
+
+    def _network_batch(self, batch: list[_Picture]) -> None:
+        try:
+            outs = self.up.upscale_batch([p.data for p in batch], [p.state.job.src for p in batch])
+        except LightSRError:  # one picture's error: run them one by one, so each gets its own result
+            for p in batch:
+                self._network(p)
+            return
+        for p, out in zip(batch, outs, strict=True):
+            self.outbox.put(_Picture(p.state, out, p.meta, p.nbytes, p.whole))
 
     def _network(self, item: Any) -> None:
         if not isinstance(item, _Picture):

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from lightsr.imageio import (
     tensor_to_array,
     unpack,
 )
+from lightsr.models._common import mirror_pad
 from lightsr.models.base import SRNet
 from lightsr.resize import resize_channels
 from lightsr.runtimes.base import Runtime
@@ -417,6 +418,58 @@ class Upscaler:
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
+
+    def can_batch(self, first: ImageData, other: ImageData) -> bool:
+        """Whether :meth:`upscale_batch` runs ``other`` through the network together with ``first``: the same
+        size, channels (gray or RGB, no alpha) and depth, on a torch network, small enough that two of them fit
+        the memory budget as one tile."""
+        a, b = first.pixels, other.pixels
+        if a.shape != b.shape or a.dtype != b.dtype or a.ndim != 3 or a.shape[2] not in (1, 3):
+            return False
+        if self.runtime.module is None:
+            return False
+        h, w, c = a.shape
+        one, two = self.plan(h, w, c, a.dtype.itemsize), self.plan(2 * h, w, c, a.dtype.itemsize)
+        return (one.n_tiles == 1 and not one.streamed and two.n_tiles == 1 and not two.streamed
+                and one.rows[0].seam(one.periods[0]) is None and one.cols[0].seam(one.periods[1]) is None)
+
+    def upscale_batch(self, datas: Sequence[ImageData], names: Sequence[Any] | None = None) -> list[ImageData]:
+        """:meth:`upscale_data` of each of ``datas``, the same outputs bit for bit; pictures that
+        :meth:`can_batch` says go together run through the network as one batch (more work per layer keeps a
+        CPU's threads busier; ``benchmarks/README.md``, "Many files"). A batch whose network output holds NaN/Inf or
+        does not fit in memory runs again one picture at a time, so that an error names its picture."""
+        names = list(names) if names is not None else [None] * len(datas)
+        if len(datas) < 2 or not all(self.can_batch(datas[0], d) for d in datas[1:]):
+            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+        h, w, c = datas[0].pixels.shape
+        self.check_output_size(h, w)
+        s = self.scale
+        period_h, period_w = self.plan(h, w, c, datas[0].pixels.dtype.itemsize).periods
+        try:
+            fn = self._forward_fn("image")
+            colours = []
+            for d in datas:
+                x = array_to_tensor(d.pixels)
+                colours.append(x if c == 3 else x.expand(3, -1, -1))
+            x = torch.stack(colours)
+            if (period_h, period_w) != (h, w):  # as run_tiled pads a one-tile plan in wrap mode
+                x = mirror_pad(x, period_h - h, period_w - w)
+            with torch.inference_mode(), self._threads_for(h, w):
+                y = fn(x, (None, None))
+            outs = []
+            for i, d in enumerate(datas):
+                block = y[i, :, :h * s, :w * s].float().cpu()
+                out = tensor_to_array(block if c == 3 else to_luma(block), d.pixels.dtype)
+                if self.output_size(h, w) != out.shape[:2]:
+                    out = resize_channels(out, self.output_size(h, w))
+                outs.append(out)
+        except (NonFiniteOutputError, MemoryError, RuntimeError) as e:
+            if not isinstance(e, (NonFiniteOutputError, MemoryError)) and not _is_oom(e):
+                raise
+            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+        f = self.output_scale
+        return [ImageData(out, icc_profile=d.icc_profile, dpi=(d.dpi[0] * f, d.dpi[1] * f) if d.dpi else None,
+                          format=d.format, exif=d.exif) for d, out in zip(datas, outs, strict=True)]
 
     def upscale(self, image: Any) -> Any:
         """Upscale a PIL image, a numpy array (uint8/uint16, ``H×W`` or ``H×W×C``; float in [0, 1] also
