@@ -1,11 +1,12 @@
 """The world the documentation's commands run in (tests/test_docs.py): a folder that looks like the repository's
 root, with small example files, and a warm ``lightsr``.
 
-* **Files**: the names the docs use (``photo.jpg``, ``shots/``, ``scans/*.tif``, ``HASN_x4.pth``, …) are small
-  images cut from the research data, and the shared copies of the published checkpoints; ``configs/`` holds the
-  shipped configs shrunk to two iterations on tiny patches (same networks, data folders, teachers and warm starts);
-  ``../shared`` is a tiny copy of the research data's layout (two crops per benchmark set with their MATLAB-exact
-  LR images, three per training folder); published weights come from a local mirror (``LIGHTSR_HUB_MIRROR``).
+* **Files**: the names the docs use (``photo.jpg``, ``shots/``, ``scans/*.tif``, ``HASN_x4.pth``, ``clip.mp4``,
+  ``anim.gif``, …) are small images cut from the research data (the video and the animation are generated), and
+  the shared copies of the published checkpoints; ``configs/`` holds the shipped configs shrunk to two iterations
+  on tiny patches (same networks, data folders, teachers and warm starts); ``../shared`` is a tiny copy of the
+  research data's layout (two crops per benchmark set with their MATLAB-exact LR images, three per training
+  folder); published weights come from a local mirror (``LIGHTSR_HUB_MIRROR``).
 * **``lightsr``** on ``PATH`` is a client of a fork server: a Python process that imported torch and lightsr once
   forks a child per command, which runs ``lightsr.cli.main`` with the client's arguments, working directory,
   environment and standard streams (passed over a Unix socket), and exits with its status. A command costs its
@@ -280,6 +281,11 @@ def make_files(root: Path, shared: Path) -> None:
     big = Image.fromarray(photo("barbara", 150, 100)).resize((600, 400), Image.Resampling.BICUBIC)
     big.save(root / "coffee.png")
     (root / "HASN_x4.pth").symlink_to((shared / "weights" / "HASN_x4_official.pth").resolve())
+    # A two-second video with sound and an animated GIF, for the docs' video and animation commands.
+    from media import frames_rgba, make_video, save_animation
+
+    make_video(root / "clip.mp4", n=50, w=32, h=24)
+    save_animation(root / "anim.gif", frames_rgba(6, h=24, w=32), [80] * 6, loop=0)
 
 
 def shrink_config(raw: dict) -> dict:

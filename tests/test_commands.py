@@ -153,3 +153,30 @@ def test_help_loads_no_torch(name) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "usage: lightsr" in r.stdout and "HEAVY []" in r.stdout, r.stdout[-300:]
+
+
+def test_video_and_ray_option_values() -> None:
+    """--frames, --bitrate and --ray's optional address: what they accept, and one line for what they do not."""
+    import argparse
+
+    from lightsr.commands import _args
+    from lightsr.commands.upscale import _ray_address
+
+    assert _args.frame_range("10:25") == (10, 25) and _args.frame_range("5:") == (5, None)
+    assert _args.frame_range(":7") == (0, 7)
+    for bad in ("7", "5:5", "8:3", "-1:4", "a:b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _args.frame_range(bad)
+    assert _args.bit_rate("800k") == 800_000 and _args.bit_rate("5M") == 5_000_000
+    for bad in ("fast", "0", "10"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _args.bit_rate(bad)
+    here = Path(__file__).parent
+    for given, address, inputs in (("auto", "auto", []), ("10.0.0.5:6379", "10.0.0.5:6379", []),
+                                   ("ray://head:10001", "ray://head:10001", []), ("local", "local", []),
+                                   (str(here), "local", [str(here)])):
+        ns = argparse.Namespace(ray=given, inputs=[])
+        _ray_address(ns)
+        assert (ns.ray, ns.inputs) == (address, inputs)
+    with pytest.raises(UsageError, match="not a cluster address"):
+        _ray_address(argparse.Namespace(ray="no-such-folder", inputs=[]))

@@ -233,7 +233,9 @@ OTHER_OPTIONS = {
     "--input": "benchmarks/latency.py", "--official": "benchmarks/latency.py", "--scales": "benchmarks/latency.py",
     "--variants": "benchmarks/latency.py", "--iters": "benchmarks/train_throughput.py",
     "--warmup": "benchmarks/train_throughput.py", "--b100": "scripts/ablation_table.py",
-    "--index-url": "pip", "--nproc-per-node": "torchrun", "--strict": "mkdocs",
+    "--index-url": "pip", "--nproc-per-node": "torchrun", "--strict": "mkdocs", "--head": "ray",
+    "--address": "ray", "--old": "benchmarks/pipeline.py", "--workloads": "benchmarks/pipeline.py",
+    "--rounds": "benchmarks/pipeline.py", "--busy": "benchmarks/pipeline.py", "--env": "benchmarks/pipeline.py",
 }
 
 

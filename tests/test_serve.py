@@ -223,3 +223,29 @@ def test_a_stalled_download_holds_up_no_other_job(client, tiny, tmp_path, monkey
     msg = str(e.value)
     assert msg.startswith(f"{name}: ") and f"bytes, not the {entry.size}" in msg and "\n" not in msg, msg
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_short_videos_and_animations_and_the_frame_limit(tiny, tmp_path):
+    """Videos come out as MP4 with their frames and audio, animations in their format; the previews show a video's
+    first frame; an animation or video longer than --max-frames is refused before any work."""
+    pytest.importorskip("av")
+    from lightsr.errors import UsageError
+    from lightsr.serve import WebApp
+    from media import decode, frames_rgba, make_video, packets, save_animation
+
+    app = WebApp(model_entries([str(tiny)]), tmp_path / "work", device="cpu", max_frames=30)
+    clip = make_video(tmp_path / "clip.mov", n=12)
+    anim = save_animation(tmp_path / "a.gif", frames_rgba(4), [50] * 4)
+    seen: list[str] = []
+    outputs, (before, after), crop = app.upscale([str(clip), str(anim)], _label(tiny), "fp32", 0,
+                                                 on_progress=lambda f, desc: seen.append(desc))
+    assert [p.name for p in outputs] == ["clip_x2.mp4", "a_x2.gif"]
+    frames, times = decode(outputs[0])
+    assert len(frames) == 12 and times == decode(clip)[1] and packets(outputs[0], "audio") == packets(clip, "audio")
+    with Image.open(outputs[1]) as im:
+        assert im.n_frames == 4 and im.size == (32, 24)
+    assert after.size == (64, 48) and before.size == after.size and crop is not None
+    assert "clip.mov: frames 12/12" in seen
+    longer = make_video(tmp_path / "long.mp4", n=40, audio=False)
+    with pytest.raises(UsageError, match=r"long\.mp4: 40 frames; the page upscales up to 30"):
+        app.upscale([str(longer)], _label(tiny), "fp32", 0)

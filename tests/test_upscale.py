@@ -881,22 +881,27 @@ def test_suffix_cannot_leave_the_output_folder(tmp_path: Path, weights: Path, su
 
 def test_gif_input_needs_ext_and_animation_is_reported(tmp_path: Path, net, weights: Path, capsys, caplog,
                                                        monkeypatch) -> None:
+    """A still GIF needs --ext (GIF is written for animations only); an animation written to a format without
+    animation keeps its first frame, with a warning (animations themselves: test_animation.py)."""
+    Image.fromarray(_rgb()).quantize(64).save(tmp_path / "still.gif")
     frames = [Image.fromarray(_rgb(seed=k)).quantize(64) for k in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
     with monkeypatch.context() as m:
         _no_model(m)
-        assert main(["upscale", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "out"), "--weights",
+        assert main(["upscale", str(tmp_path / "still.gif"), "-o", str(tmp_path / "out"), "--weights",
                      str(weights)]) == 2
         assert _one_error_line(capsys.readouterr().err) == (
-            f"lightsr: error: {tmp_path / 'anim.gif'}: cannot write GIF files; choose an output format with --ext "
-            "(bmp, jpe, jpeg, jpg, png, tif, tiff, webp)")
+            f"lightsr: error: {tmp_path / 'still.gif'}: cannot write GIF files for a still image; choose an output "
+            "format with --ext (bmp, jpe, jpeg, jpg, png, tif, tiff, webp)")
     assert main(["upscale", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "out"), "--weights", str(weights),
-                 "--ext", "png", "--tile", "0", "-q"]) == 0
+                 "--ext", "jpg", "--tile", "0", "-q"]) == 0
     assert "anim.gif: has 3 frames; only the first is read" in caplog.text
     with Image.open(tmp_path / "anim.gif") as im:
         first = np.asarray(im.convert("RGB"))
-    with Image.open(tmp_path / "out" / "anim_x2.png") as im:
-        assert np.array_equal(np.asarray(im), Upscaler(net, tile=0)(first))
+    assert main(["upscale", str(tmp_path / "anim.gif"), "-o", str(tmp_path / "first.png"), "--weights",
+                 str(weights), "--tile", "0", "-q", "--frames", "0:1"]) == 0
+    with Image.open(tmp_path / "first.png") as im:
+        assert getattr(im, "n_frames", 1) == 1 and np.array_equal(np.asarray(im), Upscaler(net, tile=0)(first))
     # A multi-page TIFF: pages.
     Image.fromarray(_rgb()).save(tmp_path / "pages.tif", save_all=True, append_images=[Image.fromarray(_rgb(seed=1))])
     caplog.clear()
@@ -934,6 +939,9 @@ def test_sigterm_stops_cleanly_with_status_143(tmp_path: Path, weights: Path, ca
     def save(tmp, data, fmt, quality, dst):  # half-written when the signal comes (as from timeout or docker stop)
         tmp.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
         os.kill(os.getpid(), signal.SIGTERM)
+        # This runs on the pipeline's writer thread: the main thread takes the signal and stops the pipeline
+        # while the file is still being written (the stop event this thread's writes are cancelled by).
+        assert lightsr._files._cancel.event.wait(10)
 
     monkeypatch.setattr(io_mod, "_save_pillow", save)
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--weights", str(weights),

@@ -8,6 +8,7 @@ import re
 import socket
 import stat
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from functools import lru_cache
@@ -148,6 +149,36 @@ def atomic_temporary(path: Path) -> Path:
     return Path(tmp)
 
 
+class WriteCancelled(Exception):
+    """An atomic write abandoned before its rename because the thread's stop event was set (:func:`cancelled_by`)."""
+
+
+_cancel = threading.local()
+
+
+@contextlib.contextmanager
+def cancelled_by(event: threading.Event) -> Iterator[None]:
+    """Within this, on this thread, an atomic write whose ``event`` is set by the time its file is complete is
+    abandoned (its temporary removed, :class:`WriteCancelled` raised) instead of renamed into place: a worker
+    thread's half-finished output is not committed after Ctrl-C or SIGTERM reached the main thread."""
+    previous = getattr(_cancel, "event", None)
+    _cancel.event = event
+    try:
+        yield
+    finally:
+        _cancel.event = previous
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Give the complete temporary ``tmp`` the usual file mode and rename it to ``path`` (unless this thread's
+    writes are cancelled: :func:`cancelled_by`)."""
+    event = getattr(_cancel, "event", None)
+    if event is not None and event.is_set():
+        raise WriteCancelled(str(path))
+    default_permissions(tmp, path)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | Path) -> Iterator[Path]:
     """``with atomic_write(dest) as tmp: <write tmp>``: on success ``tmp`` gets the usual file mode and replaces
@@ -157,8 +188,7 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     tmp = atomic_temporary(path)
     try:
         yield tmp
-        default_permissions(tmp, path)
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, LightSRError):

@@ -58,10 +58,12 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # a real command-line run (not a call from Python): pick the fast allocator
+    if argv is None:  # a real command-line run (not a call from Python): the fast allocator, sleeping waits
         from lightsr.allocator import use_fast_allocator
+        from lightsr.threads import passive_waits
 
         use_fast_allocator(sys.argv[1:])
+        passive_waits()  # before the command imports torch: OpenMP reads it once, as it loads
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -55,6 +55,7 @@ __all__ = [
     "exif_for",
     "format_for",
     "load_image",
+    "pixel_limit_off",
     "read_image",
     "save_image",
     "tensor_to_array",
@@ -121,9 +122,10 @@ class ImageData:
 
 
 @contextlib.contextmanager
-def _pixel_limit_off() -> Iterator[None]:
-    # Pillow's own bomb check (warning above 89 MP, error above 179 MP) would pre-empt --max-pixels in both
-    # directions; lightsr checks the limit itself before decoding.
+def pixel_limit_off() -> Iterator[None]:
+    """Pillow's own decompression-bomb check off while images are opened here: it (a warning above 89 MP, an error
+    above 179 MP) would pre-empt ``--max-pixels`` in both directions; lightsr checks that limit itself, from the
+    header, before decoding."""
     from PIL import Image
 
     saved = Image.MAX_IMAGE_PIXELS
@@ -181,7 +183,7 @@ def _with_args(tile: tuple, args: object) -> tuple:
 def _decode_again(path: str | Path, tile: list, kind: str) -> np.ndarray:
     from PIL import Image
 
-    with _pixel_limit_off(), Image.open(path) as im:
+    with pixel_limit_off(), Image.open(path) as im:
         if kind == "colour":
             im.tile = [_with_args(t, _swap_rawmode(t[3])) for t in tile]
         else:
@@ -213,7 +215,7 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     path = Path(path)
     w = h = 0
     try:
-        with _pixel_limit_off(), Image.open(path) as im:
+        with pixel_limit_off(), Image.open(path) as im:
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageReadError(f"{path}: {w}×{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "

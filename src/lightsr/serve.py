@@ -1,10 +1,12 @@
 """``lightsr serve``: a local web page over :class:`lightsr.Upscaler` and :func:`lightsr.figures.compare_figure`.
 
-Two tabs. **Upscale**: drop one or more images, pick a model (bundled weights, published weights — downloaded on
-first use — and any checkpoint named on the command line), precision and tiling; the page shows the result beside
-the input (a before/after slider and a zoomed crop) and offers the full-resolution files, written by
-:meth:`lightsr.Upscaler.upscale_file` exactly as ``lightsr upscale`` writes them (format, alpha, 16 bits, ICC,
-EXIF). **Compare**: several models on one HR image (its bicubic downscale is their input), with PSNR.
+Two tabs. **Upscale**: drop one or more images, animated GIFs or short videos, pick a model (bundled weights,
+published weights — downloaded on first use — and any checkpoint named on the command line), precision and tiling;
+the page shows the result beside the input (a before/after slider and a zoomed crop, of a video's first frame) and
+offers the full-resolution files, written by :meth:`lightsr.Upscaler.upscale_file` (images) and
+:meth:`lightsr.Upscaler.upscale_video` (animations, videos: MP4, H.264, with the input's audio) exactly as
+``lightsr upscale`` writes them. **Compare**: several models on one HR image (its bicubic downscale is their
+input), with PSNR.
 
 Nothing here loads, tiles or writes images by itself: it chooses files and calls the library. Uploads and outputs
 live in one temporary folder, removed when the server stops; users pick from lists and upload files, they never
@@ -33,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from lightsr.errors import LightSRError, UsageError
-from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS
+from lightsr.formats import (
+    ANIMATED_FORMATS,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    VIDEO_EXTENSIONS,
+)
 
 __all__ = ["ModelEntry", "WebApp", "build_app", "check_listen", "default_upload_limit", "model_entries", "start"]
 
@@ -133,6 +142,32 @@ def _preview(path: Path, size: tuple[int, int] | None = None) -> Any:
     return im
 
 
+def _first_frame(path: Path) -> Path:
+    """A video's first frame as a PNG beside it (what the previews show of a video)."""
+    from PIL import Image
+
+    from lightsr.video import VideoOptions, VideoReader
+
+    with VideoReader(path, VideoOptions(stop=1), max_pixels=None) as reader:
+        picture = next(iter(reader))
+    out = path.with_name(f".{path.name}.first.png")
+    Image.fromarray(picture.pixels if picture.pixels.dtype.itemsize == 1 else (picture.pixels >> 8).astype("uint8")
+                    ).save(out)
+    return out
+
+
+def _frames(path: Path) -> int:
+    """Frames an animation or a video holds (a video's stated or estimated count; 0 when unknown)."""
+    from lightsr.animation import probe
+
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        from lightsr.video import probe as probe_video
+
+        return probe_video(path).frames or 0
+    info = probe(path)
+    return info.n_frames if info is not None else 1
+
+
 def _zoom(before: Any, after: Any, side: int = 128, zoom: int = 3) -> Any:
     """Side by side, nearest-neighbour ×``zoom``: the square of ``after`` where it differs most from ``before``."""
     import numpy as np
@@ -157,7 +192,7 @@ class WebApp:
     def __init__(self, entries: Sequence[ModelEntry], workdir: str | os.PathLike, device: str = "auto",
                  threads: int | None = None, max_memory: str | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-                 download_timeout: float | None = None) -> None:
+                 download_timeout: float | None = None, max_frames: int | None = DEFAULT_MAX_FRAMES) -> None:
         from lightsr.device import resolve_device
         from lightsr.download import deadline_seconds
         from lightsr.tiling import parse_memory
@@ -174,6 +209,7 @@ class WebApp:
         self.workdir = Path(workdir)
         self.device, self.threads, self.max_memory = device, threads, max_memory
         self.max_pixels, self.max_output_pixels = max_pixels, max_output_pixels
+        self.max_frames = max_frames
         self._upscalers: OrderedDict[tuple, Any] = OrderedDict()
         self._nets: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()  # the two caches above
@@ -253,22 +289,34 @@ class WebApp:
                 tile: int | None = None, on_progress: Any = None) -> tuple[list[Path], tuple[Any, Any] | None, Any]:
         """Upscale uploaded files: ``(output files, (before, after) previews of the first, its zoomed crop)``.
 
-        Outputs keep the input's format (PNG for formats lightsr cannot write) and are named like
-        ``lightsr upscale`` names them in a folder (``<name>_x<scale>.<ext>``)."""
+        Images keep their format (PNG for formats lightsr cannot write), animations theirs (GIF, WebP, PNG), videos
+        become MP4 (H.264, their audio copied); outputs are named like ``lightsr upscale`` names them in a folder
+        (``<name>_x<scale>.<ext>``). Animations and videos of more than ``max_frames`` frames are refused before
+        any work."""
         if not files:
-            raise UsageError("add at least one image")
+            raise UsageError("add at least one image or video")
+        for f in files:
+            if self.max_frames is not None and Path(f).suffix.lower() in (*VIDEO_EXTENSIONS, *ANIMATED_FORMATS):
+                n = _frames(Path(f))
+                if n > self.max_frames:
+                    raise UsageError(f"{f}: {n} frames; the page upscales up to {self.max_frames} (the command line "
+                                     "takes any length: lightsr upscale)")
         net = self.network(label)
         with self._turn(on_progress):
             return self._upscale(files, label, net, precision, tile, on_progress)
 
     def _upscale(self, files: Sequence[str | os.PathLike], label: str, net: Any, precision: str, tile: int | None,
                  on_progress: Any) -> tuple[list[Path], tuple[Any, Any] | None, Any]:
+        from lightsr.pipeline import kind_of
+
         up = self._upscaler(label, net, precision, tile)
         out_dir = self._job_dir()
         outputs = []
         for i, f in enumerate(files):
             src = Path(f)
-            ext = src.suffix.lower() if src.suffix.lower() in FORMATS else ".png"
+            kind = kind_of(src)
+            ext = {"video": ".mp4", "animation": src.suffix.lower()}.get(
+                kind, src.suffix.lower() if src.suffix.lower() in FORMATS else ".png")
             dst = out_dir / f"{src.stem}_x{up.output_scale:g}{ext}"
             if dst.exists():  # two uploads of one name: keep both
                 dst = out_dir / f"{src.stem}_{i}_x{up.output_scale:g}{ext}"
@@ -277,14 +325,21 @@ class WebApp:
                 if on_progress is not None:
                     on_progress((i + done / max(total, 1)) / len(files), f"{name}: {what} {done}/{total}")
 
-            up.on_progress = report
             try:
-                up.upscale_file(src, dst, max_pixels=self.max_pixels)
+                if kind == "image":
+                    up.on_progress = report
+                    up.upscale_file(src, dst, max_pixels=self.max_pixels)
+                else:
+                    up.upscale_video(src, dst, max_pixels=self.max_pixels,
+                                     on_frames=lambda done, total, r=report: r(done, total, "frames"))
             finally:
                 up.on_progress = None
             outputs.append(dst)
-        after = _preview(outputs[0])
-        before = _preview(Path(files[0]), size=after.size)
+        first_out, first_in = outputs[0], Path(files[0])
+        if first_out.suffix.lower() in VIDEO_EXTENSIONS:
+            first_out, first_in = _first_frame(first_out), _first_frame(first_in)
+        after = _preview(first_out)
+        before = _preview(first_in, size=after.size)
         return outputs, (before, after), _zoom(before, after)
 
     def compare(self, image: str | os.PathLike, labels: Sequence[str], scale: int = 4) -> tuple[Path, list[str]]:
@@ -348,8 +403,8 @@ def build_app(app: WebApp) -> Any:
         with gr.Tab("Upscale"):
             with gr.Row():
                 with gr.Column():
-                    files = gr.File(label="Images", file_count="multiple", type="filepath",
-                                    file_types=[*FORMATS, ".gif"])
+                    files = gr.File(label="Images, animations, short videos", file_count="multiple",
+                                    type="filepath", file_types=[*FORMATS, *ANIMATED_FORMATS, *VIDEO_EXTENSIONS])
                     model = gr.Dropdown(app.labels, value=app.labels[0], label="Model")
                     precision = gr.Radio(["auto", "fp32", "bf16", *(["int8"] if int8_available() else [])],
                                          value="auto", label="Precision",

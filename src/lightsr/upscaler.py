@@ -14,10 +14,11 @@ alpha, progress, non-finite outputs and re-planning after running out of memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from lightsr.imageio import (
     tensor_to_array,
     unpack,
 )
+from lightsr.models._common import mirror_pad
 from lightsr.models.base import SRNet
 from lightsr.resize import resize_channels
 from lightsr.runtimes.base import Runtime
@@ -61,6 +63,12 @@ from lightsr.tiling import (
 )
 
 log = logging.getLogger("lightsr")
+
+# Images of fewer input pixels run on one CPU thread: their layers are too small for a team of threads to pay off
+# (two threads measured no faster up to 48×48), and a team stalls at every layer when another process takes one of
+# its cores — 1,000 files of 4×4 ran ~4× slower on two threads than on one beside a busy process
+# (benchmarks/README.md, "Threads beside other work").
+SMALL_IMAGE = 64 * 64
 
 
 class NonFiniteOutputError(LightSRError, RuntimeError):
@@ -328,6 +336,23 @@ class Upscaler:
         # Bicubic reads 2 pixels either side: 4 pixels of context make tiles exact.
         self._run(alpha[None], plan_tiles(h, w, 512, 4), bicubic, sink, "alpha tiles")
 
+    @contextlib.contextmanager
+    def _threads_for(self, height: int, width: int) -> Iterator[None]:
+        """PyTorch's CPU threads for one image: one below :data:`SMALL_IMAGE` pixels (a pure function of the size,
+        so that an image's output never depends on what else runs), else as set (``threads``, or PyTorch's)."""
+        if self.device.type != "cpu" or self.runtime.module is None or height * width >= SMALL_IMAGE:
+            yield
+            return
+        before = torch.get_num_threads()
+        if before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def upscale_tensor(self, x: torch.Tensor, sink: Callable[[int, torch.Tensor, int], None] | None = None,
                        plan: TilePlan | None = None) -> torch.Tensor | None:
         """``C×H×W`` float in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA, on CPU) → ``C×H'×W'`` at
@@ -358,37 +383,103 @@ class Upscaler:
         if alpha is not None:
             colour = fill_transparent(colour, alpha)
         plan = plan or self.plan(h, w, c)
-        if colour_c == 3:
-            plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
-        else:
-            plan = self._run_colour(colour, lambda y0, b: sink(y0, to_luma(b), 0), plan)
-        if alpha is not None:
-            fix = exact_alpha(alpha, s)
-            self._run_alpha(alpha, lambda y0, b: sink(y0, fix(y0, b), c - 1), plan)
+        with self._threads_for(h, w):
+            if colour_c == 3:
+                plan = self._run_colour(colour, lambda y0, b: sink(y0, b, 0), plan)
+            else:
+                plan = self._run_colour(colour, lambda y0, b: sink(y0, to_luma(b), 0), plan)
+            if alpha is not None:
+                fix = exact_alpha(alpha, s)
+                self._run_alpha(alpha, lambda y0, b: sink(y0, fix(y0, b), c - 1), plan)
         if out is not None and self.output_size(h, w) != tuple(out.shape[1:]):
             resized = resize_channels(out.permute(1, 2, 0).numpy(), self.output_size(h, w))
             out = torch.from_numpy(resized).permute(2, 0, 1)
         return out
 
-    def upscale_data(self, data: ImageData) -> ImageData:
-        """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale."""
+    def upscale_data(self, data: ImageData, name: str | os.PathLike | None = None) -> ImageData:
+        """Upscale decoded pixels, keeping channels and bit depth; DPI is multiplied by the scale. With ``name``
+        (the file the pixels came from) a failure is one line naming it: NaN/Inf outputs, and running out of memory
+        for the image buffers (the network itself retries smaller tiles)."""
         px = data.pixels
         h, w, c = px.shape
         check_not_empty(px.shape, "image")
         self.check_output_size(h, w)
         s = self.scale
-        out = np.empty((h * s, w * s, c), dtype=px.dtype)
+        try:
+            out = np.empty((h * s, w * s, c), dtype=px.dtype)
 
-        def sink(y0: int, block: torch.Tensor, ch0: int) -> None:
-            out[y0:y0 + block.shape[1], :, ch0:ch0 + block.shape[0]] = tensor_to_array(block, px.dtype)
+            def sink(y0: int, block: torch.Tensor, ch0: int) -> None:
+                out[y0:y0 + block.shape[1], :, ch0:ch0 + block.shape[0]] = tensor_to_array(block, px.dtype)
 
-        x = array_to_tensor(px)
-        self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
-        if self.output_size(h, w) != (h * s, w * s):
-            out = resize_channels(out, self.output_size(h, w))
+            x = array_to_tensor(px)
+            self.upscale_tensor(x, sink, self.plan(h, w, c, px.dtype.itemsize))
+            if self.output_size(h, w) != (h * s, w * s):
+                out = resize_channels(out, self.output_size(h, w))
+        except NonFiniteOutputError as e:
+            if name is None:
+                raise
+            raise NonFiniteOutputError(f"{name}: {e}; nothing written") from None
+        except (MemoryError, RuntimeError) as e:
+            if name is None or isinstance(e, LightSRError) or not (isinstance(e, MemoryError) or _is_oom(e)):
+                raise
+            oh, ow = self.output_size(h, w)
+            raise LightSRError(f"{name}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
+                               "or free memory") from None
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
+
+    def can_batch(self, first: ImageData, other: ImageData) -> bool:
+        """Whether :meth:`upscale_batch` runs ``other`` through the network together with ``first``: the same
+        size, channels (gray or RGB, no alpha) and depth, on a torch network, small enough that two of them fit
+        the memory budget as one tile."""
+        a, b = first.pixels, other.pixels
+        if a.shape != b.shape or a.dtype != b.dtype or a.ndim != 3 or a.shape[2] not in (1, 3):
+            return False
+        if self.runtime.module is None:
+            return False
+        h, w, c = a.shape
+        one, two = self.plan(h, w, c, a.dtype.itemsize), self.plan(2 * h, w, c, a.dtype.itemsize)
+        return (one.n_tiles == 1 and not one.streamed and two.n_tiles == 1 and not two.streamed
+                and one.rows[0].seam(one.periods[0]) is None and one.cols[0].seam(one.periods[1]) is None)
+
+    def upscale_batch(self, datas: Sequence[ImageData], names: Sequence[Any] | None = None) -> list[ImageData]:
+        """:meth:`upscale_data` of each of ``datas``, the same outputs bit for bit; pictures that
+        :meth:`can_batch` says go together run through the network as one batch (more work per layer keeps a
+        CPU's threads busier; ``benchmarks/README.md``, "Many files"). A batch whose network output holds NaN/Inf or
+        does not fit in memory runs again one picture at a time, so that an error names its picture."""
+        names = list(names) if names is not None else [None] * len(datas)
+        if len(datas) < 2 or not all(self.can_batch(datas[0], d) for d in datas[1:]):
+            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+        h, w, c = datas[0].pixels.shape
+        self.check_output_size(h, w)
+        s = self.scale
+        period_h, period_w = self.plan(h, w, c, datas[0].pixels.dtype.itemsize).periods
+        try:
+            fn = self._forward_fn("image")
+            colours = []
+            for d in datas:
+                x = array_to_tensor(d.pixels)
+                colours.append(x if c == 3 else x.expand(3, -1, -1))
+            x = torch.stack(colours)
+            if (period_h, period_w) != (h, w):  # as run_tiled pads a one-tile plan in wrap mode
+                x = mirror_pad(x, period_h - h, period_w - w)
+            with torch.inference_mode(), self._threads_for(h, w):
+                y = fn(x, (None, None))
+            outs = []
+            for i, d in enumerate(datas):
+                block = y[i, :, :h * s, :w * s].float().cpu()
+                out = tensor_to_array(block if c == 3 else to_luma(block), d.pixels.dtype)
+                if self.output_size(h, w) != out.shape[:2]:
+                    out = resize_channels(out, self.output_size(h, w))
+                outs.append(out)
+        except (NonFiniteOutputError, MemoryError, RuntimeError) as e:
+            if not isinstance(e, (NonFiniteOutputError, MemoryError)) and not _is_oom(e):
+                raise
+            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+        f = self.output_scale
+        return [ImageData(out, icc_profile=d.icc_profile, dpi=(d.dpi[0] * f, d.dpi[1] * f) if d.dpi else None,
+                          format=d.format, exif=d.exif) for d, out in zip(datas, outs, strict=True)]
 
     def upscale(self, image: Any) -> Any:
         """Upscale a PIL image, a numpy array (uint8/uint16, ``H×W`` or ``H×W×C``; float in [0, 1] also
@@ -409,35 +500,72 @@ class Upscaler:
         Refuses to replace ``src`` itself, and an existing ``dst`` unless ``overwrite``. An image with alpha
         written to a format without alpha (JPEG) is composited over ``background`` (8-bit RGB) when given,
         else its alpha channel is dropped with a warning. ICC profile, resolution and EXIF (orientation reset,
-        pixel size updated) are carried over.
+        pixel size updated) are carried over. The three steps are :meth:`read_file`, :meth:`upscale_data` and
+        :meth:`write_file` (what :mod:`lightsr.pipeline` runs on three threads for many files).
         """
         src, dst = Path(src), Path(dst)
-        fmt = format_for(dst)
+        format_for(dst)
+        self.check_destination(src, dst, overwrite)
+        data = self.read_file(src, max_pixels)
+        return self.write_file(dst, self.upscale_data(data, src), data, src, quality, background)
+
+    @staticmethod
+    def check_destination(src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False) -> None:
+        """Refuse (:class:`OutputExistsError`) a ``dst`` that is ``src`` itself, or that exists unless
+        ``overwrite``."""
+        src, dst = Path(src), Path(dst)
         if dst.exists() and dst.resolve() == src.resolve():
             raise OutputExistsError(f"{dst}: is the input; refusing to overwrite it")
         if dst.exists() and not overwrite:
             raise OutputExistsError(f"{dst}: exists (use --overwrite)")
-        # The output size is checked from the file's header, before its pixels are decoded.
-        data = load_image(src, max_pixels=max_pixels, check_size=lambda w, h: self.check_output_size(h, w, str(src)))
-        try:
-            result = self.upscale_data(data)
-        except (MemoryError, RuntimeError) as e:  # the image buffers (the network's own OOM retries smaller tiles)
-            if isinstance(e, LightSRError) or not (isinstance(e, MemoryError) or _is_oom(e)):
-                raise
-            h, w = data.pixels.shape[:2]
-            oh, ow = self.output_size(h, w)
-            raise LightSRError(f"{src}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
-                               "or free memory") from None
-        if data.has_alpha and fmt not in ALPHA_FORMATS:
+
+    def read_file(self, src: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageData:
+        """Decode ``src`` (:func:`lightsr.imageio.load_image`), refusing from its header, before any pixel is
+        decoded, an image above ``max_pixels`` or whose output would exceed ``max_output_pixels``."""
+        return load_image(src, max_pixels=max_pixels, check_size=lambda w, h: self.check_output_size(h, w, str(src)))
+
+    def write_file(self, dst: str | os.PathLike, result: ImageData, source: ImageData, src: str | os.PathLike = "",
+                   quality: int = 95, background: tuple[int, int, int] | None = None) -> Path:
+        """Write ``result``, the upscaled ``source`` (read from ``src``), to ``dst`` as :meth:`upscale_file` does:
+        atomically, alpha composited over ``background`` (or dropped with a warning) for formats without it."""
+        dst = Path(dst)
+        fmt = format_for(dst)
+        if source.has_alpha and fmt not in ALPHA_FORMATS:
             if background is not None:
                 result = composite(result, background)
             else:
                 log.warning("%s: %s has no alpha channel; the alpha channel of %s is dropped (composite it over a "
-                            "colour with --background)", dst, fmt, src.name)
-        if data.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
+                            "colour with --background)", dst, fmt, Path(src).name)
+        if source.bit_depth == 16 and fmt not in ("PNG", "TIFF"):
             log.info("%s: %s stores 8 bits per channel; 16-bit input rounded", dst, fmt)
         save_image(dst, result, quality=quality)
         return dst
+
+    def upscale_video(self, src: str | os.PathLike, dst: str | os.PathLike, codec: str | None = None,
+                      crf: int | None = None, bitrate: int | None = None, pix_fmt: str | None = None,
+                      frames: tuple[int, int | None] | None = None, overwrite: bool = False,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: bool = False,
+                      on_frames: Callable[[int, int], None] | None = None) -> Path:
+        """Upscale a video file frame by frame into ``dst`` (MP4, MOV, MKV or WebM by its extension; needs
+        ``pip install "lightsr[video]"``); returns ``dst``. The video is never held in memory: frames are decoded,
+        upscaled and encoded as they come (:mod:`lightsr.pipeline`). Audio and subtitle streams are copied;
+        timestamps, rate, rotation and colour range are kept (:mod:`lightsr.video`). ``codec``, ``crf``,
+        ``bitrate``, ``pix_fmt``: see :class:`lightsr.video.VideoOptions` (default H.264, crf 18, yuv420p);
+        ``frames``: ``(first, stop)``, frame indices with ``stop`` excluded (None: to the end). Raises the
+        one-line :class:`lightsr.errors.LightSRError` of a file that cannot be read or written; nothing partial
+        is left behind. Animated GIF, WebP and PNG files are upscaled frame by frame the same way. ``progress``:
+        a tqdm bar over frames; ``on_frames(written, expected)``: called as frames are written.
+        """
+        from lightsr.pipeline import Job, WriteOptions, run
+        from lightsr.video import VideoOptions
+
+        start, stop = frames if frames is not None else (0, None)
+        options = WriteOptions(overwrite=overwrite, max_pixels=max_pixels,
+                               video=VideoOptions(codec, crf, bitrate, pix_fmt, start, stop))
+        (result,) = run(self, [Job(Path(src), Path(dst))], options, progress=progress, on_frames=on_frames)
+        if result.exception is not None:
+            raise result.exception
+        return Path(dst)
 
 
 def _is_oom(e: BaseException) -> bool:

@@ -98,6 +98,35 @@ def crop_box(text: str) -> tuple[int, int, int, int]:
     return x, y, w, h
 
 
+def frame_range(text: str) -> tuple[int, int | None]:
+    """``A:B`` → ``(A, B)``: frames A (counting from 0) to B, B excluded; ``A:`` to the end, ``:B`` from the start."""
+    first, sep, stop = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        a = int(first) if first.strip() else 0
+        b = int(stop) if stop.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected A:B, frame numbers from 0 (B excluded; A: to the "
+                                         "end, :B from the start)") from None
+    if a < 0 or (b is not None and b <= a):
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 ≤ A < B")
+    return a, b
+
+
+def bit_rate(text: str) -> int:
+    """Bits per second with an optional k/M multiplier (``800k``, ``5M``, ``2500000``)."""
+    t = text.strip().lower()
+    mult = {"k": 10**3, "m": 10**6}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bits per second such as 800k or 5M") from None
+    if not 1000 <= value < 10**11:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 1k to 100G bits per second")
+    return int(value)
+
+
 def color(text: str) -> tuple[int, int, int]:
     """A colour as Pillow's ``ImageColor`` reads it (``white``, ``#ff8800``, ``rgb(255,136,0)``) → 8-bit RGB."""
     from PIL import ImageColor  # only when the option is given

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lightsr.commands import _args
-from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
+from lightsr.formats import DEFAULT_MAX_FRAMES, DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-output-pixels", type=_args.pixel_count, default=DEFAULT_MAX_OUTPUT_PIXELS, metavar="N",
                    help=f"refuse uploads whose output would have more pixels (default: "
                         f"{DEFAULT_MAX_OUTPUT_PIXELS // 10**6}M; 0: no limit)")
+    p.add_argument("--max-frames", type=_args.int_range(0), default=DEFAULT_MAX_FRAMES, metavar="N",
+                   help=f"refuse animations and videos of more frames (default: {DEFAULT_MAX_FRAMES}, 20 s at 30 fps; "
+                        "0: no limit; longer ones are for lightsr upscale)")
     p.add_argument("--max-upload-size", default="auto", metavar="SIZE",
                    help="refuse uploaded files larger than this, e.g. 50MB (default auto: an uncompressed 16-bit "
                         "RGBA image of --max-pixels, 321MB for 40M; 0: no limit)")
@@ -58,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
 
     start(args.weights, host=args.host, port=args.port, block=True, max_upload_size=max_upload_size,
           device=args.device, threads=args.threads, max_memory=args.max_memory, max_pixels=args.max_pixels,
-          max_output_pixels=args.max_output_pixels, download_timeout=args.download_timeout, on_start=started)
+          max_output_pixels=args.max_output_pixels, download_timeout=args.download_timeout,
+          max_frames=args.max_frames or None, on_start=started)
     return 0

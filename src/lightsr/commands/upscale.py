@@ -1,8 +1,10 @@
-"""``lightsr upscale``: files, folders and globs through :class:`lightsr.Upscaler`.
+"""``lightsr upscale``: files, folders and globs — images, animations, videos — through :class:`lightsr.Upscaler`.
 
 The command's own work is planning: which files an input names, where each output goes (a file, or a folder
 keeping the inputs' sub-folders), and refusing every conflict (existing outputs, two inputs writing one file,
-an output replacing an input) before the first image runs.
+an output replacing an input, a GIF output for a still image, video options no encoder takes) before the first
+image runs. The files then go through :mod:`lightsr.pipeline` on this machine, or :mod:`lightsr.ray` on a Ray
+cluster.
 """
 
 from __future__ import annotations
@@ -11,17 +13,27 @@ import argparse
 import glob
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightsr._files import check_creatable
 from lightsr.commands import _args
 from lightsr.commands._specs import load_named
 from lightsr.device import PRECISION_CHOICES
 from lightsr.errors import LightSRError, UsageError
-from lightsr.formats import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, FORMATS, INPUT_EXTENSIONS
+from lightsr.formats import (
+    ANIMATED_FORMATS,
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    UPSCALE_EXTENSIONS,
+    VIDEO_CONTAINERS,
+    VIDEO_EXTENSIONS,
+)
 from lightsr.runtimes import (
     DEFAULT_RUNTIME,
     RUNTIMES,
@@ -32,16 +44,21 @@ from lightsr.runtimes import (
     runtime_for,
 )
 
+if TYPE_CHECKING:
+    from lightsr.pipeline import Result
+    from lightsr.video import VideoOptions
+
 log = logging.getLogger("lightsr")
 
 
 def add_arguments(u: argparse.ArgumentParser) -> None:
-    u.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (PNG, JPEG, WebP, TIFF, BMP; of an animated or multi-page file the first "
-                        "frame), folders (their images) or glob patterns such as 'scans/*.tif'")
+    u.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image files (PNG, JPEG, WebP, TIFF, BMP; animated GIF, WebP and PNG frame by frame; of a "
+                        "multi-page TIFF the first page), videos (MP4, MOV, MKV, WebM, AVI, …; needs lightsr[video]), "
+                        "folders (their images and videos) or glob patterns such as 'scans/*.tif'")
     u.add_argument("-o", "--output", required=True,
-                   help="an output file (for one input image; its extension picks the format) or a folder "
-                        "(created when missing)")
+                   help="an output file (for one input; its extension picks the format: an image format, .gif for "
+                        "an animation, .mp4/.mov/.mkv/.webm for a video) or a folder (created when missing)")
     src = u.add_argument_group("model")
     src.add_argument("--model", metavar="NAME",
                      help="a bundled name: a network (e.g. lksmn) or a variant (e.g. lksmn_real), run with its "
@@ -58,8 +75,9 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
                           "model's output is resized (MATLAB bicubic, antialiased); default: the model's scale")
     out = u.add_argument_group("files")
     out.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders (and ** in globs)")
-    out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in FORMATS}),
-                     help="output format (default: the input's)")
+    out.add_argument("--ext", choices=sorted({s.lstrip(".") for s in (*FORMATS, ".gif")}),
+                     help="output format of images and animations (default: the input's; gif for animations "
+                          "only); videos keep their container, or become .mkv where lightsr writes no such files")
     out.add_argument("--suffix", default="_x{scale}",
                      help="added to file names written into a folder (default: _x{scale}; '' for none; no path "
                           "separators or '..')")
@@ -106,6 +124,27 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
     run.add_argument("--no-fuse", action="store_true",
                      help="run the training form instead of the (equivalent, faster) inference form")
     _args.add_download_timeout(run)
+    video = u.add_argument_group("video (and animations)")
+    video.add_argument("--codec", metavar="NAME",
+                       help="video encoder, an FFmpeg name such as libx264, libx265, libvpx-vp9, libsvtav1 or ffv1 "
+                            "(default: libx264; libvpx-vp9 for .webm)")
+    quality = video.add_mutually_exclusive_group()
+    quality.add_argument("--crf", type=_args.int_range(0, 63), metavar="N",
+                         help="constant quality, lower is better: 0–51 for x264/x265, 0–63 for VP9/AV1 (default: 18)")
+    quality.add_argument("--bitrate", type=_args.bit_rate, metavar="RATE",
+                         help="a bit rate instead of --crf, such as 8M or 800k")
+    video.add_argument("--pix-fmt", metavar="FORMAT",
+                       help="FFmpeg pixel format of the output, e.g. yuv420p (default), yuv444p, yuv420p10le")
+    video.add_argument("--frames", type=_args.frame_range, metavar="A:B",
+                       help="only frames A to B (from 0, B excluded; A: to the end) of videos and animations")
+    cluster = u.add_argument_group("cluster")
+    cluster.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="run on a Ray cluster (pip install 'lightsr[ray]'): its address (auto, host:6379, "
+                              "ray://host:10001); without one, a cluster of this machine's cores. Paths must be the "
+                              "same on every node")
+    cluster.add_argument("--ray-actors", type=_args.positive, metavar="N",
+                         help="Ray actors, each with its own model (default: the cluster's CPUs / --threads, or "
+                              "its GPUs with --device cuda)")
 
 
 @dataclass
@@ -122,15 +161,15 @@ def _collect(patterns: list[str], recursive: bool) -> tuple[list[tuple[Path, Pat
         p = Path(pat)
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in INPUT_EXTENSIONS
+            files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in UPSCALE_EXTENSIONS
                            and not f.name.startswith("."))
             if not files:
-                errors.append(f"{p}: no images ({', '.join(INPUT_EXTENSIONS)}) in this folder")
+                errors.append(f"{p}: no images or videos ({', '.join(UPSCALE_EXTENSIONS)}) in this folder")
             found += [(f, f.relative_to(p)) for f in files]
         elif p.is_file():
             found.append((p, Path(p.name)))
         elif glob.has_magic(pat):
-            files = sorted(f for f in _glob(pat, recursive) if f.is_file() and f.suffix.lower() in INPUT_EXTENSIONS)
+            files = sorted(f for f in _glob(pat, recursive) if f.is_file() and f.suffix.lower() in UPSCALE_EXTENSIONS)
             if not files:
                 errors.append(f"{pat}: no image matches")
             found += [(f, Path(f.name)) for f in files]
@@ -159,13 +198,29 @@ def _glob(pattern: str, recursive: bool) -> list[Path]:
             if dotted or not any(part.startswith(".") for part in p.relative_to(root).parts)]
 
 
+# What -o may name as a file: an image format, an animated one (GIF), a video container.
+_OUTPUT_FILES = {*FORMATS, *ANIMATED_FORMATS, *VIDEO_CONTAINERS}
+
+
 def _single_file(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> bool:
-    """One input image (a file, or a glob or folder that holds just one) and an -o that names a file (has an
+    """One input (a file, or a glob or folder that holds just one) and an -o that names a file (has an
     extension): write exactly there. Anything else is a folder (created when missing)."""
     out = Path(args.output)
     named_file = len(args.inputs) == 1 and Path(args.inputs[0]).is_file()
     return (len(found) == 1 and not out.is_dir() and not args.output.endswith(("/", os.sep))
-            and (out.suffix.lower() in FORMATS if not named_file else out.suffix != ""))
+            and (out.suffix.lower() in _OUTPUT_FILES if not named_file else out.suffix != ""))
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _output_ext(args: argparse.Namespace, src: Path) -> str:
+    """The extension of ``src``'s output in a folder: ``--ext`` or the input's for images and animations; a
+    video keeps its container, or becomes .mkv (which holds most codecs) where lightsr writes no such files."""
+    if _is_video(src):
+        return src.suffix.lower() if src.suffix.lower() in VIDEO_CONTAINERS else ".mkv"
+    return "." + args.ext if args.ext else src.suffix.lower()
 
 
 def _suffix(args: argparse.Namespace, scale: float) -> str:
@@ -188,23 +243,63 @@ def _check_outputs(args: argparse.Namespace, found: list[tuple[Path, Path]]) -> 
     """The checks of -o, --ext and --suffix that need no model (run before one loads); True for one output file."""
     out = Path(args.output)
     if _single_file(args, found):
-        if out.suffix.lower() not in FORMATS:
-            raise UsageError(f"-o {out}: unknown image extension; use .png, .jpg, .webp, .tif or .bmp (or a "
-                             "folder)")
-        if args.ext and FORMATS[out.suffix.lower()] != FORMATS["." + args.ext]:
+        ext = out.suffix.lower()
+        if ext not in _OUTPUT_FILES:
+            raise UsageError(f"-o {out}: unknown extension; use .png, .jpg, .webp, .tif or .bmp, .gif for an "
+                             f"animation, {', '.join(sorted(VIDEO_CONTAINERS))} for a video (or a folder)")
+        if args.ext and ext != "." + args.ext and FORMATS.get(ext) != FORMATS.get("." + args.ext):
             raise UsageError(f"-o {out} and --ext {args.ext} disagree")
+        src = found[0][0]
+        if _is_video(src) != (ext in VIDEO_CONTAINERS):
+            raise UsageError(f"-o {out}: a video is written to {', '.join(sorted(VIDEO_CONTAINERS))}" if _is_video(src)
+                             else f"-o {out}: only videos are written as video; {src} is an image")
+        _check_kinds(args, [(src, ext)])
         return True
-    if out.suffix.lower() in FORMATS and not out.is_dir():
+    if out.suffix.lower() in _OUTPUT_FILES and not out.is_dir():
         raise UsageError(f"-o {out}: several inputs need an output folder")
     _suffix(args, 4)  # the syntax; the scale's own value is substituted once the model is known
-    if not args.ext:  # outputs keep their input's format: one lightsr cannot write needs --ext
-        unwritable = [src for src, _ in found if src.suffix.lower() not in FORMATS]
-        if unwritable:
-            kind = unwritable[0].suffix.lstrip(".").upper() or "extension-less"
-            more = f" (and {len(unwritable) - 1} more input(s))" if len(unwritable) > 1 else ""
-            raise UsageError(f"{unwritable[0]}: cannot write {kind} files{more}; choose an output format with "
-                             f"--ext ({', '.join(sorted({s.lstrip('.') for s in FORMATS}))})")
+    _check_kinds(args, [(src, _output_ext(args, src)) for src, _ in found])
     return False
+
+
+def _check_kinds(args: argparse.Namespace, outputs: list[tuple[Path, str]]) -> None:
+    """Refuse outputs no writer takes: formats lightsr cannot write (GIF for a still image, …), and video
+    options no encoder or container of the outputs takes; warn about video options with no video to apply to."""
+    from lightsr.animation import probe
+
+    unwritable = [src for src, ext in outputs
+                  if not _is_video(src) and ext not in FORMATS
+                  and not (ext in ANIMATED_FORMATS and _animated(probe, src))]
+    if unwritable:
+        kind = unwritable[0].suffix.lstrip(".").upper() or "extension-less"
+        more = f" (and {len(unwritable) - 1} more input(s))" if len(unwritable) > 1 else ""
+        still = " for a still image" if unwritable[0].suffix.lower() in ANIMATED_FORMATS else ""
+        raise UsageError(f"{unwritable[0]}: cannot write {kind} files{still}{more}; choose an output format with "
+                         f"--ext ({', '.join(sorted({s.lstrip('.') for s in FORMATS}))})")
+    containers = sorted({ext for src, ext in outputs if _is_video(src)})
+    given = [f"--{o.replace('_', '-')}" for o in ("codec", "crf", "bitrate", "pix_fmt") if getattr(args, o)]
+    if given and not containers:
+        log.warning("%s: no video among the inputs; %s only for videos", " ".join(given),
+                    "it applies" if len(given) == 1 else "they apply")
+    if containers:
+        from lightsr.video import resolve_options
+
+        for ext in containers:  # the codec and its options against each container written
+            resolve_options(Path("out" + ext), _video_options(args))
+
+
+def _animated(probe: object, src: Path) -> bool:
+    try:
+        return probe(src) is not None  # type: ignore[operator]
+    except LightSRError:
+        return True  # a damaged file: its own one-line error comes when it is read
+
+
+def _video_options(args: argparse.Namespace) -> VideoOptions:
+    from lightsr.video import VideoOptions
+
+    start, stop = args.frames if args.frames else (0, None)
+    return VideoOptions(args.codec, args.crf, args.bitrate, args.pix_fmt, start, stop)
 
 
 def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: float) -> tuple[list[_Job], list[str]]:
@@ -216,8 +311,7 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
     else:
         suffix = _suffix(args, scale)
         for src, rel in found:
-            ext = "." + args.ext if args.ext else src.suffix.lower()
-            jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{ext}"))
+            jobs.append(_Job(src, out / rel.parent / f"{rel.stem}{suffix}{_output_ext(args, src)}"))
     # A file this batch writes is not one of its inputs: rerunning a batch into its own folder must not upscale
     # its earlier outputs (a_x4.png → a_x4_x4.png) nor read a file it is about to replace.
     writes = {j.dst.resolve(): j.src.resolve() for j in jobs}
@@ -253,10 +347,26 @@ def _plan_jobs(args: argparse.Namespace, found: list[tuple[Path, Path]], scale: 
     return kept, conflicts
 
 
+def _ray_address(args: argparse.Namespace) -> None:
+    """``--ray`` takes an optional address, so ``--ray in/ -o out/`` would read the input as one: a value that is
+    no address (auto, local, host:port, ray://…) but names a file or folder is moved back to the inputs."""
+    value = args.ray
+    if value is None or value in ("auto", "local") or "://" in value or re.fullmatch(r"[\w.-]+:\d+", value):
+        return
+    if Path(value).exists() or glob.has_magic(value):
+        args.inputs.insert(0, value)
+        args.ray = "local"
+        return
+    raise UsageError(f"--ray {value}: not a cluster address (auto, HOST:PORT or ray://HOST:PORT) nor an input")
+
+
 def run(args: argparse.Namespace) -> int:
     chosen = [o for o in ("model", "weights", "onnx") if getattr(args, o)]
     if "onnx" in chosen and len(chosen) > 1:
         raise UsageError("--onnx cannot be combined with --model/--weights")
+    _ray_address(args)
+    if not args.inputs:
+        raise UsageError("no INPUT: name image or video files, folders or glob patterns")
     found, errors = _collect(args.inputs, args.recursive)
     if not found:  # nothing to do: say so without loading a model first
         for line in errors:
@@ -266,8 +376,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx {args.onnx}: expected an .onnx file (as written by lightsr export)")
     if args.onnx and args.no_fuse:
         raise UsageError("--no-fuse applies to PyTorch models, not to --onnx")
+    if args.ray is not None:
+        from lightsr import _optional
+
+        _optional.require("--ray", ("ray",), "ray")  # before the model loads
     from lightsr.bundled import default_upscale_model
-    from lightsr.upscaler import NonFiniteOutputError, Upscaler  # here, not above: `--help` loads no torch
+    from lightsr.pipeline import Job, WriteOptions
+    from lightsr.upscaler import Upscaler  # here, not above: `--help` loads no torch
 
     # Everything about the outputs that needs no model is checked before one loads.
     single = _check_outputs(args, found)
@@ -275,57 +390,66 @@ def run(args: argparse.Namespace) -> int:
     if args.backend is not None:
         check_runtime(args.backend)  # a missing extra, before the model loads
     model = load_named(args.model, args.weights, args.scale, args.onnx)
-    up = Upscaler(model, scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
-                  device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
-                  threads=args.threads, progress=not args.quiet, fuse=not args.no_fuse, outscale=args.outscale,
-                  max_output_pixels=args.max_output_pixels, backend=args.backend, calibration=args.calibration)
+    settings = dict(scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
+                    device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
+                    threads=args.threads, fuse=not args.no_fuse, outscale=args.outscale,
+                    max_output_pixels=args.max_output_pixels, backend=args.backend,
+                    calibration=args.calibration)
+    # On a cluster each actor loads the model on its own device; here it only has to load (the same checks).
+    here = ({**settings, "device": "cpu", "precision": "fp32", "calibration": None} if args.ray is not None
+            else settings)
+    up = Upscaler(model, progress=not args.quiet and args.ray is None, **here)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)
-    jobs, conflicts = _plan_jobs(args, found, up.output_scale)
+    planned, conflicts = _plan_jobs(args, found, up.output_scale)
     if conflicts:  # checked before any work: a batch never stops half-way over a name clash
         for line in conflicts:
             print(f"lightsr: error: {line}", file=sys.stderr)
         print(f"lightsr: nothing written ({len(conflicts)} output conflict{'s' * (len(conflicts) > 1)})",
               file=sys.stderr)
         return 2
-    failed: list[Path] = []
+    jobs = [Job(j.src, j.dst) for j in planned]
+    options = WriteOptions(args.overwrite, args.max_pixels, args.quality, args.background, _video_options(args))
+
+    def say(result: Result) -> None:
+        if result.error:
+            from tqdm import tqdm
+
+            tqdm.write(f"lightsr: error: {result.error}", file=sys.stderr)  # above the progress bar
+
     start = time.perf_counter()
-    bar = None
-    if not args.quiet and len(jobs) > 1:
-        from tqdm import tqdm
+    if args.ray is not None:
+        from lightsr.ray import run_files
 
-        bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr, disable=None)
+        gpus = 1 if str(args.device).startswith("cuda") else 0
+        # Each actor resolves the name itself (what the one here resolved: the checks have run).
+        named = args.onnx or args.weights or args.model
+        settings = {**settings, "model": named, "scale": args.scale}
+        results = run_files(jobs, settings, options, args.ray, args.ray_actors,
+                            cpus=args.threads or 1, gpus=gpus, report=say, progress=not args.quiet)
+    else:
+        from lightsr.pipeline import run as run_pipeline
 
-    def say(line: str) -> None:
-        if bar is not None:
-            bar.write(line, file=sys.stderr)  # above the progress bar, not through it
-        else:
-            print(line, file=sys.stderr)
-
-    for job in jobs:
-        try:
-            up.upscale_file(job.src, job.dst, overwrite=args.overwrite, max_pixels=args.max_pixels,
-                            quality=args.quality, background=args.background)
-        except NonFiniteOutputError as e:
-            say(f"lightsr: error: {job.src}: {e}; nothing written")
-            failed.append(job.src)
-        except LightSRError as e:
-            say(f"lightsr: error: {e}")
-            failed.append(job.src)
-        finally:
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+        results = run_pipeline(up, jobs, options, report=say, progress=not args.quiet)
+    failed = [r.job.src for r in results if not r.ok]
     if not args.quiet:
         secs = time.perf_counter() - start
         arch = up.arch or "model"
         # Bundled weights may be a variant of their network (upscale's default at ×4 is one): name them.
         bundled = None if args.weights or args.onnx else args.model or default_upscale_model(args.scale)
         parts = [arch, up.device.type, up.precision, named_unless_default(up.backend)]
+        if args.ray is not None:
+            parts = [arch, f"Ray: {args.ray}"]
         where = (bundled + ": " if bundled not in (None, arch) else "") + ", ".join(p for p in parts if p)
         names = [str(f) for f in failed[:5]] + (["…"] if len(failed) > 5 else [])
-        print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} images upscaled ×{up.output_scale:g} in {secs:.1f} s "
+        stills = all(_is_still(j.src) for j in jobs)
+        frames = sum(r.frames for r in results)
+        what = "images" if stills else f"files ({frames} frames)"
+        print(f"lightsr: {len(jobs) - len(failed)}/{len(jobs)} {what} upscaled ×{up.output_scale:g} in {secs:.1f} s "
               f"({where})" + (f"; {len(failed)} failed: {', '.join(names)}" if failed else "")
               + (f"; {len(errors)} input error{'s' * (len(errors) > 1)}" if errors else ""), file=sys.stderr)
     return 1 if failed or errors else 0
+
+
+def _is_still(src: Path) -> bool:
+    return not _is_video(src) and src.suffix.lower() not in (".gif", ".apng")

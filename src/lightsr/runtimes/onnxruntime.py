@@ -42,6 +42,9 @@ class OnnxModel:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        # Waiting threads sleep instead of spinning, as lightsr.threads asks of OpenMP: beside other work (or this
+        # process's own reader and writer threads) spinning threads hold the cores others need.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
