@@ -16,7 +16,8 @@ Per file, everything :meth:`lightsr.Upscaler.upscale_file` promises still holds:
 (header sizes, the output's size), atomic writes, alpha/16-bit/ICC/EXIF, and a one-line error for a bad file
 that lets the others run (:class:`Result`). Images come out byte-identical to ``upscale_file``'s: the same calls
 on the same pixels, except that pictures of one size waiting together go through the network as one batch
-(:meth:`lightsr.Upscaler.upscale_batch`, which gives each picture its own output bit for bit). Ctrl-C and SIGTERM stop all three stages; the file being written is removed.
+(:meth:`lightsr.Upscaler.upscale_batch`, which gives each picture its own output bit for bit). Ctrl-C and
+SIGTERM stop all three stages; the file being written is removed.
 
 The Upscaler is used through its public methods only (:class:`Upscales`): a file's three steps are its
 ``read_file``, ``upscale_data`` and ``write_file``, the steps of ``upscale_file``.
