@@ -141,6 +141,8 @@ class Upscaler:
         self.max_output_pixels = max_output_pixels
         self.on_progress = on_progress  # (tiles done, tiles in all, what), e.g. for a web page's progress bar
         self._max_memory = parse_memory(max_memory) if max_memory is not None else None
+        # upscale_batch: whether a batch's network outputs equal one picture's, per (padded) size and thread count
+        self._batch_exact: dict[tuple[int, int, int], bool] = {}
         source = resolve(model, scale, option="model")
         self.runtime: Runtime = build(source, backend, precision, device, threads, fuse, calibration)
         self._warned_blend = False
@@ -446,26 +448,38 @@ class Upscaler:
     def upscale_batch(self, datas: Sequence[ImageData], names: Sequence[Any] | None = None) -> list[ImageData]:
         """:meth:`upscale_data` of each of ``datas``, the same outputs bit for bit; pictures that
         :meth:`can_batch` says go together run through the network as one batch (more work per layer keeps a
-        CPU's threads busier; ``benchmarks/README.md``, "Many files"). A batch whose network output holds NaN/Inf or
-        does not fit in memory runs again one picture at a time, so that an error names its picture."""
+        CPU's threads busier; ``benchmarks/README.md``, "Many files").
+
+        A batch is only as exact as the kernels the backend picks for it, which may sum in another order than for
+        one picture (oneDNN does for some convolution shapes). So the first batch of each input size is run both
+        ways and its network outputs compared bit for bit: the size batches from then on only if they were equal,
+        and that first batch's results are the one-at-a-time ones either way. A batch whose network output holds
+        NaN/Inf or does not fit in memory runs again one picture at a time, so that an error names its picture."""
         names = list(names) if names is not None else [None] * len(datas)
         if len(datas) < 2 or not all(self.can_batch(datas[0], d) for d in datas[1:]):
-            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+            return self._one_by_one(datas, names)
         h, w, c = datas[0].pixels.shape
         self.check_output_size(h, w)
         s = self.scale
         period_h, period_w = self.plan(h, w, c, datas[0].pixels.dtype.itemsize).periods
         try:
             fn = self._forward_fn("image")
-            colours = []
-            for d in datas:
-                x = array_to_tensor(d.pixels)
-                colours.append(x if c == 3 else x.expand(3, -1, -1))
-            x = torch.stack(colours)
-            if (period_h, period_w) != (h, w):  # as run_tiled pads a one-tile plan in wrap mode
-                x = mirror_pad(x, period_h - h, period_w - w)
             with torch.inference_mode(), self._threads_for(h, w):
+                key = (period_h, period_w, torch.get_num_threads())
+                if self._batch_exact.get(key) is False:
+                    return self._one_by_one(datas, names)
+                colours = []
+                for d in datas:
+                    x = array_to_tensor(d.pixels)
+                    colours.append(x if c == 3 else x.expand(3, -1, -1))
+                x = torch.stack(colours)
+                if (period_h, period_w) != (h, w):  # as run_tiled pads a one-tile plan in wrap mode
+                    x = mirror_pad(x, period_h - h, period_w - w)
                 y = fn(x, (None, None))
+                if key not in self._batch_exact:
+                    alone = torch.cat([fn(x[i:i + 1], (None, None)) for i in range(len(datas))])
+                    self._batch_exact[key] = torch.equal(y, alone)
+                    y = alone
             outs = []
             for i, d in enumerate(datas):
                 block = y[i, :, :h * s, :w * s].float().cpu()
@@ -476,10 +490,13 @@ class Upscaler:
         except (NonFiniteOutputError, MemoryError, RuntimeError) as e:
             if not isinstance(e, (NonFiniteOutputError, MemoryError)) and not _is_oom(e):
                 raise
-            return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
+            return self._one_by_one(datas, names)
         f = self.output_scale
         return [ImageData(out, icc_profile=d.icc_profile, dpi=(d.dpi[0] * f, d.dpi[1] * f) if d.dpi else None,
                           format=d.format, exif=d.exif) for d, out in zip(datas, outs, strict=True)]
+
+    def _one_by_one(self, datas: Sequence[ImageData], names: list[Any]) -> list[ImageData]:
+        return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
 
     def upscale(self, image: Any) -> Any:
         """Upscale a PIL image, a numpy array (uint8/uint16, ``H×W`` or ``H×W×C``; float in [0, 1] also
