@@ -233,7 +233,10 @@ def cached_int8(model: SRNet, calibration: Calibration, whole: Whole, threads: i
     spec = int8_spec(model)
     export = cached_export(model, whole, opset)
     form = model_spec(model.info.arch).graph_form
-    name = f"{model.info.arch}_x{model.scale}-{form}-int8-{weights_key(model, opset)[:20]}-{calibration.identity[:16]}"
+    # The recipe is part of the name: a new recipe in a later version builds beside the old graph, not over it.
+    recipe = hashlib.sha256(json.dumps([list(spec.keep_f32), spec.model_type]).encode()).hexdigest()[:8]
+    name = (f"{model.info.arch}_x{model.scale}-{form}-int8-{weights_key(model, opset)[:20]}-"
+            f"{calibration.identity[:16]}-{recipe}")
     source = {**built_from(model, "int8 graph", opset), "export_sha256": artifacts.sha256_file(export),
               "calibration": calibration.identity, "keep_f32": list(spec.keep_f32), "model_type": spec.model_type,
               "nncf": nncf.__version__, "openvino": ov.__version__}

@@ -27,9 +27,12 @@ def _spec(name: str, title: str, defaults: dict, bytes_per_pixel: int,
         tiling=TilingSpec(overlap=48, align=16, bytes_per_pixel=bytes_per_pixel, wrap=True),
         output_prefixes=("tail.",),
         published=published,
-        # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB
-        # (benchmarks/README.md, int8); NNCF's transformer scheme keeps the residual sums and norms f32.
-        int8=Int8Spec(keep_f32=("/model/head/", "/model/tail_conv/")),
+        # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB. Of the
+        # rest, each block's first shift-conv (LFE's expansion) and the first four blocks cost the most quality in
+        # int8 and little time in f32 (benchmarks/README.md, int8). NNCF's transformer scheme keeps the residual
+        # sums and norms f32.
+        int8=Int8Spec(keep_f32=("/model/head/", "/model/tail_conv/", r"/model/body\.\d+/conv0/",
+                                r"/model/body\.(0|1|2|3)/")),
     )
 
 
