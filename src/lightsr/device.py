@@ -15,14 +15,16 @@ from lightsr.errors import UsageError
 if TYPE_CHECKING:
     import torch
 
-PRECISION_NAMES = ("fp32", "bf16", "fp16")
+# int8: the network's weights and activations quantized to 8 bits (OpenVINO's int8 graphs, lightsr.runtimes.int8);
+# it changes results more than bf16 does, so auto never picks it.
+PRECISION_NAMES = ("fp32", "bf16", "fp16", "int8")
 # What --precision accepts: a precision, or "auto" (bf16 where the device computes it natively, else fp32).
 PRECISION_CHOICES = ("auto", *PRECISION_NAMES)
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps, xpu or xpu:N"
 
 
 def precision_dtype(name: str) -> torch.dtype:
-    """The torch dtype of a precision name (``fp32``, ``bf16``, ``fp16``)."""
+    """The torch dtype of a floating-point precision name (``fp32``, ``bf16``, ``fp16``)."""
     import torch
 
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
@@ -133,8 +135,17 @@ def auto_precision(device: torch.device, supported: tuple[str, ...] = PRECISION_
 
 def resolve_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES
                       ) -> torch.dtype:
-    """The dtype of ``precision`` (one of :data:`PRECISION_CHOICES`) on ``device`` for a network supporting
-    ``supported``; one-line :class:`UsageError` naming ``--precision`` otherwise."""
+    """The dtype of ``precision`` (one of :data:`PRECISION_CHOICES`, floating-point) on ``device`` for a network
+    supporting ``supported``; one-line :class:`UsageError` naming ``--precision`` otherwise."""
+    precision = check_precision(precision, device, supported)
+    if precision == "int8":
+        raise UsageError("--precision int8 runs int8 graphs on OpenVINO (--backend openvino), not in PyTorch")
+    return precision_dtype(precision)
+
+
+def check_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES) -> str:
+    """``precision`` (``auto`` resolved) if ``device`` and a network supporting ``supported`` can run it at all;
+    one-line :class:`UsageError` naming ``--precision`` otherwise."""
     if precision == "auto":
         precision = auto_precision(device, supported)
     if precision not in PRECISION_NAMES:
@@ -142,9 +153,11 @@ def resolve_precision(precision: str, device: torch.device, supported: tuple[str
     if precision == "fp16" and device.type != "cuda":
         raise UsageError("--precision fp16 needs a CUDA device (CPU kernels for fp16 are missing or very slow); "
                          "use --precision bf16 or fp32 on CPU")
+    if precision == "int8" and device.type != "cpu":
+        raise UsageError(f"--precision int8 runs on the CPU (OpenVINO), not --device {device}")
     if precision not in supported:
         raise UsageError(f"--precision {precision}: this network supports {', '.join(supported)}")
-    return precision_dtype(precision)
+    return precision
 
 
 def choose_precision(precision: str, device: torch.device, supported: tuple[str, ...] = PRECISION_NAMES,
@@ -155,7 +168,7 @@ def choose_precision(precision: str, device: torch.device, supported: tuple[str,
     both = tuple(p for p in offered if p in supported)
     if precision == "auto":
         return auto_precision(device, both)
-    resolve_precision(precision, device, supported)  # the generic errors first (unknown name, fp16 on CPU)
+    check_precision(precision, device, supported)  # the generic errors first (unknown name, fp16 on CPU)
     if precision not in both:
         raise UsageError(f"--precision {precision}: {offered_by} runs {', '.join(both)}")
     return precision

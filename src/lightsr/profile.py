@@ -10,6 +10,7 @@ interpolation, padding, rolls or pixel shuffle; the papers' MAC figures leave th
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -77,13 +78,14 @@ def measure_latency(model: torch.nn.Module, input_hw: tuple[int, int], runs: int
 
 
 def profile(model: SRNet, input_hw: tuple[int, int] | None = None, latency_hw: tuple[int, int] | None = None,
-            runs: int = 5, fuse: bool = True, backend: str = DEFAULT_RUNTIME, precision: str = "fp32") -> Profile:
+            runs: int = 5, fuse: bool = True, backend: str = DEFAULT_RUNTIME, precision: str = "fp32",
+            calibration: str | os.PathLike | None = None) -> Profile:
     """Parameters and MACs (for a 1280×720 output unless ``input_hw`` is given); latency if ``latency_hw``.
 
     MACs are those of the network as the paper draws it (the training form); latency is timed on the inference
     form (``model.fuse()``, what ``upscale`` and ``eval`` run) unless ``fuse=False``, on the runtime ``backend``
     (:data:`lightsr.runtimes.RUNTIMES`) in ``precision`` (:func:`lightsr.runtimes.build`; ``auto`` resolved as
-    ``upscale`` resolves it).
+    ``upscale`` resolves it; ``calibration``: an int8 graph's calibration folder).
     """
     s = model.scale
     input_hw = input_hw or (REFERENCE_OUTPUT[0] // s, REFERENCE_OUTPUT[1] // s)
@@ -94,7 +96,7 @@ def profile(model: SRNet, input_hw: tuple[int, int] | None = None, latency_hw: t
         from lightsr.runtimes.factory import build
 
         device = next(model.parameters()).device
-        runtime = build(model, backend, precision, device, fuse=fuse)
+        runtime = build(model, backend, precision, device, fuse=fuse, calibration=calibration)
         prof.latency_ms = measure_latency(runtime, latency_hw, runs=runs)
         prof.form = "fused" if fuse else "training form"
         prof.backend, prof.precision = runtime.runtime, runtime.precision

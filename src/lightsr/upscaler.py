@@ -91,11 +91,13 @@ class Upscaler:
     plane replicated to RGB). ``max_memory``: bytes or a string such as ``"2GB"`` that sets the automatic tile
     size: on CPU one tile's working set plus the image buffers, on a GPU one tile (default:
     :func:`lightsr.tiling.default_memory_budget`). ``device``: ``auto`` (the runtime's accelerator when
-    available), ``cpu``, ``cuda[:N]``, …; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``auto``
-    (bf16 where the device computes it natively — :func:`lightsr.device.native_bf16` — else fp32;
-    :attr:`precision` then holds the choice). ``backend``: a runtime of :data:`lightsr.runtimes.RUNTIMES` —
-    ``torch``, or ``onnxruntime``/``openvino`` running the network's ONNX export, made and cached on first use;
-    None: torch for networks, onnxruntime for ``.onnx`` files. ``progress``: tqdm bar over tiles;
+    available), ``cpu``, ``cuda[:N]``, …; ``precision``: ``fp32``, ``bf16``, ``fp16`` (CUDA only), ``int8``
+    (OpenVINO's int8 graph, :mod:`lightsr.runtimes.int8`) or ``auto`` (bf16 where the device computes it natively
+    — :func:`lightsr.device.native_bf16` — else fp32, never int8; :attr:`precision` then holds the choice).
+    ``backend``: a runtime of :data:`lightsr.runtimes.RUNTIMES` — ``torch``, or ``onnxruntime``/``openvino``
+    running the network's ONNX export, made and cached on first use; None: torch for networks (OpenVINO for int8),
+    onnxruntime for ``.onnx`` files. ``calibration``: a folder of images to calibrate the int8 graph on (default:
+    scikit-image's public-domain photos). ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing
@@ -112,7 +114,8 @@ class Upscaler:
                  threads: int | None = None, progress: bool = False, fuse: bool = True,
                  outscale: float | None = None,
                  max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-                 on_progress: Callable[[int, int, str], None] | None = None, backend: str | None = None) -> None:
+                 on_progress: Callable[[int, int, str], None] | None = None, backend: str | None = None,
+                 calibration: str | os.PathLike | None = None) -> None:
         if max_output_pixels is not None and not max_output_pixels >= 1:
             raise UsageError(f"--max-output-pixels {max_output_pixels}: must be ≥ 1 (or 0 for no limit)")
         if alpha not in ("bicubic", "model"):
@@ -141,7 +144,8 @@ class Upscaler:
         # upscale_batch: whether a batch's network outputs equal one picture's, per (padded) size and thread count
         self._batch_exact: dict[tuple[int, int, int], bool] = {}
         source = resolve(model, scale, option="model")
-        self.runtime: Runtime = build(source, backend, precision, device, threads, fuse)
+        self.runtime: Runtime = build(source, backend, precision, device, threads, fuse, calibration)
+        self._warned_blend = False
         if scale is not None and scale != self.runtime.scale:  # an .onnx file: its metadata says its scale
             raise UsageError(f"{self.runtime.path}: is a ×{self.runtime.scale} model, but scale {scale} was "
                              "requested")
@@ -287,6 +291,12 @@ class Upscaler:
 
         Returns the plan that ran (the sink overwrites rows, so a retry simply starts again from the top).
         """
+        spec = arch_tiling(self.arch)
+        if (self.runtime.blended_tiles and not self._warned_blend and plan.n_tiles > 1 and not plan.streamed
+                and (spec.global_context or spec.wrap)):
+            log.warning("%d tiles are blended, not exact (%s): the output differs slightly from the whole image's; "
+                        "--tile 0 runs the whole image", plan.n_tiles, self.runtime.blended_tiles)
+            self._warned_blend = True
         while True:
             try:
                 self._run(rgb, plan, self._forward_fn(what, plan.streamed), sink, "tiles")

@@ -11,6 +11,18 @@ WEIGHTS_HELP = ("a checkpoint file (.safetensors, .pth or .pt, any supported lay
                 "`lightsr models` lists the names")
 
 
+# --precision int8 everywhere it is offered (upscale, eval, profile).
+INT8_HELP = ("int8 (OpenVINO: the network quantized by NNCF, built and checked on first use; faster on CPUs, "
+             "within 0.05 dB on the benchmarks; needs pip install 'lightsr[int8]')")
+
+
+def add_calibration(p: argparse.ArgumentParser) -> None:
+    """``--calibration DIR``: the images an int8 graph is calibrated on."""
+    p.add_argument("--calibration", metavar="DIR",
+                   help="with --precision int8: a folder of images like those to upscale (up to 64 are used) to "
+                        "calibrate the int8 graph on (default: scikit-image's public-domain/CC0 photos)")
+
+
 def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
     """An integer in ``[lo, hi]`` (no upper bound when ``hi`` is None)."""
 

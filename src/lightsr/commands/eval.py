@@ -13,7 +13,7 @@ from lightsr.commands import _args
 from lightsr.commands._specs import load_spec, split_spec
 from lightsr.device import PRECISION_CHOICES, choose_precision, resolve_device
 from lightsr.errors import UsageError
-from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help
+from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help, runtime_for
 
 if TYPE_CHECKING:
     import torch
@@ -57,10 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu (default: exact, repeatable scores), auto, cuda, cuda:N, mps, xpu or xpu:N")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                   help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA) or auto (bf16 where the "
-                        "device computes it natively)")
-    p.add_argument("--backend", choices=list(RUNTIMES), default=DEFAULT_RUNTIME, metavar="RUNTIME",
-                   help=f"the runtime (default: {DEFAULT_RUNTIME}): {choices_help()}")
+                   help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA), auto (bf16 where the "
+                        "device computes it natively) or " + _args.INT8_HELP)
+    p.add_argument("--backend", choices=list(RUNTIMES), default=None, metavar="RUNTIME",
+                   help=f"the runtime (default: {DEFAULT_RUNTIME}, or {runtime_for('int8')} for --precision int8): "
+                        f"{choices_help()}")
+    _args.add_calibration(p)
     _args.add_download_timeout(p)
     p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # the older spelling of -q
 
@@ -102,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         from lightsr.degradations import describe_degrade, parse_degrade
 
         args.degrade = describe_degrade(parse_degrade(args.degrade))  # checked and normalised before any work
+    args.backend = args.backend or runtime_for(args.precision)
     runtime = check_runtime(args.backend)
     device = resolve_device(args.device)
     # before bicubic or any model runs
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
             if args.plot:
                 prof = profile(model)
                 complexity = (prof.params, prof.macs)
-            rt = build(model, args.backend, args.precision, device, fuse=not args.no_fuse)
+            rt = build(model, args.backend, args.precision, device, fuse=not args.no_fuse,
+                       calibration=args.calibration)
             model, precision = rt, rt.precision
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
         results = evaluate(model, args.data, args.sets, scale, gray_mode=args.gray_mode, test_y=not args.rgb,

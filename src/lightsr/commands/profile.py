@@ -9,7 +9,7 @@ from dataclasses import asdict
 from lightsr.commands import _args
 from lightsr.device import PRECISION_CHOICES
 from lightsr.errors import UsageError
-from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help
+from lightsr.runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, choices_help, runtime_for
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,9 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="timed runs, a positive integer (median reported; default 5)")
     p.add_argument("--no-fuse", action="store_true", help="time the training form instead of the inference form")
     p.add_argument("--backend", choices=list(RUNTIMES), metavar="RUNTIME",
-                   help=f"the runtime --latency times (default: {DEFAULT_RUNTIME}): {choices_help()}")
+                   help=f"the runtime --latency times (default: {DEFAULT_RUNTIME}, or {runtime_for('int8')} for "
+                        f"--precision int8): {choices_help()}")
     p.add_argument("--precision", choices=PRECISION_CHOICES,
-                   help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA) or auto")
+                   help="precision timed by --latency: fp32 (default), bf16, fp16 (CUDA), auto or "
+                        + _args.INT8_HELP)
+    _args.add_calibration(p)
     p.add_argument("--threads", type=_args.positive, metavar="N",
                    help="CPU threads (torch, onnxruntime, OpenVINO), a positive integer")
     p.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
@@ -45,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--runs must be at least 1, got {args.runs}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if (args.backend or args.precision) and not args.latency:
-        raise UsageError("--backend and --precision choose what --latency times; add --latency [WxH]")
-    backend, precision = args.backend or DEFAULT_RUNTIME, args.precision or "fp32"
+    if (args.backend or args.precision or args.calibration) and not args.latency:
+        raise UsageError("--backend, --precision and --calibration choose what --latency times; add --latency [WxH]")
+    precision = args.precision or "fp32"
+    backend = args.backend or runtime_for(precision)
     check_runtime(backend)  # a missing extra, before anything loads
     if args.weights:
         from lightsr.sources import load_network
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         model = create_model(args.model, scale=4 if args.scale is None else args.scale).eval()
     prof = profile(model, args.input_size, args.latency, args.runs, fuse=not args.no_fuse, backend=backend,
-                   precision=precision)
+                   precision=precision, calibration=args.calibration)
     if args.json:
         print(json.dumps(asdict(prof), indent=1))
         return 0

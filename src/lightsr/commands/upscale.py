@@ -41,6 +41,7 @@ from lightsr.runtimes import (
     choices_help,
     file_runtimes,
     named_unless_default,
+    runtime_for,
 )
 
 if TYPE_CHECKING:
@@ -111,10 +112,12 @@ def add_arguments(u: argparse.ArgumentParser) -> None:
                           "else the CPU)")
     run.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                      help="auto (default: bf16 where the CPU or GPU computes it natively — AMX, AVX512-BF16, "
-                          "Ampere or newer — else fp32), fp32 (exact), bf16, or fp16 (CUDA only)")
+                          "Ampere or newer — else fp32; never int8), fp32 (exact), bf16, fp16 (CUDA only) or "
+                          + _args.INT8_HELP)
     run.add_argument("--backend", choices=list(RUNTIMES), default=None, metavar="RUNTIME",
-                     help=f"the runtime (default: {DEFAULT_RUNTIME}; for --onnx, {file_runtimes()[0]}): "
-                          f"{choices_help()}")
+                     help=f"the runtime (default: {DEFAULT_RUNTIME}, or {runtime_for('int8')} for --precision int8; "
+                          f"for --onnx, {file_runtimes()[0]}): {choices_help()}")
+    _args.add_calibration(run)
     run.add_argument("--threads", type=_args.positive, metavar="N",
                      help="CPU threads for PyTorch / onnxruntime / OpenVINO, a positive integer (default: the "
                           "runtime's own choice)")
@@ -390,9 +393,11 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(scale=args.scale if args.onnx else None, tile=args.tile, tile_overlap=args.tile_overlap,
                     device=args.device, precision=args.precision, max_memory=args.max_memory, alpha=args.alpha,
                     threads=args.threads, fuse=not args.no_fuse, outscale=args.outscale,
-                    max_output_pixels=args.max_output_pixels, backend=args.backend)
+                    max_output_pixels=args.max_output_pixels, backend=args.backend,
+                    calibration=args.calibration)
     # On a cluster each actor loads the model on its own device; here it only has to load (the same checks).
-    here = {**settings, "device": "cpu", "precision": "fp32"} if args.ray is not None else settings
+    here = ({**settings, "device": "cpu", "precision": "fp32", "calibration": None} if args.ray is not None
+            else settings)
     up = Upscaler(model, progress=not args.quiet and args.ray is None, **here)
     for line in errors:
         print(f"lightsr: error: {line}", file=sys.stderr)

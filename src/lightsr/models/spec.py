@@ -56,6 +56,22 @@ class TilingSpec:
 
 
 @dataclass(frozen=True)
+class Int8Spec:
+    """How the network's int8 graph is made (:mod:`lightsr.quantize`: NNCF's post-training quantization of its
+    ONNX export for OpenVINO), chosen per network by measurement (``benchmarks/int8.py``).
+
+    ``keep_f32``: regular expressions over the node names of the exported graph (its module paths, e.g.
+    ``/model/head/Conv``, matched from the start) of the layers left in float32. ``model_type``:
+    ``"transformer"`` is NNCF's scheme for attention networks — additions, multiplications, normalisations and
+    divisions stay float32, activations are quantized asymmetrically — ``"cnn"`` its default (every input of a
+    convolution, matmul, addition and multiplication quantized symmetrically).
+    """
+
+    keep_f32: tuple[str, ...] = ()
+    model_type: Literal["cnn", "transformer"] = "transformer"
+
+
+@dataclass(frozen=True)
 class Layout:
     """A checkpoint layout: the key prefix that only this layout has, and how to bring it to lightsr's keys."""
 
@@ -97,7 +113,7 @@ class ModelSpec:
     tensors bound everything else). ``output_prefixes``: keys of the layers whose shape depends on the scale,
     the only ones a warm start from another scale may skip. ``precisions``: what the network runs in.
     ``published``: checkpoints of others that :mod:`lightsr.hub` downloads on demand. ``title``: the name the
-    paper uses (spandrel's architecture name).
+    paper uses (spandrel's architecture name). ``int8``: how its OpenVINO int8 graph is made (None: no int8).
     """
 
     name: str
@@ -118,8 +134,11 @@ class ModelSpec:
     # The form exported for the graph runtimes (--backend onnxruntime/openvino): the inference form unless its
     # rearrangements for eager CPU PyTorch (pixel chunks, convs on phases) make the graph slower there.
     graph_form: Literal["fused", "training"] = "fused"
+    int8: Int8Spec | None = None
 
     def __post_init__(self) -> None:
+        if self.int8 is not None and "int8" not in self.precisions:
+            object.__setattr__(self, "precisions", (*self.precisions, "int8"))
         if not self.family:
             object.__setattr__(self, "family", self.name)
         if not self.title:

@@ -25,8 +25,10 @@ from lightsr.runtimes.registry import (
     file_runtimes,
     list_runtimes,
     named_unless_default,
+    option_runtimes,
     register,
     registered,
+    runtime_for,
     runtime_spec,
     unregister,
 )
@@ -35,8 +37,8 @@ _LAZY = {"build": "lightsr.runtimes.factory", "default_runtime": "lightsr.runtim
          "Runtime": "lightsr.runtimes.base"}
 
 __all__ = ["DEFAULT_RUNTIME", "RUNTIMES", "Runtime", "RuntimeSpec", "build", "check_runtime", "choices_help",
-           "default_runtime", "file_runtimes", "list_runtimes", "named_unless_default", "register", "registered",
-           "runtime_spec", "unregister"]
+           "default_runtime", "file_runtimes", "list_runtimes", "named_unless_default", "option_runtimes", "register",
+           "registered", "runtime_for", "runtime_spec", "unregister"]
 
 if TYPE_CHECKING:
     from lightsr.runtimes.base import Runtime

@@ -30,7 +30,8 @@ class Runtime:
     runtime gives the same as float32. ``forward_tiled(x, tile, sink, progress=None)``: the layer-streamed
     execution of networks with global operators (exact tiles; :mod:`lightsr.models._stream`), where the
     runtime has it. ``seamed(x, seams)``: a wrap-mode tile with the seams placed inside the network
-    (:class:`~lightsr.seams.SeamHooks`), where the runtime can place them.
+    (:class:`~lightsr.seams.SeamHooks`), where the runtime can place them. ``blended_tiles``: why this runtime
+    blends its tiles where the network tiles exactly elsewhere (tiled runs warn with it); None: no such loss.
     """
 
     forward: Callable[[torch.Tensor], torch.Tensor]
@@ -44,6 +45,7 @@ class Runtime:
     path: Path | None = None  # the graph file it runs, if it runs one
     forward_tiled: Callable[..., None] | None = None
     seamed: Seamed | None = None
+    blended_tiles: str | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x).float()

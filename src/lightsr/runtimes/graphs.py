@@ -218,7 +218,7 @@ def export_dir() -> Path:
     return usable_folder("exports")
 
 
-def _built_from(model: SRNet, kind: str, opset: int) -> dict[str, Any]:
+def built_from(model: SRNet, kind: str, opset: int) -> dict[str, Any]:
     """What a cached graph of ``model`` is made from, as its manifest records it."""
     from lightsr._version import __version__
 
@@ -241,7 +241,7 @@ def cached_export(model: SRNet, whole: Whole, opset: int = 17) -> Path:
             raise ExportError(f"{tmp}: the backend differs from PyTorch by {worst:.3g} (> {EXPORT_ATOL:g})")
 
     name = f"{model.info.arch}_x{model.info.scale}-{form}-{weights_key(model, opset)[:20]}.onnx"
-    return artifacts.cached(export_dir() / name, _built_from(model, f"{form} export", opset), build)
+    return artifacts.cached(export_dir() / name, built_from(model, f"{form} export", opset), build)
 
 
 # ------------------------------------------------------------------------------- streamed stages as graphs
@@ -339,7 +339,7 @@ def cached_stages(model: SRNet, form: torch.nn.Module, compile: Compile, runner:
                     raise ExportError(f"{folder}: {runner} running the tiles' stages differs from PyTorch by "
                                       f"{err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w} in tiles of {tile}")
 
-    return artifacts.cached(folder, _built_from(model, "stage graphs", opset), build, folder=True,
+    return artifacts.cached(folder, built_from(model, "stage graphs", opset), build, folder=True,
                             what="cached stage graphs")
 
 
@@ -401,7 +401,7 @@ def cached_seamed_export(model: SRNet, compile: Compile, runner: str = "the runt
                 raise ExportError(f"{export_dir() / name}: {runner} with seams {row}, {col} differs from PyTorch "
                                   f"by {err:.3g} (> {EXPORT_ATOL:g}) on {h}×{w}")
 
-    return artifacts.cached(export_dir() / name, _built_from(model, "seamed export", opset), build)
+    return artifacts.cached(export_dir() / name, built_from(model, "seamed export", opset), build)
 
 
 # ------------------------------------------------------------------------------------------------ the runtime

@@ -53,6 +53,15 @@ class OpenVinoGraph:
         return [self.request.get_output_tensor(i).data.copy() for i in range(self.n_outputs)]
 
 
+def _graph_sha256(path: Path) -> str:
+    """The SHA-256 of a graph: an ONNX file, or an OpenVINO IR, whose weights are in the ``.bin`` beside its
+    ``.xml`` (two IRs of one structure share their ``.xml``)."""
+    if path.suffix != ".xml":
+        return artifacts.sha256_file(path)
+    return hashlib.sha256(b"".join(artifacts.sha256_file(p).encode() for p in (path, path.with_suffix(".bin")))
+                          ).hexdigest()
+
+
 def _compiled(path: Path, precision: str, config: dict[str, Any]) -> Any:
     """The graph at ``path`` compiled for the CPU: imported from lightsr's verified blob cache, or compiled (then
     exported into it). The blob is read once, hashed and imported from the same bytes."""
@@ -60,7 +69,7 @@ def _compiled(path: Path, precision: str, config: dict[str, Any]) -> Any:
 
     core = _openvino_core()
     try:
-        graph_sha = artifacts.sha256_file(path)
+        graph_sha = _graph_sha256(path)
     except OSError as e:
         raise OnnxModelError(f"{path}: cannot read it ({e.strerror or e})") from None
     built_from = {"kind": "openvino compiled model", "graph_sha256": graph_sha, "precision": precision,
@@ -114,8 +123,17 @@ def _whole(path: Path, precision: str, device: torch.device, threads: int | None
     return OpenVinoModel(path, precision, scale, threads)
 
 
-def build(model: SRNet, precision: str, device: torch.device, threads: int | None, fuse: bool) -> Runtime:
-    """The network's cached, checked ONNX export compiled by OpenVINO in f32 or bf16 (the record's ``build``)."""
+def build(model: SRNet, precision: str, device: torch.device, threads: int | None, fuse: bool,
+          calibration: str | os.PathLike | None = None) -> Runtime:
+    """The network's cached, checked ONNX export compiled by OpenVINO in f32 or bf16, or its int8 graph
+    (:mod:`lightsr.runtimes.int8`, calibrated on ``calibration``, a folder, or the default photos) — the record's
+    ``build``."""
     if precision == "bf16" and not native_bf16(torch.device("cpu")):
         raise UsageError("--precision bf16 with --backend openvino needs a CPU with AMX or AVX512-BF16")
+    if precision == "int8":
+        from lightsr.runtimes.int8 import build_int8
+
+        return build_int8(model, device, threads, _whole, calibration)
+    if calibration is not None:
+        raise UsageError(f"--calibration applies to --precision int8, not {precision}")
     return graph_runtime(model, precision, device, threads, _whole, OpenVinoGraph, "openvino")

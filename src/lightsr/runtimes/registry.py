@@ -30,7 +30,9 @@ class RuntimeSpec:
     precisions it runs (a network's own list narrows them); ``devices``: the device types it runs on (``auto``
     picks among them). ``extra``/``requires``: the ``pip install 'lightsr[extra]'`` that installs the modules it
     imports. ``graph``: it runs the network's ONNX export (made and cached on first use), so the network's
-    training form (``--no-fuse``) is not among its choices. ``summary``: a few words for ``--help``.
+    training form (``--no-fuse``) is not among its choices. ``options``: keyword options its ``build`` takes
+    besides those (``calibration``: the images of an int8 graph's calibration). ``summary``: a few words for
+    ``--help``.
     """
 
     name: str
@@ -42,6 +44,7 @@ class RuntimeSpec:
     requires: tuple[str, ...] = ()
     graph: bool = False
     open_file: str | Callable[..., Any] | None = None
+    options: tuple[str, ...] = ()
 
 
 # The runtime of networks named without --backend.
@@ -55,9 +58,11 @@ _BUILTIN = (
     RuntimeSpec("onnxruntime", "lightsr.runtimes.onnxruntime:build", "onnxruntime running the network's ONNX export",
                 precisions=("fp32",), devices=("cpu", "cuda"), extra="onnx", requires=("onnx", "onnxruntime"),
                 graph=True, open_file="lightsr.runtimes.onnxruntime:open_file"),
-    RuntimeSpec("openvino", "lightsr.runtimes.openvino:build", "OpenVINO running the network's ONNX export (CPU)",
-                precisions=("fp32", "bf16"), devices=("cpu",), extra="openvino", requires=("onnx", "openvino"),
-                graph=True),
+    # int8: the export quantized by NNCF (lightsr.runtimes.int8; pip install 'lightsr[int8]').
+    RuntimeSpec("openvino", "lightsr.runtimes.openvino:build",
+                "OpenVINO running the network's ONNX export (CPU; int8: quantized by NNCF)",
+                precisions=("fp32", "bf16", "int8"), devices=("cpu",), extra="openvino",
+                requires=("onnx", "openvino"), graph=True, options=("calibration",)),
 )
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
@@ -110,6 +115,19 @@ def check_runtime(name: str, option: str = "--backend") -> RuntimeSpec:
     if spec.requires:
         _optional.require(f"{option} {name}", spec.requires, spec.extra or name)
     return spec
+
+
+def runtime_for(precision: str) -> str:
+    """The runtime a network runs on in ``precision`` when none is named: :data:`DEFAULT_RUNTIME`, unless it does
+    not offer that precision and another runtime does (the first registered one)."""
+    if precision in RUNTIMES[DEFAULT_RUNTIME].precisions or precision == "auto":
+        return DEFAULT_RUNTIME
+    return next((name for name, spec in RUNTIMES.items() if precision in spec.precisions), DEFAULT_RUNTIME)
+
+
+def option_runtimes(option: str) -> list[str]:
+    """The runtimes whose ``build`` takes the keyword ``option``."""
+    return [name for name, spec in RUNTIMES.items() if option in spec.options]
 
 
 def file_runtimes() -> list[str]:

@@ -4,7 +4,7 @@ from lightsr.models.elan.constants import RGB_MEAN, RGB_RANGE, shift_kernel
 from lightsr.models.elan.fused import FusedELAN, FusedShiftConv
 from lightsr.models.elan.layouts import LAYOUTS, check_config, config_from_state_dict
 from lightsr.models.elan.network import ELAB, ELAN, GMSA, LFE, ShiftConv2d
-from lightsr.models.spec import ModelSpec, PublishedWeights, TilingSpec
+from lightsr.models.spec import Int8Spec, ModelSpec, PublishedWeights, TilingSpec
 
 _PAPER = "Zhang et al., Efficient Long-Range Attention Network for Image Super-resolution, ECCV 2022"
 
@@ -27,6 +27,12 @@ def _spec(name: str, title: str, defaults: dict, bytes_per_pixel: int,
         tiling=TilingSpec(overlap=48, align=16, bytes_per_pixel=bytes_per_pixel, wrap=True),
         output_prefixes=("tail.",),
         published=published,
+        # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB. Of the
+        # rest, each block's first shift-conv (LFE's expansion) and the first four blocks cost the most quality in
+        # int8 and little time in f32 (benchmarks/README.md, int8). NNCF's transformer scheme keeps the residual
+        # sums and norms f32.
+        int8=Int8Spec(keep_f32=("/model/head/", "/model/tail_conv/", r"/model/body\.\d+/conv0/",
+                                r"/model/body\.(0|1|2|3)/")),
     )
 
 

@@ -3,7 +3,7 @@
 from lightsr.models.hasn.fused import FusedHASN
 from lightsr.models.hasn.layouts import LAYOUTS, config_from_state_dict
 from lightsr.models.hasn.network import HASN, MIN_INPUT
-from lightsr.models.spec import ModelSpec, PublishedWeights, TilingSpec
+from lightsr.models.spec import Int8Spec, ModelSpec, PublishedWeights, TilingSpec
 
 SPECS = (
     ModelSpec(
@@ -21,6 +21,11 @@ SPECS = (
         tiling=TilingSpec(overlap=48, align=6, bytes_per_pixel=6_300, global_context=True, map_bytes_per_pixel=460,
                           stream_bytes_per_pixel=2_200, stream_halo=8),
         output_prefixes=("upsampler.",),
+        # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB; the
+        # channel-attention blocks (CAB) are the most sensitive of the rest (the official weights lost 0.07-0.09 dB
+        # with them quantized, 0.015-0.03 without: benchmarks/README.md, int8). NNCF's transformer scheme keeps
+        # the attention products and norms f32.
+        int8=Int8Spec(keep_f32=("/model/head/", "/model/upsampler/", r"/model/blocks/blocks\.\d+/cab/")),
         published=(
             PublishedWeights(
                 name="hasn_x4_official",

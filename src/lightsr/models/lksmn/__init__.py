@@ -14,7 +14,7 @@ from lightsr.models.lksmn.network import (
     LayerNorm2d,
     MultiScaleLKA,
 )
-from lightsr.models.spec import ModelSpec, TilingSpec
+from lightsr.models.spec import Int8Spec, ModelSpec, TilingSpec
 
 SPECS = (
     ModelSpec(
@@ -32,6 +32,9 @@ SPECS = (
         tiling=TilingSpec(overlap=32, align=1, bytes_per_pixel=5_800, global_context=True, map_bytes_per_pixel=600,
                           stream_bytes_per_pixel=3_000, stream_halo=20),
         output_prefixes=("upsampler.",),
+        # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB
+        # (benchmarks/README.md, int8); NNCF's transformer scheme keeps the modulation products and norms f32.
+        int8=Int8Spec(keep_f32=("/model/shallow/", "/model/upsampler/")),
     ),
 )
 
