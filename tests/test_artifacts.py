@@ -220,7 +220,7 @@ def test_a_file_where_the_export_folder_must_be_is_one_line(tmp_path: Path, monk
 
 
 def test_eval_after_a_swap_scores_the_requested_network(tmp_path: Path, caplog) -> None:
-    """The issue's case: another network's export in this one's place made ``eval`` report that network's PSNR.
+    """Without verification, another network's export in this one's place made ``eval`` report that network's PSNR.
     Now the swap is rebuilt and ``eval --backend onnxruntime`` agrees with the torch backend; so does
     ``upscale``'s image."""
     if "onnxruntime" not in GRAPH_BACKENDS:

@@ -427,6 +427,10 @@ class Upscaler:
             oh, ow = self.output_size(h, w)
             raise LightSRError(f"{name}: out of memory upscaling {w}×{h} to {ow}×{oh}; lower --max-output-pixels "
                                "or free memory") from None
+        return self._result(data, out)
+
+    def _result(self, data: ImageData, out: np.ndarray) -> ImageData:
+        """``out`` with ``data``'s metadata; DPI multiplied by the scale."""
         f = self.output_scale
         dpi = (data.dpi[0] * f, data.dpi[1] * f) if data.dpi else None
         return ImageData(out, icc_profile=data.icc_profile, dpi=dpi, format=data.format, exif=data.exif)
@@ -491,9 +495,7 @@ class Upscaler:
             if not isinstance(e, (NonFiniteOutputError, MemoryError)) and not _is_oom(e):
                 raise
             return self._one_by_one(datas, names)
-        f = self.output_scale
-        return [ImageData(out, icc_profile=d.icc_profile, dpi=(d.dpi[0] * f, d.dpi[1] * f) if d.dpi else None,
-                          format=d.format, exif=d.exif) for d, out in zip(datas, outs, strict=True)]
+        return [self._result(d, out) for d, out in zip(datas, outs, strict=True)]
 
     def _one_by_one(self, datas: Sequence[ImageData], names: list[Any]) -> list[ImageData]:
         return [self.upscale_data(d, n) for d, n in zip(datas, names, strict=True)]
