@@ -5,12 +5,13 @@ For each network and scale it times, on one image giving a 1280×720 output (inp
 Inductor's weight freezing unless ``--no-freezing``), and every ``BACKEND:PRECISION`` of
 :func:`lightsr.runtimes.build` — ``torch:fp32`` (the fused form, what ``upscale --precision fp32`` runs),
 ``torch:bf16``, ``onnxruntime:fp32``, ``openvino:fp32``, ``openvino:bf16`` (the non-torch ones run the ONNX
-export). Warm-up, then ``--runs`` rounds in which the variants take turns (A/B/C… alternately, so that a noisy
-machine slows all of them alike); the median and minimum per variant, all in this one process with the same
-thread count and allocator. It prints the ratio to the training form and to ``torch:fp32``, the max abs
-difference of each output against the float32 training form, the share of the compute floor reached (MACs
-from ``lightsr profile`` at ``--peak`` GFLOP/s, measured on a large matmul when not given), and the process's
-peak RSS. A variant whose backend or precision this machine lacks is skipped with a note.
+export of the form the network's spec names), and ``onnxruntime:fp32:FORM`` / ``openvino:fp32:FORM`` (an export of
+``training`` or ``fused``, to choose ``graph_form``). Warm-up, then ``--runs`` rounds in which the variants take
+turns (A/B/C… alternately, so that a noisy machine slows all of them alike); the median and minimum per variant,
+all in this one process with the same thread count and allocator. It prints the ratio to the training form and to
+``torch:fp32``, the max abs difference of each output against the float32 training form, the share of the compute
+floor reached (MACs from ``lightsr profile`` at ``--peak`` GFLOP/s, measured on a large matmul when not given), and
+the process's peak RSS. A variant whose backend or precision this machine lacks is skipped with a note.
 
 ``--official ARCH=DIR`` (e.g. ``--official hasn=~/src/HASN --official elan_light=~/src/ELAN``) adds the official
 network code's eager forward (``official``, loaded by ``official_code.py`` from a checkout of its repository) to
@@ -39,15 +40,18 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's lightsr, not an installed one
+
 import lightsr
 from lightsr.models.base import calibrate_batchnorm
 from lightsr.profile import count_macs
 
 
-def bench_model(name: str, scale: int, h: int, w: int,
-                official: Path | None = None) -> tuple[torch.nn.Module, torch.Tensor, torch.nn.Module | None]:
+def bench_model(name: str, scale: int, h: int, w: int, official: Path | None = None,
+                weights: str | None = None) -> tuple[torch.nn.Module, torch.Tensor, torch.nn.Module | None]:
     """A random-init network (seed 0) in eval mode and an image-like ``h×w`` input it is calibrated on; with a
-    checkout of the official code, the official network too, whose weights the returned lightsr network loads.
+    checkout of the official code, the official network too, whose weights the returned lightsr network loads;
+    with ``weights`` (a name or file), those weights instead.
 
     Image-like (coarse noise, bicubic-upsampled): on i.i.d. noise ELAN's attention is chaotic and float32
     evaluations of the same function differ wildly, which would hide real errors; and random-init ELAN's default
@@ -57,6 +61,8 @@ def bench_model(name: str, scale: int, h: int, w: int,
     model = lightsr.create_model(name, scale=scale).eval()
     coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
+    if weights is not None:
+        return lightsr.load_model(weights, scale=scale).eval(), x, None
     if official is None:
         calibrate_batchnorm(model, x[..., :64, :64])
         return model, x, None
@@ -100,6 +106,27 @@ def timed(fn, x, runs: int, warmup: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), y
 
 
+def graph_of_form(model: torch.nn.Module, backend: str, form: str):
+    """``backend`` (onnxruntime or openvino, fp32) running an export of ``form`` (training or fused), whatever
+    form the network's spec exports: how ``graph_form`` is chosen."""
+    import tempfile
+
+    from lightsr.runtimes.graphs import cpu_fp32, write_graph
+
+    if form not in ("training", "fused") or backend not in ("onnxruntime", "openvino"):
+        raise SystemExit(f"--variants {backend}:fp32:{form}: expected onnxruntime|openvino:fp32:training|fused")
+    path = Path(tempfile.mkdtemp(prefix="lightsr-latency-")) / f"{form}.onnx"
+    net = cpu_fp32(model)
+    write_graph(cpu_fp32(net.fuse()) if form == "fused" else net, path, 17)
+    if backend == "openvino":
+        from lightsr.runtimes.openvino import OpenVinoModel
+
+        return OpenVinoModel(path, "fp32", model.scale, torch.get_num_threads())
+    from lightsr.runtimes.onnxruntime import OnnxModel
+
+    return OnnxModel(path, threads=torch.get_num_threads())
+
+
 def runner(model: torch.nn.Module, variant: str, no_freezing: bool):
     """The callable timed for ``variant`` (None when this machine cannot run it)."""
     if variant == "train":
@@ -115,6 +142,9 @@ def runner(model: torch.nn.Module, variant: str, no_freezing: bool):
     from lightsr.runtimes import build
 
     backend, _, precision = variant.partition(":")
+    precision, _, form = precision.partition(":")
+    if form:
+        return graph_of_form(model, backend, form)
     try:
         return build(model, backend, precision or "fp32", "cpu", threads=torch.get_num_threads())
     except LightSRError as e:
@@ -128,13 +158,16 @@ def main() -> int:
     p.add_argument("--scales", nargs="+", type=int, default=[2, 3, 4])
     p.add_argument("--variants", nargs="+", default=["train", "torch:fp32", "torch:bf16", "onnxruntime:fp32",
                                                      "openvino:fp32", "openvino:bf16"],
-                   help="train, compile, or BACKEND:PRECISION (default: %(default)s)")
+                   help="train, compile, BACKEND:PRECISION or BACKEND:fp32:FORM (default: %(default)s)")
     p.add_argument("--input", type=str, help="WxH input instead of the one giving a 1280×720 output")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-freezing", action="store_true", help="compile without Inductor's weight freezing")
     p.add_argument("--peak", type=float, help="GFLOP/s of the compute floor (default: measured)")
+    p.add_argument("--weights", action="append", default=[], metavar="ARCH=NAME",
+                   help="time trained weights (a bundled or published name, or a file) instead of a random init "
+                        "(repeatable)")
     p.add_argument("--official", action="append", default=[], metavar="ARCH=DIR",
                    help="time the official code from a checkout too (elan_light, elan, hasn; repeatable)")
     args = p.parse_args()
@@ -149,6 +182,9 @@ def main() -> int:
             official[arch] = official_code.check(arch, Path(folder).expanduser())
         except ValueError as e:
             p.error(f"--official {item}: {e}")
+    weights = dict(item.partition("=")[::2] for item in args.weights)
+    if any(not v or k not in args.models for k, v in weights.items()):
+        p.error("--weights: expected ARCH=NAME with ARCH among --models")
     torch.set_num_threads(args.threads)
     from lightsr.allocator import active_allocator, tune_glibc
 
@@ -164,7 +200,7 @@ def main() -> int:
     for name in args.models:
         for s in args.scales:
             w, h = map(int, args.input.split("x")) if args.input else (1280 // s, 720 // s)
-            model, x, official_net = bench_model(name, s, h, w, official.get(name))
+            model, x, official_net = bench_model(name, s, h, w, official.get(name), weights.get(name))
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
             fns = {} if official_net is None else {"official": official_net}
             for variant in args.variants:

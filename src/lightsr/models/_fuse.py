@@ -44,6 +44,11 @@ def fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tenso
 def layer_norm_cl(x: Tensor, c: int, eps: float) -> Tensor:
     """Affine-free LayerNorm over the ``c`` channels of a channels-last tensor (a view in and out, no copy).
 
-    ``c`` is passed as a plain int, not read from ``x.shape``, so that an ONNX trace keeps it constant.
+    ``c`` is passed as a plain int, not read from ``x.shape``, so that an ONNX trace keeps it constant. In a whole
+    graph (:func:`whole_graph`) it is written as reductions over the channel axis: a graph has no memory format,
+    so the permuted views would become two transposes of the whole map (benchmarks/README.md, graph forms).
     """
+    if whole_graph():
+        d = x - x.mean(1, keepdim=True)
+        return d / torch.sqrt(d.pow(2).mean(1, keepdim=True) + eps)
     return F.layer_norm(x.permute(0, 2, 3, 1), (c,), eps=eps).permute(0, 3, 1, 2)

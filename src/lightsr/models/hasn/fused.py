@@ -38,6 +38,14 @@ from lightsr.models.base import InferenceForm
 _POOL, _POOL_STRIDE = 7, 3
 
 
+def _parts(conv: nn.Conv2d, y: Tensor, size: int) -> list[Tensor]:
+    """``conv(y).split(size, dim=1)`` as one convolution per part (a 1×1 ``conv``): in a graph the split of a
+    channel-blocked map runs as a slow reference copy (benchmarks/README.md, graph forms), while the weight slices
+    are constants of the graph."""
+    w, b = conv.weight, conv.bias
+    return [F.conv2d(y, w[i : i + size], b[i : i + size]) for i in range(0, w.shape[0], size)]
+
+
 class FusedHASB(nn.Module):
     def __init__(self, blk) -> None:
         super().__init__()
@@ -69,7 +77,7 @@ class FusedHASB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = layer_norm_cl(self.dwconv(x), self.c, self.eps)
-        c1_, cf = self.esa_in(y).split(self.esa_f, dim=1)
+        c1_, cf = _parts(self.esa_in, y, self.esa_f) if whole_graph() else self.esa_in(y).split(self.esa_f, dim=1)
         c3 = self.esa_conv3(self._pool(c1_))
         c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False).add_(cf)
         out = self._body(x, y, c3)
@@ -81,7 +89,7 @@ class FusedHASB(nn.Module):
     def _body(self, x: Tensor, y: Tensor, c3: Tensor) -> Tensor:
         """Everything between ESA's upsampled gate ``c3`` and the channel attention: CAB's convolutions' output."""
         if whole_graph():
-            x1, x2, x3 = self.f123(y).split(self.hidden, dim=1)
+            x1, x2, x3 = _parts(self.f123, y, self.hidden)
             gate = self.esa_conv4(c3).sigmoid_()
             t = self.g(F.hardtanh(x1, 0.0, 6.0).mul_(x2).addcmul_(x3, gate))
         else:

@@ -28,7 +28,6 @@ SPECS = (
         undetectable=("kernels",),  # the dilations (kernel sizes show in the shapes)
         check_config=check_config,
         # MDTA attends over the whole image: exact tiling streams layer by layer (fused.py, forward_tiled).
-        graph_form="training",  # its ONNX graph runs faster unfused in onnxruntime and OpenVINO
         tiling=TilingSpec(overlap=32, align=1, bytes_per_pixel=5_800, global_context=True, map_bytes_per_pixel=600,
                           stream_bytes_per_pixel=3_000, stream_halo=20),
         output_prefixes=("upsampler.",),

@@ -122,8 +122,11 @@ class FusedLKSMB(nn.Module):
         [q, k] gives every q·k product and every squared norm at once, and since the attention mixes channels
         at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
         """
-        b, _c, h, w = v.shape
-        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, qk.shape[1]).float()  # channels-last: a view in fp32
+        b, c2, h, w = qk.shape
+        if whole_graph():  # a graph has no memory format: products over the NCHW layout, no transposes
+            qk = qk.reshape(b, c2, h * w).float()
+            return self.mdta_apply(v, self.mdta_matrix(qk @ qk.transpose(1, 2)))
+        qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, c2).float()  # channels-last: a view in fp32
         return self.mdta_apply(v, self.mdta_matrix(qk.transpose(1, 2) @ qk))
 
     def mdta_matrix(self, g: Tensor) -> Tensor:
@@ -151,6 +154,8 @@ class FusedLKSMB(nn.Module):
     def mdta_apply(v: Tensor, m: Tensor) -> Tensor:
         """MDTA's output: the per-image matrix ``m`` applied to v at every pixel (v channels-last)."""
         b, c, h, w = v.shape
+        if whole_graph():
+            return (m @ v.reshape(b, c, h * w)).reshape(b, c, h, w)
         y = v.permute(0, 2, 3, 1).reshape(b, h * w, c) @ m.transpose(1, 2)  # (b, hw, c)
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
 
