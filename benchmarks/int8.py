@@ -1,4 +1,4 @@
-"""What int8 gives and costs: OpenVINO int8 graphs (lightsr.quantize) against fp32 in quality and speed.
+"""What int8 gives and costs: OpenVINO int8 graphs (lightsr.runtimes.int8) against fp32 in quality and speed.
 
 Quality: Y-PSNR on Set5, Set14 and B100 (the papers' protocol, lightsr.evaluate) of the fp32 fused torch form and
 of the int8 graph, per weights file; the change in dB. Speed at ×scale on a ``--input`` image (default 320×180):
@@ -9,6 +9,7 @@ HASN ×4 with its ``params`` entry, FriedRiceLab's ELAN-light ×4). The CPU's in
     python benchmarks/int8.py                              # quality and speed, every file
     python benchmarks/int8.py --weights hasn_x4 --no-speed
     python benchmarks/int8.py --weights lksmn_x4 --sets Set5 --variant naive --scan /model/blocks.0/ /model/mlfa/
+    python benchmarks/int8.py --no-quality --profile        # speed, and where OpenVINO spends the time
 
 ``--variant naive`` quantizes with NNCF's defaults (nothing kept f32, its CNN scheme), ``--variant NAME=JSON``
 any other :class:`lightsr.models.spec.Int8Spec` (``'x={"keep_f32": ["/model/head/"], "model_type": "cnn"}'``);
@@ -60,14 +61,25 @@ def cpu_summary() -> str:
 class Graph:
     """An OpenVINO graph (ONNX or IR file, or an openvino.Model) as a lightsr runtime: tensor in, tensor out."""
 
-    def __init__(self, graph, scale: int, threads: int) -> None:
+    def __init__(self, graph, scale: int, threads: int, perf_count: bool = False) -> None:
         import openvino as ov
         import torch
 
         compiled = ov.Core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                           "INFERENCE_NUM_THREADS": threads,
-                                                          "PERFORMANCE_HINT": "LATENCY"})
+                                                          "PERFORMANCE_HINT": "LATENCY",
+                                                          "PERF_COUNT": perf_count})
         self.request, self.scale, self.device = compiled.create_infer_request(), scale, torch.device("cpu")
+
+    def profile(self, top: int = 8) -> str:
+        """Where the last inference spent its time: the ``top`` kinds of operation (OpenVINO's type and kernel)."""
+        by: dict[str, float] = {}
+        for p in self.request.profiling_info:
+            key = f"{p.node_type} ({p.exec_type})"
+            by[key] = by.get(key, 0.0) + p.real_time.total_seconds()
+        total = sum(by.values()) or 1.0
+        ranked = sorted(by.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in ranked)
 
     def __call__(self, x):
         import torch
@@ -132,6 +144,8 @@ def main() -> int:
     p.add_argument("--no-speed", action="store_true")
     p.add_argument("--input", default="320x180", help="WxH of the timed input (default %(default)s)")
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed rounds, where OpenVINO's f32 and int8 graphs spend their time (per op kind)")
     args = p.parse_args()
 
     import torch
@@ -203,6 +217,13 @@ def main() -> int:
                         fn(x)
                         times[k].append(time.perf_counter() - t0)
             load1 = os.getloadavg()[0]
+            if args.profile:  # separate runs: counting slows the timed ones
+                counted_graphs = {"OpenVINO f32": str(export), **{f"OpenVINO int8 ({v})": g for v, g in graphs.items()}}
+                for k, gr in counted_graphs.items():
+                    counted = Graph(gr, scale, args.threads, perf_count=True)
+                    counted(x)
+                    counted(x)
+                    print(f"# {label} {k} profile: {counted.profile()}", flush=True)
             best = {k: min(v) for k, v in times.items()}
             torch_s, ov_s = best["torch fp32 fused"], best["OpenVINO f32"]
             for k in fns:

@@ -236,6 +236,7 @@ OTHER_OPTIONS = {
     "--index-url": "pip", "--nproc-per-node": "torchrun", "--strict": "mkdocs", "--head": "ray",
     "--address": "ray", "--old": "benchmarks/pipeline.py", "--workloads": "benchmarks/pipeline.py",
     "--rounds": "benchmarks/pipeline.py", "--busy": "benchmarks/pipeline.py", "--env": "benchmarks/pipeline.py",
+    "--no-quality": "benchmarks/int8.py", "--profile": "benchmarks/int8.py",
 }
 
 

@@ -57,7 +57,7 @@ class TilingSpec:
 
 @dataclass(frozen=True)
 class Int8Spec:
-    """How the network's int8 graph is made (:mod:`lightsr.quantize`: NNCF's post-training quantization of its
+    """How the network's int8 graph is made (:mod:`lightsr.runtimes.int8`: NNCF's post-training quantization of its
     ONNX export for OpenVINO), chosen per network by measurement (``benchmarks/int8.py``).
 
     ``keep_f32``: regular expressions over the node names of the exported graph (its module paths, e.g.
