@@ -8,7 +8,7 @@ HASN ×4 with its ``params`` entry, FriedRiceLab's ELAN-light ×4). The CPU's in
 
     python benchmarks/int8.py                              # quality and speed, every file
     python benchmarks/int8.py --weights hasn_x4 --no-speed
-    python benchmarks/int8.py --weights lksmn_x4 --sets Set5 --variant naive --scan /model/blocks.0/ /model/mlfa/
+    python benchmarks/int8.py --weights lksmn_x4 --sets Set5 --variant naive --scan /model/blocks.0/ /model/mlfa_conv/
     python benchmarks/int8.py --no-quality --profile        # speed, and where OpenVINO spends the time
 
 ``--variant naive`` quantizes with NNCF's defaults (nothing kept f32, its CNN scheme), ``--variant NAME=JSON``
@@ -147,6 +147,8 @@ def main() -> int:
     p.add_argument("--profile", action="store_true",
                    help="after the timed rounds, where OpenVINO's f32 and int8 graphs spend their time (per op kind)")
     args = p.parse_args()
+    if args.profile and args.no_speed:
+        p.error("--profile profiles the timed graphs: it needs the speed part (drop --no-speed)")
 
     import torch
 

@@ -36,6 +36,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's lightsr, not an installed one
 
 import lightsr
+from lightsr.errors import LightSRError
 from lightsr.models.base import calibrate_batchnorm
 from lightsr.profile import count_macs
 
@@ -62,7 +64,7 @@ def bench_model(name: str, scale: int, h: int, w: int, official: Path | None = N
     coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
     if weights is not None:
-        return lightsr.load_model(weights, scale=scale).eval(), x, None
+        return lightsr.load_model(weights, name=name, scale=scale).eval(), x, None
     if official is None:
         calibrate_batchnorm(model, x[..., :64, :64])
         return model, x, None
@@ -106,16 +108,22 @@ def timed(fn, x, runs: int, warmup: int) -> tuple[float, torch.Tensor]:
     return statistics.median(times), y
 
 
-def graph_of_form(model: torch.nn.Module, backend: str, form: str):
+def graph_of_form(model: torch.nn.Module, backend: str, precision: str, form: str) -> Callable[[torch.Tensor],
+                                                                                            torch.Tensor]:
     """``backend`` (onnxruntime or openvino, fp32) running an export of ``form`` (training or fused), whatever
-    form the network's spec exports: how ``graph_form`` is chosen."""
+    form the network's spec exports: how ``graph_form`` is chosen. The export lives in a temporary folder
+    removed at exit."""
+    import atexit
+    import shutil
     import tempfile
 
     from lightsr.runtimes.graphs import cpu_fp32, write_graph
 
-    if form not in ("training", "fused") or backend not in ("onnxruntime", "openvino"):
-        raise SystemExit(f"--variants {backend}:fp32:{form}: expected onnxruntime|openvino:fp32:training|fused")
-    path = Path(tempfile.mkdtemp(prefix="lightsr-latency-")) / f"{form}.onnx"
+    if form not in ("training", "fused") or backend not in ("onnxruntime", "openvino") or precision != "fp32":
+        raise SystemExit(f"--variants {backend}:{precision}:{form}: expected onnxruntime|openvino:fp32:training|fused")
+    folder = tempfile.mkdtemp(prefix="lightsr-latency-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / f"{form}.onnx"
     net = cpu_fp32(model)
     write_graph(cpu_fp32(net.fuse()) if form == "fused" else net, path, 17)
     if backend == "openvino":
@@ -138,16 +146,15 @@ def runner(model: torch.nn.Module, variant: str, no_freezing: bool):
 
         inductor_config.freezing = not no_freezing
         return torch.compile(model.fuse())
-    from lightsr.errors import LightSRError
     from lightsr.runtimes import build
 
     backend, _, precision = variant.partition(":")
     precision, _, form = precision.partition(":")
-    if form:
-        return graph_of_form(model, backend, form)
     try:
+        if form:
+            return graph_of_form(model, backend, precision, form)
         return build(model, backend, precision or "fp32", "cpu", threads=torch.get_num_threads())
-    except LightSRError as e:
+    except (LightSRError, ImportError) as e:
         print(f"# {variant}: skipped ({e})", file=sys.stderr)
         return None
 
@@ -185,6 +192,8 @@ def main() -> int:
     weights = dict(item.partition("=")[::2] for item in args.weights)
     if any(not v or k not in args.models for k, v in weights.items()):
         p.error("--weights: expected ARCH=NAME with ARCH among --models")
+    if set(weights) & set(official):
+        p.error("--weights and --official each give the weights: name an architecture in one of them")
     torch.set_num_threads(args.threads)
     from lightsr.allocator import active_allocator, tune_glibc
 
@@ -200,7 +209,11 @@ def main() -> int:
     for name in args.models:
         for s in args.scales:
             w, h = map(int, args.input.split("x")) if args.input else (1280 // s, 720 // s)
-            model, x, official_net = bench_model(name, s, h, w, official.get(name), weights.get(name))
+            try:
+                model, x, official_net = bench_model(name, s, h, w, official.get(name), weights.get(name))
+            except LightSRError as e:  # e.g. --weights of one scale among several --scales
+                print(f"# {name} ×{s}: skipped ({e})", file=sys.stderr)
+                continue
             floor = 2 * count_macs(model, tuple(x.shape[-2:]))[0] / (peak * 1e9)
             fns = {} if official_net is None else {"official": official_net}
             for variant in args.variants:

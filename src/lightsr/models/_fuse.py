@@ -34,6 +34,13 @@ def whole_graph() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
+def onnx_graph() -> bool:
+    """True while tracing for ONNX: the graph has no memory format, so channels-last views become whole-map
+    transposes and channel slices become splits (benchmarks/README.md, graph forms); ``torch.compile`` keeps
+    strides and is not included."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """Weights of ``conv(γ·x + β)`` as a single 1×1 conv of ``x``."""
     w = conv.weight.detach()
@@ -42,13 +49,13 @@ def fold_pre_affine(conv: nn.Conv2d, gamma: Tensor, beta: Tensor) -> tuple[Tenso
 
 
 def layer_norm_cl(x: Tensor, c: int, eps: float) -> Tensor:
-    """Affine-free LayerNorm over the ``c`` channels of a channels-last tensor (a view in and out, no copy).
+    """Affine-free LayerNorm over the ``c`` channels of a channels-last tensor (in eager mode a view in and out,
+    no copy; ``c`` is a plain int, not read from ``x.shape``, so that a trace keeps it constant).
 
-    ``c`` is passed as a plain int, not read from ``x.shape``, so that an ONNX trace keeps it constant. In a whole
-    graph (:func:`whole_graph`) it is written as reductions over the channel axis: a graph has no memory format,
-    so the permuted views would become two transposes of the whole map (benchmarks/README.md, graph forms).
+    In an ONNX graph (:func:`onnx_graph`) it is written as reductions over the channel axis instead of around
+    permuted views, which would become two transposes of the whole map there.
     """
-    if whole_graph():
+    if onnx_graph():
         d = x - x.mean(1, keepdim=True)
         return d / torch.sqrt(d.pow(2).mean(1, keepdim=True) + eps)
     return F.layer_norm(x.permute(0, 2, 3, 1), (c,), eps=eps).permute(0, 3, 1, 2)

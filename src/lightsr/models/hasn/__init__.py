@@ -22,8 +22,8 @@ SPECS = (
         output_prefixes=("upsampler.",),
         # The first conv reads the image, the last writes the output: int8 there costs tenths of a dB; of the
         # rest the second conv of each channel-attention block (CAB), whose output is the block's, is the most
-        # sensitive (the official weights lost 0.07-0.10 dB with it quantized, under 0.05 without:
-        # benchmarks/README.md, int8). NNCF's transformer scheme keeps the attention products and norms f32.
+        # sensitive (benchmarks/README.md, int8). NNCF's transformer scheme keeps the attention products and
+        # norms f32.
         int8=Int8Spec(keep_f32=("/model/head/", "/model/upsampler/", r"/model/blocks/blocks\.\d+/cab_conv2/")),
         published=(
             PublishedWeights(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightsr.models._common import pad_to_multiple
-from lightsr.models._fuse import CHUNK, CL, conv_from, fold_pre_affine, layer_norm_cl, whole_graph
+from lightsr.models._fuse import CHUNK, CL, conv_from, fold_pre_affine, layer_norm_cl, onnx_graph, whole_graph
 from lightsr.models._stream import (
     Grid,
     Progress,
@@ -38,12 +38,14 @@ from lightsr.models.base import InferenceForm
 _POOL, _POOL_STRIDE = 7, 3
 
 
-def _parts(conv: nn.Conv2d, y: Tensor, size: int) -> list[Tensor]:
-    """``conv(y).split(size, dim=1)`` as one convolution per part (a 1×1 ``conv``): in a graph the split of a
-    channel-blocked map runs as a slow reference copy (benchmarks/README.md, graph forms), while the weight slices
-    are constants of the graph."""
+def _parts(conv: nn.Conv2d, y: Tensor, size: int) -> list[Tensor] | tuple[Tensor, ...]:
+    """``conv(y).split(size, dim=1)`` (a 1×1 ``conv``); in an ONNX graph as one convolution per part, whose weight
+    slices are constants of the graph: OpenVINO runs the split of a channel-blocked map as a slow reference copy
+    (benchmarks/README.md, graph forms)."""
+    if not onnx_graph():
+        return conv(y).split(size, dim=1)
     w, b = conv.weight, conv.bias
-    return [F.conv2d(y, w[i : i + size], b[i : i + size]) for i in range(0, w.shape[0], size)]
+    return [F.conv2d(y, w[i : i + size], None if b is None else b[i : i + size]) for i in range(0, w.shape[0], size)]
 
 
 class FusedHASB(nn.Module):
@@ -77,7 +79,7 @@ class FusedHASB(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = layer_norm_cl(self.dwconv(x), self.c, self.eps)
-        c1_, cf = _parts(self.esa_in, y, self.esa_f) if whole_graph() else self.esa_in(y).split(self.esa_f, dim=1)
+        c1_, cf = _parts(self.esa_in, y, self.esa_f)
         c3 = self.esa_conv3(self._pool(c1_))
         c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False).add_(cf)
         out = self._body(x, y, c3)

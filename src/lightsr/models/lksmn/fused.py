@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightsr.models._fuse import CL, conv_from, fold_pre_affine, layer_norm_cl, whole_graph
+from lightsr.models._fuse import CL, conv_from, fold_pre_affine, layer_norm_cl, onnx_graph, whole_graph
 from lightsr.models._stream import (
     Grid,
     Progress,
@@ -123,7 +123,7 @@ class FusedLKSMB(nn.Module):
         at each pixel, ``proj ∘ attention`` is one C×C matrix per image applied to v as a single matmul.
         """
         b, c2, h, w = qk.shape
-        if whole_graph():  # a graph has no memory format: products over the NCHW layout, no transposes
+        if onnx_graph():  # products over the NCHW layout: the channels-last views would be transposes there
             qk = qk.reshape(b, c2, h * w).float()
             return self.mdta_apply(v, self.mdta_matrix(qk @ qk.transpose(1, 2)))
         qk = qk.permute(0, 2, 3, 1).reshape(b, h * w, c2).float()  # channels-last: a view in fp32
@@ -154,7 +154,7 @@ class FusedLKSMB(nn.Module):
     def mdta_apply(v: Tensor, m: Tensor) -> Tensor:
         """MDTA's output: the per-image matrix ``m`` applied to v at every pixel (v channels-last)."""
         b, c, h, w = v.shape
-        if whole_graph():
+        if onnx_graph():
             return (m @ v.reshape(b, c, h * w)).reshape(b, c, h, w)
         y = v.permute(0, 2, 3, 1).reshape(b, h * w, c) @ m.transpose(1, 2)  # (b, hw, c)
         return y.view(b, h, w, c).permute(0, 3, 1, 2)
