@@ -60,11 +60,14 @@ def bench_model(name: str, scale: int, h: int, w: int, official: Path | None = N
     BatchNorm statistics make its attention ill-conditioned (see ``calibrate_batchnorm``).
     """
     torch.manual_seed(0)
-    model = lightsr.create_model(name, scale=scale).eval()
+    if weights is None:
+        model = lightsr.create_model(name, scale=scale).eval()
+    else:
+        model = lightsr.load_model(weights, name=name, scale=scale).eval()
     coarse = torch.rand(1, 3, max(h // 4, 2), max(w // 4, 2))
     x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic").clamp(0, 1)
     if weights is not None:
-        return lightsr.load_model(weights, name=name, scale=scale).eval(), x, None
+        return model, x, None
     if official is None:
         calibrate_batchnorm(model, x[..., :64, :64])
         return model, x, None
