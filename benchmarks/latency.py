@@ -120,22 +120,19 @@ def graph_of_form(model: torch.nn.Module, backend: str, precision: str, form: st
     import shutil
     import tempfile
 
+    from lightsr.runtimes import build, file_runtimes
+    from lightsr.runtimes.base import OnnxFile
     from lightsr.runtimes.graphs import cpu_fp32, write_graph
 
-    if form not in ("training", "fused") or backend not in ("onnxruntime", "openvino") or precision != "fp32":
-        raise SystemExit(f"--variants {backend}:{precision}:{form}: expected onnxruntime|openvino:fp32:training|fused")
+    if form not in ("training", "fused") or backend not in file_runtimes() or precision != "fp32":
+        raise SystemExit(f"--variants {backend}:{precision}:{form}: expected "
+                         f"{'|'.join(file_runtimes())}:fp32:training|fused")
     folder = tempfile.mkdtemp(prefix="lightsr-latency-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     path = Path(folder) / f"{form}.onnx"
     net = cpu_fp32(model)
     write_graph(cpu_fp32(net.fuse()) if form == "fused" else net, path, 17)
-    if backend == "openvino":
-        from lightsr.runtimes.openvino import OpenVinoModel
-
-        return OpenVinoModel(path, "fp32", model.scale, torch.get_num_threads())
-    from lightsr.runtimes.onnxruntime import OnnxModel
-
-    return OnnxModel(path, threads=torch.get_num_threads())
+    return build(OnnxFile(path), backend, "fp32", "cpu", torch.get_num_threads())
 
 
 def runner(model: torch.nn.Module, variant: str, no_freezing: bool):

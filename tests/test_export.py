@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from conftest import calibrated, registry_networks
 from lightsr.cli import main
 from lightsr.errors import LightSRError
 from lightsr.models.registry import model_spec
+from lightsr.runtimes import RUNTIMES, build, file_runtimes
+from lightsr.runtimes.base import OnnxFile
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -29,6 +32,10 @@ NETWORKS = [(name, model_spec(name).scales[-1 - i % len(model_spec(name).scales)
 # Input sizes used neither by the export dummy nor by the export-time check: odd, tiny (below HASN's 15-pixel
 # minimum and ELAN's 16-pixel window), non-square, batch of 3.
 SIZES = [(1, 3, 23, 41), (3, 3, 9, 6)]
+
+# The installed runtimes that run exported files, as the registry lists them.
+FILE_RUNTIMES = [name for name in file_runtimes()
+                 if all(importlib.util.find_spec(m) is not None for m in RUNTIMES[name].requires)]
 
 
 @pytest.mark.parametrize("form", ["training", "fused"])
@@ -98,14 +105,16 @@ def test_export_command_and_upscale_with_onnx(tmp_path: Path, capsys) -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (21, 30, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in.png")
-    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--onnx", str(onnx_path),
-                 "--tile", "0", "-q"]) == 0
-    with Image.open(tmp_path / "out.png") as im:
-        got = np.asarray(im).astype(np.float64)
     x = torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
     with torch.no_grad():
         ref = model(x)[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255
-    assert np.abs(got - ref).max() <= 0.5 + 1e-2
+    for runtime in [None, *FILE_RUNTIMES]:  # the default, then each runtime that runs files
+        out = tmp_path / f"out-{runtime}.png"
+        assert main(["upscale", str(tmp_path / "in.png"), "-o", str(out), "--onnx", str(onnx_path), "--tile", "0",
+                     "-q", *(["--backend", runtime] if runtime else [])]) == 0
+        with Image.open(out) as im:
+            got = np.asarray(im).astype(np.float64)
+        assert np.abs(got - ref).max() <= 0.5 + 1e-2, runtime
     # The scale comes from the ONNX metadata: asking for another is an error.
     assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o2.png"), "--onnx", str(onnx_path),
                  "--scale", "4"]) == 2
@@ -117,6 +126,11 @@ def test_export_command_and_upscale_with_onnx(tmp_path: Path, capsys) -> None:
 
 def test_onnx_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    for runtime in FILE_RUNTIMES:  # one line naming the file, from every runtime that runs files
+        for name, message in [("bad.onnx", "cannot load ONNX model"), ("missing.onnx", "no such ONNX file")]:
+            with pytest.raises(LightSRError, match=f"^{tmp_path / name}: {message}") as info:
+                build(OnnxFile(tmp_path / name), runtime)
+            assert "\n" not in str(info.value)
     with pytest.raises(LightSRError, match="cannot load ONNX model"):
         OnnxModel(tmp_path / "bad.onnx")
     with pytest.raises(LightSRError, match="no such ONNX file"):
@@ -142,12 +156,14 @@ def _with_metadata(src: Path, dst: Path, **changes: str | None) -> Path:
     return dst
 
 
-def test_onnx_metadata_and_output_size_are_validated(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("runtime", FILE_RUNTIMES)
+def test_onnx_metadata_and_output_size_are_validated(tmp_path: Path, capsys, runtime: str) -> None:
     torch.manual_seed(0)
     model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1).eval()
     good = export_onnx(model, tmp_path / "good.onnx", check=False)
-    m = OnnxModel(good)
-    assert (m.scale, m.arch, m.config) == (2, "lksmn", model.info.config)
+    m = build(OnnxFile(good), runtime)
+    assert (m.scale, m.arch, m.runtime, m.path) == (2, "lksmn", runtime, good)
+    assert m.forward.config == model.info.config  # the network's keyword arguments, from the metadata
     x = torch.rand(1, 3, 5, 6)
     with torch.no_grad():
         assert torch.allclose(m(x), model(x), atol=1e-4)
@@ -168,11 +184,11 @@ def test_onnx_metadata_and_output_size_are_validated(tmp_path: Path, capsys) -> 
     for k, (changes, message) in enumerate(cases):
         bad = _with_metadata(good, tmp_path / f"bad{k}.onnx", **changes)
         with pytest.raises(LightSRError) as info:
-            OnnxModel(bad)
+            build(OnnxFile(bad), runtime)
         assert str(info.value) == f"{bad}: {message}"
         if k in (0, len(cases) - 1):  # through the command line: the same line, nothing written
             assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--onnx",
-                         str(bad)]) == 2
+                         str(bad), "--backend", runtime]) == 2
             assert capsys.readouterr().err == f"lightsr: error: {bad}: {message}\n"
     assert sorted(p.name for p in tmp_path.iterdir() if not p.suffix == ".onnx") == ["in.png"]
 

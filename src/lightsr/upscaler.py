@@ -96,8 +96,8 @@ class Upscaler:
     — :func:`lightsr.device.native_bf16` — else fp32, never int8; :attr:`precision` then holds the choice).
     ``backend``: a runtime of :data:`lightsr.runtimes.RUNTIMES` — ``torch``, or ``onnxruntime``/``openvino``
     running the network's ONNX export, made and cached on first use; None: torch for networks (OpenVINO for int8),
-    onnxruntime for ``.onnx`` files. ``calibration``: a folder of images to calibrate the int8 graph on (default:
-    scikit-image's public-domain photos). ``progress``: tqdm bar over tiles;
+    onnxruntime for ``.onnx`` files (which OpenVINO runs too). ``calibration``: a folder of images to calibrate
+    the int8 graph on (default: scikit-image's public-domain photos). ``progress``: tqdm bar over tiles;
     ``on_progress(done, total, what)``: called after each tile.
     ``fuse``: run the network's inference form (:meth:`SRNet.fuse`, same outputs, faster; default).
     ``outscale``: the final size as a multiple of the input (e.g. 2 with a ×4 network), reached by resizing

@@ -2,7 +2,8 @@
 
 One module per runtime (:mod:`~lightsr.runtimes.torch`, :mod:`~lightsr.runtimes.onnxruntime`,
 :mod:`~lightsr.runtimes.openvino`), the graph runtimes' shared machinery (:mod:`~lightsr.runtimes.graphs`: the
-export cache, the per-tile stage graphs, the seamed export), and a registry, :data:`RUNTIMES` (name → a
+export cache, the per-tile stage graphs, the seamed export; :mod:`~lightsr.runtimes.files`: the checks of an
+exported file a user names), and a registry, :data:`RUNTIMES` (name → a
 :class:`RuntimeSpec`: the extra to install, the precisions and devices it offers, how to build it). :func:`build`
 makes a :class:`Runtime` of a network or an exported file; :class:`~lightsr.upscaler.Upscaler` (``backend=``),
 ``lightsr eval`` and ``lightsr profile`` run it, and the commands' ``--backend`` choices are the registry's names.

@@ -7,23 +7,18 @@ or CUDA; and exported ``.onnx`` files (``lightsr upscale --onnx``), with their l
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lightsr import _json, _optional
+from lightsr import _optional
 from lightsr.errors import OnnxModelError, first_line
 from lightsr.models.base import SRNet
+from lightsr.runtimes import files
 from lightsr.runtimes.base import Runtime
 from lightsr.runtimes.graphs import GraphFn, graph_runtime
-
-# The largest scale factor an ONNX file's metadata may state (the networks are ×2–×4; ×16 leaves room).
-MAX_SCALE = 16
-# The input the load-time check runs: odd, non-square, below every network's window and minimum size.
-PROBE_SIZE = (7, 9)
 
 
 def _ort() -> Any:
@@ -52,44 +47,14 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid graphs
             raise OnnxModelError(f"{self.path}: cannot load ONNX model ({first_line(e, 200)})") from None
-        meta = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.scale, self.arch, self.config = self._read_metadata(meta)
-        self.metadata = meta
+        meta = files.read_metadata(self.path, dict(self.session.get_modelmeta().custom_metadata_map))
+        self.scale, self.arch, self.config, self.metadata = meta.scale, meta.arch, meta.config, meta.entries
         inputs = self.session.get_inputs()
-        shape = inputs[0].shape if len(inputs) == 1 else []
-        rgb = len(shape) == 4 and (shape[1] in (3, None) or isinstance(shape[1], str))  # 3 or symbolic
-        if not rgb or inputs[0].type != "tensor(float)":
-            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-            raise OnnxModelError(f"{self.path}: expected one float input N×3×H×W, the graph takes {got}")
+        files.check_input(self.path, [(i.type == "tensor(float)", [d if isinstance(d, int) else None for d in i.shape])
+                                      for i in inputs], ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs))
         self.input_name = inputs[0].name
         # One tiny run now: a graph whose output is not ×scale of its input fails here, before any image.
-        self(torch.zeros(1, 3, *PROBE_SIZE))
-
-    def _read_metadata(self, meta: dict[str, str]) -> tuple[int, str | None, dict | None]:
-        """``scale`` (required), ``arch`` and ``config`` (JSON) as lightsr wrote them; anything else is an error
-        naming the file and the entry."""
-        def bad(key: str, expected: str) -> OnnxModelError:
-            value = meta[key]
-            shown = repr(value if len(value) <= 40 else value[:40] + "…")
-            return OnnxModelError(f"{self.path}: bad lightsr metadata {key}={shown} (expected {expected})")
-
-        if "scale" not in meta:
-            raise OnnxModelError(f"{self.path}: no lightsr metadata (scale); export it with `lightsr export`")
-        text = meta["scale"].strip()
-        if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_SCALE:
-            raise bad("scale", f"an integer from 1 to {MAX_SCALE}")
-        arch = meta.get("arch")
-        if arch is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", arch):
-            raise bad("arch", "a network name")
-        config = None
-        if "config" in meta:
-            try:
-                config = _json.loads(meta["config"])
-            except ValueError:
-                config = None
-            if not isinstance(config, dict):
-                raise bad("config", "a JSON object")
-        return int(text), arch, config
+        self(torch.zeros(1, 3, *files.PROBE_SIZE))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -98,12 +63,7 @@ class OnnxModel:
         except Exception as e:  # onnxruntime's own exception types
             raise OnnxModelError(f"{self.path}: onnxruntime failed on a {'×'.join(map(str, arr.shape))} input "
                                  f"({first_line(e, 200)})") from None
-        n, _, h, w = arr.shape
-        expected = (n, 3, h * self.scale, w * self.scale)
-        if tuple(out.shape) != expected:
-            raise OnnxModelError(f"{self.path}: output {'×'.join(map(str, out.shape))} for a "
-                                 f"{'×'.join(map(str, arr.shape))} input is not ×{self.scale} (its metadata "
-                                 f"scale); expected {'×'.join(map(str, expected))}")
+        files.check_output(self.path, out.shape, arr.shape, self.scale)
         return torch.from_numpy(out)
 
 

@@ -19,7 +19,7 @@ import torch
 from lightsr.device import native_bf16
 from lightsr.errors import OnnxModelError, UsageError, first_line
 from lightsr.models.base import SRNet
-from lightsr.runtimes import artifacts
+from lightsr.runtimes import artifacts, files
 from lightsr.runtimes.base import Runtime
 from lightsr.runtimes.graphs import export_dir, graph_runtime
 
@@ -117,6 +117,55 @@ class OpenVinoModel:
         if tuple(out.shape) != (n, 3, h * self.scale, w * self.scale):
             raise RuntimeError(f"{self.path}: OpenVINO returned {tuple(out.shape)} for {tuple(arr.shape)}")
         return out
+
+
+class OpenVinoFile:
+    """An exported ``.onnx`` file a user named, compiled by OpenVINO for the CPU in f32 after the checks of
+    :mod:`lightsr.runtimes.files` (its lightsr metadata, one float ``N×3×H×W`` input, a probe run):
+    ``model(x)`` maps float ``N×3×H×W`` to ``N×3×sH×sW``."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnx
+        import openvino as ov
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxModelError(f"{self.path}: no such ONNX file")
+        # Parsed as ONNX first: OpenVINO would try every frontend it has on a file that is not ONNX, and its
+        # reader keeps no reliable record of the metadata.
+        try:
+            proto = onnx.load(str(self.path), load_external_data=False)
+        except Exception as e:  # protobuf's DecodeError, onnx's own errors, OSError
+            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({first_line(e, 200)})") from None
+        meta = files.read_metadata(self.path, {p.key: p.value for p in proto.metadata_props})
+        self.scale, self.arch, self.config, self.metadata = meta.scale, meta.arch, meta.config, meta.entries
+        del proto
+        self.graph = OpenVinoGraph(self.path, "fp32", threads)
+        inputs = self.graph.compiled.inputs
+        files.check_input(self.path, [(i.get_element_type() == ov.Type.f32,
+                                       [d.get_length() if d.is_static else None for d in i.get_partial_shape()]
+                                       if i.get_partial_shape().rank.is_static else []) for i in inputs],
+                          ", ".join(f"{i.get_any_name()} {i.get_element_type().get_type_name()} "
+                                    f"{i.get_partial_shape()}" for i in inputs))
+        # One tiny run now: a graph whose output is not ×scale of its input fails here, before any image.
+        self(torch.zeros(1, 3, *files.PROBE_SIZE))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        try:
+            out = self.graph(arr)[0]
+        except Exception as e:  # OpenVINO's own exception types
+            raise OnnxModelError(f"{self.path}: OpenVINO failed on a {'×'.join(map(str, arr.shape))} input "
+                                 f"({first_line(e, 200)})") from None
+        files.check_output(self.path, out.shape, arr.shape, self.scale)
+        return torch.from_numpy(out)
+
+
+def open_file(path: Path, precision: str, device: torch.device, threads: int | None) -> Runtime:
+    """An exported ``.onnx`` file as it is, compiled in f32 (no exact tiles: its stages and seams are not known) —
+    the record's ``open_file``."""
+    model = OpenVinoFile(path, threads)
+    return Runtime(model, model.scale, model.arch, precision, device, path=model.path)
 
 
 def _whole(path: Path, precision: str, device: torch.device, threads: int | None, scale: int) -> OpenVinoModel:

@@ -62,7 +62,8 @@ _BUILTIN = (
     RuntimeSpec("openvino", "lightsr.runtimes.openvino:build",
                 "OpenVINO running the network's ONNX export (CPU; int8: quantized by NNCF)",
                 precisions=("fp32", "bf16", "int8"), devices=("cpu",), extra="openvino",
-                requires=("onnx", "openvino"), graph=True, options=("calibration",)),
+                requires=("onnx", "openvino"), graph=True, open_file="lightsr.runtimes.openvino:open_file",
+                options=("calibration",)),
 )
 
 RUNTIMES: dict[str, RuntimeSpec] = {}
