@@ -193,6 +193,72 @@ def test_onnx_metadata_and_output_size_are_validated(tmp_path: Path, capsys, run
     assert sorted(p.name for p in tmp_path.iterdir() if not p.suffix == ".onnx") == ["in.png"]
 
 
+def _graph_file(path: Path, inputs: list[tuple[str, int, list]], scale: str | None = "2") -> Path:
+    """An ONNX file whose graph passes its first input through (Identity), with the given inputs (name, ONNX
+    element type, dims) and lightsr's scale metadata: made to fail the input checks, not to compute."""
+    import onnx
+    from onnx import helper
+
+    vis = [helper.make_tensor_value_info(name, kind, dims) for name, kind, dims in inputs]
+    out = helper.make_tensor_value_info("y", inputs[0][1] if inputs else onnx.TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Identity", [inputs[0][0] if inputs else "c"], ["y"])], "g", vis,
+                              [out], initializer=[] if inputs else [helper.make_tensor("c", 1, [1], [0.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if scale is not None:
+        helper.set_model_props(model, {"scale": scale})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("runtime", FILE_RUNTIMES)
+def test_exported_files_are_checked_before_anything_runs_or_is_cached(tmp_path: Path, runtime: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    from lightsr.runtimes import files
+
+    f32, f64, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16
+    nchw = ["N", 3, "H", "W"]
+    cases = {
+        "double.onnx": ([("x", f64, nchw)], "expected one float input N×3×H×W, the graph takes x double "
+                                            "['N', 3, 'H', 'W']"),
+        "half.onnx": ([("x", f16, nchw)], "expected one float input N×3×H×W, the graph takes x float16 "
+                                          "['N', 3, 'H', 'W']"),
+        "four.onnx": ([("x", f32, ["N", 4, "H", "W"])], "expected one float input N×3×H×W, the graph takes x float "
+                                                        "['N', 4, 'H', 'W']"),
+        "rank.onnx": ([("x", f32, None)], "expected one float input N×3×H×W, the graph takes x float ?"),
+        "two.onnx": ([("x", f32, nchw), ("", f32, nchw)],
+                     "expected one float input N×3×H×W, the graph takes x float ['N', 3, 'H', 'W'], (unnamed) float "
+                     "['N', 3, 'H', 'W']"),
+        "none.onnx": ([], "expected one float input N×3×H×W, the graph takes no input"),
+    }
+    home = Path(os.environ["LIGHTSR_HOME"])
+    before = sorted(home.rglob("*")) if home.exists() else []
+    for name, (inputs, message) in cases.items():
+        path = _graph_file(tmp_path / name, inputs)
+        with pytest.raises(LightSRError) as info:
+            build(OnnxFile(path), runtime)
+        assert str(info.value) == f"{path}: {message}"
+    # An export whose weights went to an external data file: its bytes could change under a cached compiled
+    # model, and a file must not make lightsr read others.
+    torch.manual_seed(0)
+    model = lightsr.create_model("lksmn", scale=2, channels=12, num_blocks=1).eval()
+    good = export_onnx(model, tmp_path / "good.onnx", check=False)
+    external = tmp_path / "external.onnx"
+    onnx.save(onnx.load(str(good)), str(external), save_as_external_data=True, size_threshold=0,
+              location="external.data")
+    with pytest.raises(LightSRError, match=f"^{external}: its weights are in external data files;"):
+        build(OnnxFile(external), runtime)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(LightSRError, match=f"^{tmp_path / 'empty.onnx'}: cannot load ONNX model \\(no graph"):
+        build(OnnxFile(tmp_path / "empty.onnx"), runtime)
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", good.stat().st_size - 1)  # read no further than the bound
+    with pytest.raises(LightSRError, match=f"^{good}: larger than the"):
+        build(OnnxFile(good), runtime)
+    # None of these left anything in lightsr's cache.
+    assert (sorted(home.rglob("*")) if home.exists() else []) == before
+
+
 def test_export_write_errors_are_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 

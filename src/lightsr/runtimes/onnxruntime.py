@@ -32,8 +32,7 @@ class OnnxModel:
                  threads: int | None = None) -> None:
         ort = _ort()
         self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxModelError(f"{self.path}: no such ONNX file")
+        exported = files.open_exported(self.path)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -43,16 +42,13 @@ class OnnxModel:
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        try:  # from the bytes that were checked
+            self.session = ort.InferenceSession(exported.data, opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for unreadable/invalid graphs
             raise OnnxModelError(f"{self.path}: cannot load ONNX model ({first_line(e, 200)})") from None
-        meta = files.read_metadata(self.path, dict(self.session.get_modelmeta().custom_metadata_map))
+        meta = exported.metadata
         self.scale, self.arch, self.config, self.metadata = meta.scale, meta.arch, meta.config, meta.entries
-        inputs = self.session.get_inputs()
-        files.check_input(self.path, [(i.type == "tensor(float)", [d if isinstance(d, int) else None for d in i.shape])
-                                      for i in inputs], ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs))
-        self.input_name = inputs[0].name
+        self.input_name = exported.input_name
         # One tiny run now: a graph whose output is not ×scale of its input fails here, before any image.
         self(torch.zeros(1, 3, *files.PROBE_SIZE))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +39,15 @@ class OpenVinoGraph:
     """A graph compiled by OpenVINO for the CPU in ``precision``, with its infer request (the compiled model
     stays referenced as long as the request)."""
 
-    def __init__(self, path: Path, precision: str, threads: int | None = None) -> None:
+    def __init__(self, path: Path, precision: str, threads: int | None = None, graph: Any = None,
+                 graph_sha: str | None = None, check: Callable[[Any], None] | None = None) -> None:
         config = {
             # f32 must be asked for: on CPUs with native bf16 OpenVINO otherwise picks bf16 by itself.
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self.compiled = _compiled(path, precision, config)
+        self.compiled = _compiled(path, precision, config, graph, graph_sha, check)
         self.request = self.compiled.create_infer_request()
         self.n_outputs = len(self.compiled.outputs)
 
@@ -62,14 +65,26 @@ def _graph_sha256(path: Path) -> str:
                           ).hexdigest()
 
 
-def _compiled(path: Path, precision: str, config: dict[str, Any]) -> Any:
-    """The graph at ``path`` compiled for the CPU: imported from lightsr's verified blob cache, or compiled (then
-    exported into it). The blob is read once, hashed and imported from the same bytes."""
+def ov_message(e: BaseException, limit: int = 200) -> str:
+    """What an OpenVINO exception says, for a one-line error: its first line that is neither one of the
+    ``Exception from <source file>:<line>:`` lines OpenVINO stacks before it nor the ``Check '<condition>' failed
+    at <source file>:<line>:`` line before the explanation (that line where nothing follows it)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not re.fullmatch(r"Exception from \S+:\d+:?", ln)]
+    plain = [ln for ln in said if not re.fullmatch(r"Check '.*' failed at \S+:\d+:?", ln)]
+    return ((plain or said)[0] if said else first_line(e))[:limit]
+
+
+def _compiled(path: Path, precision: str, config: dict[str, Any], graph: Any = None, graph_sha: str | None = None,
+              check: Callable[[Any], None] | None = None) -> Any:
+    """The graph at ``path`` (or ``graph``, a model OpenVINO read from it, whose SHA-256 is ``graph_sha``) compiled
+    for the CPU: imported from lightsr's verified blob cache, or compiled, checked by ``check(compiled)`` where
+    given, and exported into it. The blob is read once, hashed and imported from the same bytes."""
     import openvino as ov
 
     core = _openvino_core()
     try:
-        graph_sha = _graph_sha256(path)
+        graph_sha = graph_sha or _graph_sha256(path)
     except OSError as e:
         raise OnnxModelError(f"{path}: cannot read it ({e.strerror or e})") from None
     built_from = {"kind": "openvino compiled model", "graph_sha256": graph_sha, "precision": precision,
@@ -79,9 +94,11 @@ def _compiled(path: Path, precision: str, config: dict[str, Any]) -> Any:
 
     def build(tmp: Path) -> None:
         try:
-            compiled = core.compile_model(str(path), "CPU", config)
+            compiled = core.compile_model(str(path) if graph is None else graph, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own for unreadable graphs
-            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({first_line(e, 200)})") from None
+            raise OnnxModelError(f"{path}: OpenVINO cannot compile it ({ov_message(e)})") from None
+        if check is not None:  # before anything is cached
+            check(compiled)
         exported = compiled.export_model()  # a BytesIO or bytes, by OpenVINO version
         tmp.write_bytes(exported.getvalue() if hasattr(exported, "getvalue") else exported)
         fresh.append(compiled)
@@ -120,35 +137,31 @@ class OpenVinoModel:
 
 
 class OpenVinoFile:
-    """An exported ``.onnx`` file a user named, compiled by OpenVINO for the CPU in f32 after the checks of
-    :mod:`lightsr.runtimes.files` (its lightsr metadata, one float ``N×3×H×W`` input, a probe run):
-    ``model(x)`` maps float ``N×3×H×W`` to ``N×3×sH×sW``."""
+    """An exported ``.onnx`` file a user named, checked (:func:`lightsr.runtimes.files.open_exported`) and
+    compiled by OpenVINO for the CPU in f32 from the bytes that were checked; the compiled model is cached only
+    once a probe run gave ×scale of its input: ``model(x)`` maps float ``N×3×H×W`` to ``N×3×sH×sW``."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
-        import onnx
-        import openvino as ov
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxModelError(f"{self.path}: no such ONNX file")
-        # Parsed as ONNX first: OpenVINO would try every frontend it has on a file that is not ONNX, and its
-        # reader keeps no reliable record of the metadata.
-        try:
-            proto = onnx.load(str(self.path), load_external_data=False)
-        except Exception as e:  # protobuf's DecodeError, onnx's own errors, OSError
-            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({first_line(e, 200)})") from None
-        meta = files.read_metadata(self.path, {p.key: p.value for p in proto.metadata_props})
+        exported = files.open_exported(self.path)
+        meta = exported.metadata
         self.scale, self.arch, self.config, self.metadata = meta.scale, meta.arch, meta.config, meta.entries
-        del proto
-        self.graph = OpenVinoGraph(self.path, "fp32", threads)
-        inputs = self.graph.compiled.inputs
-        files.check_input(self.path, [(i.get_element_type() == ov.Type.f32,
-                                       [d.get_length() if d.is_static else None for d in i.get_partial_shape()]
-                                       if i.get_partial_shape().rank.is_static else []) for i in inputs],
-                          ", ".join(f"{i.get_any_name()} {i.get_element_type().get_type_name()} "
-                                    f"{i.get_partial_shape()}" for i in inputs))
-        # One tiny run now: a graph whose output is not ×scale of its input fails here, before any image.
-        self(torch.zeros(1, 3, *files.PROBE_SIZE))
+        try:
+            graph = _openvino_core().read_model(exported.data)
+        except Exception as e:  # OpenVINO's own exception types
+            raise OnnxModelError(f"{self.path}: OpenVINO cannot read it ({ov_message(e)})") from None
+        self.graph = OpenVinoGraph(self.path, "fp32", threads, graph, exported.sha256, self._probe)
+        self._probe(self.graph.compiled)  # a blob from the cache too: it was compiled from these bytes
+
+    def _probe(self, compiled: Any) -> None:
+        """One tiny run: a graph whose output is not ×scale of its input fails here, before any image."""
+        arr = np.zeros((1, 3, *files.PROBE_SIZE), np.float32)
+        try:
+            out = compiled.create_infer_request().infer({0: arr})[0]
+        except Exception as e:  # OpenVINO's own exception types
+            raise OnnxModelError(f"{self.path}: OpenVINO failed on a {'×'.join(map(str, arr.shape))} input "
+                                 f"({ov_message(e)})") from None
+        files.check_output(self.path, out.shape, arr.shape, self.scale)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -156,7 +169,7 @@ class OpenVinoFile:
             out = self.graph(arr)[0]
         except Exception as e:  # OpenVINO's own exception types
             raise OnnxModelError(f"{self.path}: OpenVINO failed on a {'×'.join(map(str, arr.shape))} input "
-                                 f"({first_line(e, 200)})") from None
+                                 f"({ov_message(e)})") from None
         files.check_output(self.path, out.shape, arr.shape, self.scale)
         return torch.from_numpy(out)
 
