@@ -15,7 +15,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from learning_curve import read_curve  # noqa: E402
 
-from lightsr.bundled import bundled_metadata, bundled_names, bundled_weights, default_upscale_model  # noqa: E402
+from lightsr.bundled import (  # noqa: E402
+    bundled_metadata,
+    bundled_names,
+    bundled_weights,
+    default_upscale_model,
+    intended_input,
+)
 from lightsr.models.registry import create_model  # noqa: E402
 
 SETS = ("Set5", "Set14", "B100")
@@ -38,16 +44,20 @@ HOW_PAPER_NUMBERS = (
     "(`tests/test_evaluate.py`)."
 )
 DATA_AND_USE = (
-    "**Training data and intended use.** Every file was trained by lightsr on the 291 classic images: T91 (Yang et "
-    "al. 2010) and BSD200, the training split of the Berkeley Segmentation Dataset (Martin et al. 2001), both "
-    "distributed for research use. The weights ship under lightsr's MIT licence; whoever redistributes them in a "
+    "**Training data and intended use.** Every file was trained by lightsr on classic research images: T91 (Yang "
+    "et al. 2010) and BSD200, the training split of the Berkeley Segmentation Dataset (Martin et al. 2001), and, "
+    "where a card lists them, BSDS500's test split, Kodak24 and McMaster (each card's data row), all distributed "
+    "for research use; a file warm-started or distilled from published weights names them and their licence in "
+    "its card. The weights ship under lightsr's MIT licence; whoever redistributes them in a "
     "product should weigh the terms of that data. The files named after a network alone are meant for research "
     "on lightweight SR (a baseline to compare with or fine-tune from) and for upscaling clean images: the LR "
     "images they learned from were made by MATLAB's bicubic downscale, so JPEG blocks and sensor noise in the "
     "input are sharpened, not removed. `lksmn_real` learned from LR images degraded as photos are (blur, "
     "resizing, noise, JPEG) and is meant for photos and web images; on clean downscaled images it scores a little "
-    "below the bicubic-trained file. All of them invent plausible detail and must not be used to recover facts "
-    "(faces, licence plates, text) from low-resolution evidence."
+    "below the bicubic-trained file. `elan_light_real` learned the same degradations, fine-tuned from Fried Rice "
+    "Lab's DIV2K-trained ELAN-light: better on every input, about three times slower than `lksmn_real`. All of "
+    "them invent plausible detail and must not be used to recover facts (faces, licence plates, text) from "
+    "low-resolution evidence."
 )
 
 
@@ -214,19 +224,27 @@ def _degradation_text(meta: dict[str, str]) -> str:
     return "; ".join(texts)
 
 
+def _made_for(bundled: str) -> str:
+    """What a bundled file (``NAME_xSCALE``) was made for, from its own metadata."""
+    name, _, scale = bundled.rpartition("_x")
+    path = bundled_weights(name).get(int(scale)) if scale.isdigit() else None
+    return intended_input(path) if path else "not bundled"
+
+
 def _degraded_table(meta: dict[str, str], scale: int) -> list[str]:
-    """Clean and degraded inputs: bicubic, the bicubic-trained baseline and this file, per set."""
+    """Clean and degraded inputs: bicubic, the baseline file named in the metadata and this file, per set."""
     ours, bic = json.loads(meta["psnr_ssim"]), json.loads(meta["bicubic_psnr_ssim"])
     d_ours, d_bic = json.loads(meta["degraded_psnr_ssim"]), json.loads(meta["degraded_bicubic_psnr_ssim"])
     base_name = meta.get("baseline", "")
     base = json.loads(meta.get("baseline_psnr_ssim", "{}"))
     d_base = json.loads(meta.get("degraded_baseline_psnr_ssim", "{}"))
+    base_label = f"`{base_name}` ({_made_for(base_name)})"
     lines = [f"Clean and degraded LR inputs (`lightsr eval --degrade SPEC`: applied to the MATLAB-made LR images, "
              f"seeded per image name), ×{scale}, Y PSNR / SSIM:", "",
              "| LR | model | " + " | ".join(SETS) + " |", "|---|---" + "|---" * len(SETS) + "|"]
     conditions = [("clean", bic, base, ours)] + [(d, d_bic[d], d_base.get(d, {}), d_ours[d]) for d in d_ours]
     for cond, b, m, o in conditions:
-        rows = [("bicubic", b)] + ([(f"`{base_name}` (bicubic-trained)", m)] if m else []) + [("**this file**", o)]
+        rows = [("bicubic", b)] + ([(base_label, m)] if m else []) + [("**this file**", o)]
         for label, sc in rows:
             lines.append(f"| {cond} | {label} | " + " | ".join(f"{sc[s][0]:.2f} / {sc[s][1]:.4f}" for s in SETS)
                          + " |")

@@ -18,6 +18,7 @@ from PIL import Image
 import lightsr
 from conftest import require_shared
 from lightsr.bundled import (
+    CLEAN_INPUT,
     DEFAULT_MODEL,
     UPSCALE_DEFAULTS,
     bundled_metadata,
@@ -25,6 +26,7 @@ from lightsr.bundled import (
     bundled_path,
     bundled_weights,
     default_upscale_model,
+    intended_input,
 )
 from lightsr.cli import main
 from lightsr.errors import UsageError
@@ -64,19 +66,22 @@ def test_bundled_file_loads_and_beats_bicubic_on_set5(name: str, scale: int, pat
 @pytest.mark.parametrize(("name", "scale", "path"), REAL, ids=[f"{n}_x{s}" for n, s, _ in REAL])
 def test_real_photo_file_beats_bicubic_and_its_baseline_on_degraded_set5(name: str, scale: int, path: Path) -> None:
     """The real-world file reproduces its recorded Set5 scores on degraded LR images (seeded per image name, so
-    the same inputs everywhere) and beats there both bicubic and the bicubic-trained file it was made to replace;
-    selectable by its name like a network."""
+    the same inputs everywhere) and beats there both bicubic and its baseline: by 0.5 dB a bicubic-trained file
+    it was made to replace, and a real-photo file it was made to outdo by any margin; selectable by its name like
+    a network."""
     meta = bundled_metadata(path)
     root = require_shared("data/benchmark/Set5").parent
     recorded = json.loads(meta["degraded_psnr_ssim"])
     model = lightsr.create_model(name, scale=scale, pretrained=True).fuse()
     base = lightsr.load_model(meta["baseline"]).fuse()
+    base_name, _, base_scale = meta["baseline"].rpartition("_x")
+    margin = 0.5 if intended_input(bundled_path(base_name, int(base_scale))) == CLEAN_INPUT else 0.0
     for spec in ("jpeg:40", "noise:10,jpeg:60"):
         got = evaluate(model, root, ["Set5"], scale, progress=False, degrade=spec)[0]
         assert got.psnr == pytest.approx(recorded[spec]["Set5"][0], abs=1e-3), spec
         bicubic = evaluate(None, root, ["Set5"], scale, progress=False, degrade=spec)[0]
         baseline = evaluate(base, root, ["Set5"], scale, progress=False, degrade=spec)[0]
-        assert got.psnr > bicubic.psnr + 0.5 and got.psnr > baseline.psnr + 0.5, spec
+        assert got.psnr > bicubic.psnr + 0.5 and got.psnr > baseline.psnr + margin, spec
 
 
 def test_upscale_without_flags_uses_the_default_model(tmp_path: Path) -> None:

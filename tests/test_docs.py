@@ -237,6 +237,7 @@ OTHER_OPTIONS = {
     "--address": "ray", "--old": "benchmarks/pipeline.py", "--workloads": "benchmarks/pipeline.py",
     "--rounds": "benchmarks/pipeline.py", "--busy": "benchmarks/pipeline.py", "--env": "benchmarks/pipeline.py",
     "--no-quality": "benchmarks/int8.py", "--profile": "benchmarks/int8.py",
+    "--conditions": "benchmarks/real_photos.py",
 }
 
 
