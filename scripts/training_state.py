@@ -2,7 +2,8 @@
 ``training/NAME`` (tracked), ``restore`` puts it back so that ``lightsr train --config ... --resume`` continues.
 
 The state is the run's config, its log (the learning curve) and its newest complete checkpoint (weights, EMA,
-optimizer, RNG: a few MB for these networks). Older checkpoints and ``best/`` stay behind.
+optimizer, RNG: a few MB for these networks). Older checkpoints and ``best/`` stay behind; other files already in
+``training/NAME`` (``scores.json`` of a bundled checkpoint) are kept.
 
     python scripts/training_state.py save lksmn_x4_bundled
     python scripts/training_state.py restore lksmn_x4_bundled
@@ -31,6 +32,11 @@ def save(name: str, runs: Path, store: Path) -> Path:
     for f in ("config.yaml", "log.jsonl"):
         shutil.copy2(run / f, tmp / f)
     shutil.copytree(ckpt, tmp / "checkpoints" / ckpt.name)
+    # What others wrote beside the state (a bundled checkpoint's scores.json, which the model cards and later
+    # stages read) outlives the next save of a run that goes on.
+    for f in (dst.iterdir() if dst.is_dir() else ()):
+        if f.is_file() and not (tmp / f.name).exists():
+            shutil.copy2(f, tmp / f.name)
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return dst / "checkpoints" / ckpt.name

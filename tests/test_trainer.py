@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 import lightsr
-from conftest import require_shared
+from conftest import REPO_ROOT, require_shared
 from lightsr.checkpoints import CheckpointError
 from lightsr.cli import main
 from lightsr.train.config import config_from_dict
@@ -607,6 +608,34 @@ def test_max_time_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_ru
         _assert_same_weights(tmp_path / "runs/whole/checkpoints/iter_00000005" / f,
                              run / "checkpoints/iter_00000005" / f)
     assert any(r.get("event") == "time_limit" and r["iter"] == 1 for r in _log(run))
+
+
+def test_state_carried_through_the_store_resumes_exactly_and_keeps_the_bundled_scores(tmp_path, capsys):
+    """scripts/training_state.py: a chunk saved to the store and restored on a fresh machine continues to the
+    weights of an uninterrupted run; files written beside the saved state (a bundled checkpoint's scores.json)
+    survive the next save."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("training_state", REPO_ROOT / "scripts" / "training_state.py")
+    state = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(state)
+    raw = tiny_config(tmp_path, "whole", train={"max_iters": 5, "ema_decay": 0.8}, checkpoint={"every": 4})
+    train(config_from_dict(raw))
+    cfg = _write(tmp_path, _merge(raw, {"name": "carried"}))
+    assert main(["train", "--config", str(cfg), "--max-time", "0.001s"]) == 0
+    store, runs = tmp_path / "store", tmp_path / "runs"
+    state.save("carried", runs, store)
+    (store / "carried" / "scores.json").write_text('{"iterations": 1}')
+    shutil.rmtree(runs / "carried")  # the next machine has only the store
+    state.restore("carried", runs, store)
+    assert main(["train", "--config", str(cfg), "--resume"]) == 0
+    saved = state.save("carried", runs, store)
+    assert saved.name == "iter_00000005" and sorted(p.name for p in (store / "carried").iterdir()) == [
+        "checkpoints", "config.yaml", "log.jsonl", "scores.json"]
+    assert (store / "carried" / "scores.json").read_text() == '{"iterations": 1}'
+    for f in ("model.safetensors", "ema.safetensors"):
+        _assert_same_weights(runs / "whole/checkpoints/iter_00000005" / f, saved / f)
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("540s", 540), ("9m", 540), ("2h", 7200),
