@@ -613,7 +613,7 @@ def test_max_time_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_ru
 def test_state_carried_through_the_store_resumes_exactly_and_keeps_the_bundled_scores(tmp_path, capsys):
     """scripts/training_state.py: a chunk saved to the store and restored on a fresh machine continues to the
     weights of an uninterrupted run; files written beside the saved state (a bundled checkpoint's scores.json)
-    survive the next save."""
+    survive the next save, and so does the checkpoint scores.json names; a malformed one is a one-line exit."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("training_state", REPO_ROOT / "scripts" / "training_state.py")
@@ -625,16 +625,25 @@ def test_state_carried_through_the_store_resumes_exactly_and_keeps_the_bundled_s
     assert main(["train", "--config", str(cfg), "--max-time", "0.001s"]) == 0
     store, runs = tmp_path / "store", tmp_path / "runs"
     state.save("carried", runs, store)
-    (store / "carried" / "scores.json").write_text('{"iterations": 1}')
+    scores = '{"checkpoint": "iter_00000001", "iterations": 1}'
+    (store / "carried" / "scores.json").write_text(scores)
+    bundled = (store / "carried/checkpoints/iter_00000001/ema.safetensors").read_bytes()
     shutil.rmtree(runs / "carried")  # the next machine has only the store
     state.restore("carried", runs, store)
     assert main(["train", "--config", str(cfg), "--resume"]) == 0
+    shutil.rmtree(runs / "carried/checkpoints/iter_00000001")  # as keep_last would
     saved = state.save("carried", runs, store)
     assert saved.name == "iter_00000005" and sorted(p.name for p in (store / "carried").iterdir()) == [
         "checkpoints", "config.yaml", "log.jsonl", "scores.json"]
-    assert (store / "carried" / "scores.json").read_text() == '{"iterations": 1}'
+    assert (store / "carried" / "scores.json").read_text() == scores
+    assert [i for i, _ in list_checkpoints(store / "carried/checkpoints")] == [1, 5]
+    assert (store / "carried/checkpoints/iter_00000001/ema.safetensors").read_bytes() == bundled
     for f in ("model.safetensors", "ema.safetensors"):
         _assert_same_weights(runs / "whole/checkpoints/iter_00000005" / f, saved / f)
+    (store / "carried" / "scores.json").write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=r"scores\.json: not a JSON object"):
+        state.save("carried", runs, store)
+    assert (store / "carried" / "scores.json").read_text() == "[1, 2]"  # nothing replaced
     capsys.readouterr()
 
 
