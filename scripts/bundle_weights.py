@@ -47,7 +47,7 @@ def _scores(model: torch.nn.Module | None, data: Path, sets: list[str], scale: i
 
 
 _KEEP = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
-         "degradation", "teacher", "train_images", "derived_from", "previous")
+         "train_data", "degradation", "teacher", "train_images", "derived_from", "previous")
 
 
 def _previous_run(init_from: str) -> dict[str, object] | None:

@@ -86,10 +86,10 @@ def card(name: str, scale: int, path: Path) -> str:
         ("network", f"{arch} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
         ("made for", meta.get("intended_input", "clean downscaled images (MATLAB bicubic LR)")),
         ("data", _data_text(meta)),
-        ("config", f"[`configs/{run}.yaml`](../configs/{run}.yaml), "
+        ("config", f"[`{_config(run)}`](../{_config(run)}), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
         ("degradations", _degradation_text(meta)),
-        ("start", f"warm start from `{init}`" + ("" if "degraded_psnr_ssim" in meta else " (new upsampler)")
+        ("start", f"warm start from `{init}`" + (" (new upsampler)" if _fresh_upsampler(run) else "")
          if init else "random initialisation"),
         *([("teacher", _teacher_text(meta))] if _teachers(meta) else []),
         *([("origin and licence", _origin_text(meta))] if "derived_from" in meta else []),
@@ -119,6 +119,19 @@ def card(name: str, scale: int, path: Path) -> str:
     return "\n".join(lines)
 
 
+def _config(run: str) -> str:
+    """The config a run was made with, relative to the repository (configs/ or one of its folders)."""
+    found = sorted((ROOT / "configs").rglob(f"{run}.yaml"))
+    return (found[0].relative_to(ROOT) if found else Path("configs") / f"{run}.yaml").as_posix()
+
+
+def _fresh_upsampler(run: str) -> bool:
+    """Whether the run's warm start kept the fresh init of scale-dependent tensors (the trainer's log says so)."""
+    log = ROOT / "training" / run / "log.jsonl"
+    events = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else []
+    return any(e.get("event") == "init_from" and "kept the fresh init" in e.get("message", "") for e in events)
+
+
 def _data_text(meta: dict[str, str]) -> str:
     """The training images of every run behind the file (their counts where the trainer logged them)."""
     stages = _stages(meta)
@@ -142,7 +155,7 @@ def _teacher_text(meta: dict[str, str]) -> str:
 
 
 def _origin_text(meta: dict[str, str]) -> str:
-    parts = [f"{o['role']}: `{o['name']}` ({o['source']}), licence {o['license']}"
+    parts = [f"{o['role']}: `{o['name']}`, {o['source']}, licence {o['license']}"
              for o in json.loads(meta["derived_from"])]
     return "; ".join(parts) + f" — the licence text ships in `{meta.get('notice', 'lightsr/weights/NOTICE')}`"
 
@@ -200,7 +213,7 @@ def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
     if len(stages) == 1:
         return f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock on " \
                f"{meta['hardware']}{cpu_text}"
-    parts = [f"run `{st['run']}` ([config](../configs/{st['run']}.yaml)): {st['iterations']:,} iterations"
+    parts = [f"run `{st['run']}` ([config](../{_config(st['run'])})): {st['iterations']:,} iterations"
              + (schedule if st is stages[-1] else "") + f", {st['train_hours']:.2f} h on {st['hardware']}"
              + (f", {st['train_cpu_hours']:.1f} CPU-hours" if "train_cpu_hours" in st else "")
              + (f", from `{st['init_from']}`" if st.get("init_from") else "") for st in stages]
@@ -240,7 +253,8 @@ def _degraded_table(meta: dict[str, str], scale: int) -> list[str]:
     d_base = json.loads(meta.get("degraded_baseline_psnr_ssim", "{}"))
     base_label = f"`{base_name}` ({_made_for(base_name)})"
     lines = [f"Clean and degraded LR inputs (`lightsr eval --degrade SPEC`: applied to the MATLAB-made LR images, "
-             f"seeded per image name), ×{scale}, Y PSNR / SSIM:", "",
+             f"seeded per image name), ×{scale}, Y PSNR / SSIM; the baseline as it was when this file was bundled:",
+             "",
              "| LR | model | " + " | ".join(SETS) + " |", "|---|---" + "|---" * len(SETS) + "|"]
     conditions = [("clean", bic, base, ours)] + [(d, d_bic[d], d_base.get(d, {}), d_ours[d]) for d in d_ours]
     for cond, b, m, o in conditions:
