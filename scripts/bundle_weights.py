@@ -151,7 +151,11 @@ def main() -> None:
         extra["previous"] = previous
     teacher = state.get("teacher")
     if teacher:  # the trainer's record of the distillation teacher (file SHA-256 included)
-        extra["teacher"] = {**teacher, "weight": cfg["distill"]["weight"]}
+        # A bundled teacher resolves to this checkout's absolute path; the file ships with the repo-relative one.
+        shipped = Path(teacher["file"])
+        if shipped.is_absolute() and shipped.is_relative_to(ROOT):
+            shipped = shipped.relative_to(ROOT)
+        extra["teacher"] = {**teacher, "file": shipped.as_posix(), "weight": cfg["distill"]["weight"]}
     starts = {"warm start": weights_file(cfg["init_from"])[0]} if cfg.get("init_from") else {}
     if teacher:
         starts["teacher"] = Path(teacher["file"])

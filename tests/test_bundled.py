@@ -8,6 +8,7 @@ and beat bicubic there. The figures are checked as images: size, and that the pa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,26 @@ def test_files_derived_from_published_weights_ship_their_licence_notice() -> Non
             assert origin["name"] in published(), (path.name, origin)
             assert origin["name"] in notice and origin["license"] == published()[origin["name"]][1].license
             assert bundled_metadata(path)["notice"] == "lightsr/weights/NOTICE"
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_bundled_metadata_names_no_path_of_the_machine_that_made_it() -> None:
+    """Provenance paths in a shipped file (warm starts, teachers) are repo-relative: an absolute path names a
+    directory of the machine that bundled it, which means nothing to a user's machine."""
+    for _, _, path in FILES:
+        for key, raw in bundled_metadata(path).items():
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            absolute = [s for s in _strings(value) if s.startswith("/") or re.match(r"[A-Za-z]:[\\/]", s)]
+            assert not absolute, (path.name, key, absolute)
