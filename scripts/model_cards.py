@@ -113,9 +113,9 @@ def card(name: str, scale: int, path: Path) -> str:
         lines.append("| paper | no published numbers could be checked for this network and scale |")
     if "degraded_psnr_ssim" in meta:
         lines += ["", *_degraded_table(meta, scale)]
-    stages = [st["run"] for st in _stages(meta)]
-    for stage in stages:
-        lines += _curve(stage, f" of run `{stage}`" if len(stages) > 1 else "")
+    stages = _stages(meta)
+    for st in stages:
+        lines += _curve(st["run"], f" of run `{st['run']}`" if len(stages) > 1 else "", st["iterations"])
     return "\n".join(lines)
 
 
@@ -135,12 +135,23 @@ def _fresh_upsampler(run: str) -> bool:
 def _data_text(meta: dict[str, str]) -> str:
     """The training images of every run behind the file (their counts where the trainer logged them)."""
     stages = _stages(meta)
-    texts = [f"{st.get('train_data') or meta['train_data']} "
+    texts = [f"{st.get('train_data') or _run_data(st['run']) or meta['train_data']} "
              f"({f'{n} images' if (n := st.get('train_images')) else 'the 291 classic images'}; images smaller "
              "than the patch are skipped)" for st in stages]
     if len(set(texts)) == 1:
         return texts[0]
     return "; ".join(f"run `{st['run']}`: {t}" for st, t in zip(stages, texts, strict=True))
+
+
+def _run_data(run: str) -> str | None:
+    """The training folders of a committed run, from its config (records bundled before they kept them)."""
+    cfg = ROOT / "training" / run / "config.yaml"
+    if not cfg.is_file():
+        return None
+    import yaml
+
+    dirs = ((yaml.safe_load(cfg.read_text()) or {}).get("data") or {}).get("hr_dirs") or []
+    return ", ".join(Path(d).name for d in dirs) or None
 
 
 def _teachers(meta: dict[str, str]) -> list[tuple[str, dict]]:
@@ -160,11 +171,12 @@ def _origin_text(meta: dict[str, str]) -> str:
     return "; ".join(parts) + f" — the licence text ships in `{meta.get('notice', 'lightsr/weights/NOTICE')}`"
 
 
-def _curve(run: str, which: str) -> list[str]:
+def _curve(run: str, which: str, upto: int) -> list[str]:
+    """The run's validation curve up to the checkpoint the file came from (a run may go on after bundling)."""
     store = ROOT / "training" / run
     if not (store / "log.jsonl").is_file():
         return []
-    pts = read_curve(store, "Set5")
+    pts = [p for p in read_curve(store, "Set5") if p[0] <= upto]
     if not pts:
         return []
     val_degrade = None
