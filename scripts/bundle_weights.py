@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from lightsr.bundled import bundled_metadata
+from lightsr.bundled import RUN_KEYS, bundled_metadata, run_record
 from lightsr.checkpoints import load_model, save_model
 from lightsr.evaluate import evaluate
 from lightsr.hub import file_sha256
@@ -46,8 +46,7 @@ def _scores(model: torch.nn.Module | None, data: Path, sets: list[str], scale: i
             for r in evaluate(model, data, sets, scale, progress=False, degrade=degrade)}
 
 
-_KEEP = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
-         "train_data", "degradation", "teacher", "train_images", "derived_from", "previous")
+_KEEP = (*RUN_KEYS, "previous")
 
 
 def _previous_run(init_from: str) -> dict[str, object] | None:
@@ -62,22 +61,8 @@ def _previous_run(init_from: str) -> dict[str, object] | None:
         return {k: prev[k] for k in _KEEP if k in prev}
     path = ROOT / init_from
     if path.suffix == ".safetensors" and path.is_file() and "run" in (meta := bundled_metadata(path)):
-        prev = {k: _json_or_text(v) for k, v in meta.items() if k in _KEEP}
-        for k in ("iterations", "train_images"):
-            if k in prev:
-                prev[k] = int(prev[k])  # type: ignore[call-overload]
-        for k in ("train_hours", "train_cpu_hours"):
-            if k in prev:
-                prev[k] = float(prev[k])  # type: ignore[arg-type]
-        return prev
+        return run_record(meta)
     return None
-
-
-def _json_or_text(v: str) -> object:
-    try:
-        return json.loads(v)
-    except ValueError:
-        return v
 
 
 def _origins(files: dict[str, Path]) -> list[dict[str, str]]:

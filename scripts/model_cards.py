@@ -21,6 +21,7 @@ from lightsr.bundled import (  # noqa: E402
     bundled_weights,
     default_upscale_model,
     intended_input,
+    training_runs,
 )
 from lightsr.models.registry import create_model  # noqa: E402
 
@@ -113,7 +114,7 @@ def card(name: str, scale: int, path: Path) -> str:
         lines.append("| paper | no published numbers could be checked for this network and scale |")
     if "degraded_psnr_ssim" in meta:
         lines += ["", *_degraded_table(meta, scale)]
-    stages = _stages(meta)
+    stages = training_runs(meta)
     for st in stages:
         lines += _curve(st["run"], f" of run `{st['run']}`" if len(stages) > 1 else "", st["iterations"])
     return "\n".join(lines)
@@ -134,7 +135,7 @@ def _fresh_upsampler(run: str) -> bool:
 
 def _data_text(meta: dict[str, str]) -> str:
     """The training images of every run behind the file (their counts where the trainer logged them)."""
-    stages = _stages(meta)
+    stages = training_runs(meta)
     texts = [f"{st.get('train_data') or _run_data(st['run']) or meta['train_data']} "
              f"({f'{n} images' if (n := st.get('train_images')) else 'the 291 classic images'}; images smaller "
              "than the patch are skipped)" for st in stages]
@@ -155,7 +156,7 @@ def _run_data(run: str) -> str | None:
 
 
 def _teachers(meta: dict[str, str]) -> list[tuple[str, dict]]:
-    return [(st["run"], st["teacher"]) for st in _stages(meta) if st.get("teacher")]
+    return [(st["run"], st["teacher"]) for st in training_runs(meta) if st.get("teacher")]
 
 
 def _teacher_text(meta: dict[str, str]) -> str:
@@ -199,27 +200,8 @@ CPU_HOURS_HOW = ("user + system time of the trainer and its data worker where it
                  "threads elsewhere")
 
 
-def _stages(meta: dict[str, str]) -> list[dict]:
-    """The runs behind a file, first to last: earlier ones from its ``previous`` record (bundle_weights.py)."""
-    chain, prev = [], json.loads(meta["previous"]) if "previous" in meta else None
-    while prev:
-        chain.append(prev)
-        prev = prev.get("previous")
-    this = {"run": meta["run"], "iterations": int(meta["iterations"]), "train_hours": float(meta["train_hours"]),
-            "hardware": meta["hardware"], "init_from": meta.get("init_from", ""),
-            "degradation": json.loads(meta.get("degradation", '{"type": "bicubic"}')),
-            "train_data": meta["train_data"]}
-    if "teacher" in meta:
-        this["teacher"] = json.loads(meta["teacher"])
-    if "train_images" in meta:
-        this["train_images"] = int(meta["train_images"])
-    if "train_cpu_hours" in meta:
-        this["train_cpu_hours"] = float(meta["train_cpu_hours"])
-    return [*reversed(chain), this]
-
-
 def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
-    stages = _stages(meta)
+    stages = training_runs(meta)
     cpu = [st.get("train_cpu_hours") for st in stages]
     cpu_text = (f"; {sum(cpu):.1f} CPU-hours ({CPU_HOURS_HOW})" if all(c is not None for c in cpu) else "")
     if len(stages) == 1:
@@ -237,7 +219,7 @@ def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
 
 def _degradation_text(meta: dict[str, str]) -> str:
     texts = []
-    stages = _stages(meta)
+    stages = training_runs(meta)
     for st in stages:
         deg = st.get("degradation") or {"type": "bicubic"}
         if deg.get("type") != "real":

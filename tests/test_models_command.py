@@ -27,6 +27,16 @@ def _width(text: str) -> int:
     return max(len(line) for line in text.splitlines())
 
 
+def _chain_totals(meta: dict[str, str]) -> tuple[int, float]:
+    """Iterations and hours of every run behind a file, walking its nested ``previous`` records by hand."""
+    its, hours = int(meta["iterations"]), float(meta["train_hours"])
+    prev = json.loads(meta.get("previous", "null"))
+    while prev:
+        its, hours = its + int(prev["iterations"]), hours + float(prev["train_hours"])
+        prev = prev.get("previous")
+    return its, hours
+
+
 @pytest.mark.parametrize("columns", [None, "300", "100"])
 def test_default_view_fits_100_columns(capsys, monkeypatch, tmp_path, columns) -> None:
     """However wide the terminal, and with a cache path longer than a line, no line passes 100 columns."""
@@ -48,7 +58,7 @@ def test_default_view_fits_100_columns(capsys, monkeypatch, tmp_path, columns) -
         row = next(line for line in lines if line.startswith(f"{name}_x{scale} "))
         psnr = json.loads(meta["psnr_ssim"])
         assert [f"{psnr[k][0]:.2f}" for k in ("Set5", "Set14", "B100")] == row.split()[-3:], row
-        assert f"{int(meta['iterations']):,}" in row
+        assert f"{_chain_totals(meta)[0]:,}" in row.split(), row
         # The row's cells may wrap onto continuation lines (blank first column).
         i = lines.index(row) + 1
         cell = [row]
@@ -85,7 +95,10 @@ def test_json_view_holds_every_record(capsys) -> None:
     for b, (name, scale, path) in zip(data["bundled"], sorted(FILES, key=lambda t: (t[0], t[1])), strict=True):
         meta = bundled_metadata(path)
         assert b["psnr_ssim"] == json.loads(meta["psnr_ssim"])
-        assert b["iterations"] == int(meta["iterations"]) and b["hardware"] == meta["hardware"]
+        its, hours = _chain_totals(meta)
+        assert b["iterations"] == its and b["train_hours"] == pytest.approx(hours, abs=1e-9)
+        assert b["runs"][-1]["run"] == meta["run"] and meta["hardware"] in b["hardware"]
+        assert b["runs"][-1]["iterations"] == int(meta["iterations"])
         assert b["network"] == meta.get("arch", name) and b["scale"] == scale
         assert b["upscale_default"] == (name == default_upscale_model(scale))
     pub = {p["name"]: p for p in data["published"]}
@@ -100,3 +113,23 @@ def test_wide_and_json_exclude_each_other(capsys) -> None:
         main(["models", "--wide", "--json"])
     assert e.value.code == 2
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_a_file_trained_in_stages_counts_every_run() -> None:
+    """``training_runs`` reads the nested ``previous`` records first to last; a field that does not decode is
+    left out, and ``lightsr models`` then shows no total rather than a wrong one."""
+    from lightsr.bundled import training_runs
+    from lightsr.commands.models import _total
+
+    first = {"run": "a", "iterations": 100, "train_hours": 0.5, "hardware": "cpu A"}
+    second = {"run": "b", "iterations": 200, "train_hours": 1.25, "hardware": "cpu B", "previous": first}
+    meta = {"run": "c", "iterations": "300", "train_hours": "2.0", "hardware": "cpu B",
+            "teacher": '{"teacher": "t", "sha256": "00"}', "previous": json.dumps(second)}
+    runs = training_runs(meta)
+    assert [r["run"] for r in runs] == ["a", "b", "c"]
+    assert [r["iterations"] for r in runs] == [100, 200, 300] and runs[-1]["teacher"]["teacher"] == "t"
+    assert all("previous" not in r for r in runs)
+    assert _total(r["iterations"] for r in runs) == 600 and _total(r["train_hours"] for r in runs) == 3.75
+    broken = training_runs({**meta, "iterations": "many", "teacher": "{not json"})
+    assert "iterations" not in broken[-1] and "teacher" not in broken[-1]
+    assert _total(r.get("iterations") for r in broken) is None

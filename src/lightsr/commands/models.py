@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import textwrap
+from collections.abc import Iterable
 from typing import Any
 
 from lightsr.bundled import (
@@ -20,6 +21,7 @@ from lightsr.bundled import (
     bundled_weights,
     default_upscale_model,
     intended_input,
+    training_runs,
 )
 
 SETS = ("Set5", "Set14", "B100")
@@ -80,6 +82,9 @@ def collect() -> dict[str, Any]:
     bundled = []
     for name, scale, path in files:
         m = meta[path]
+        # A file continued from an earlier run's weights owes its quality to every run behind it: the totals.
+        runs = [{"run": r.get("run"), "iterations": r.get("iterations"), "train_hours": r.get("train_hours"),
+                 "hardware": r.get("hardware")} for r in training_runs(m)]
         scores = json.loads(m.get("psnr_ssim", "{}"))
         bicubic = json.loads(m.get("bicubic_psnr_ssim", "{}"))
         bundled.append({
@@ -89,9 +94,10 @@ def collect() -> dict[str, Any]:
             "scale": scale,
             "made_for": intended_input(path),
             "upscale_default": path == bundled_path(default_upscale_model(scale), scale),
-            "iterations": _number(m.get("iterations")),
-            "train_hours": _number(m.get("train_hours")),
-            "hardware": m.get("hardware"),
+            "iterations": _total(r["iterations"] for r in runs),
+            "train_hours": _total(r["train_hours"] for r in runs),
+            "hardware": "; ".join(dict.fromkeys(r["hardware"] for r in runs if r["hardware"])) or None,
+            "runs": runs,
             "psnr_ssim": {k: scores[k] for k in SETS if k in scores},
             "bicubic_psnr_ssim": {k: bicubic[k] for k in SETS if k in bicubic},
         })
@@ -114,14 +120,13 @@ def collect() -> dict[str, Any]:
             "published": pub}
 
 
-def _number(text: str | None) -> int | float | None:
-    if text is None:
+def _total(values: Iterable[int | float | None]) -> int | float | None:
+    """The sum over a file's runs, or None where any run's figure is unknown."""
+    values = list(values)
+    if not values or any(v is None for v in values):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return int(value) if value.is_integer() else value
+    total = sum(values)  # type: ignore[arg-type]
+    return round(total, 3) if isinstance(total, float) else total
 
 
 def _params(net: dict[str, Any]) -> str:
@@ -149,8 +154,8 @@ def render_compact(records: dict[str, Any], width: int = MAX_WIDTH) -> str:
              _short_paper(net["paper"])] for net in records["networks"]]
     out += [_table(["model", "params ×2 / ×3 / ×4", "bundled", "paper"], rows, width, keep=(1,)), ""]
     if records["bundled"]:
-        out += [_wrap("Bundled weights (trained by lightsr; Y-PSNR in dB on the clean test sets; --model NAME, or "
-                      "--weights NAME_xSCALE):", width), ""]
+        out += [_wrap("Bundled weights (trained by lightsr: iterations and hours of all the runs behind each file; "
+                      "Y-PSNR in dB on the clean test sets; --model NAME, or --weights NAME_xSCALE):", width), ""]
         rows = [[b["name"], b["made_for"] + (" — upscale's default" if b["upscale_default"] else ""),
                  f"{b['iterations']:,}" if isinstance(b["iterations"], int) else str(b["iterations"] or "?"),
                  f"{b['train_hours']:.1f}" if isinstance(b["train_hours"], (int, float)) else "?",
@@ -218,8 +223,9 @@ def render_wide(records: dict[str, Any]) -> str:
         label = net["name"] + (" (default network)" if net["default"] else "")
         out.append(f"| {label} | {_params(net)} | {_bundled_cell(net)} | {net['paper']} |")
     if records["bundled"]:
-        out += ["", "Bundled weights (trained by lightsr; Y-PSNR/SSIM on the clean test sets, bicubic in brackets; "
-                "`--model NAME`):", "", "| file | made for | iterations | hours | trained on | Set5 | Set14 | B100 |",
+        out += ["", "Bundled weights (trained by lightsr: iterations and hours of all the runs behind each file; "
+                "Y-PSNR/SSIM on the clean test sets, bicubic in brackets; `--model NAME`):", "",
+                "| file | made for | iterations | hours | trained on | Set5 | Set14 | B100 |",
                 "|---|---|---|---|---|---|---|---|"]
         for b in records["bundled"]:
             cells = [f"{b['psnr_ssim'][k][0]:.2f} / {b['psnr_ssim'][k][1]:.4f} ({b['bicubic_psnr_ssim'][k][0]:.2f})"
