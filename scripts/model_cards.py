@@ -39,8 +39,9 @@ PAPER: dict[tuple[str, int], tuple[str, dict[str, tuple[float, float]]]] = {
 }
 HOW_PAPER_NUMBERS = (
     "The papers trained for about 500K iterations on DIV2K (800 2K images) with GPUs; these files had hours of a "
-    "2-core CPU on the 291 classic images, so they sit well below the published numbers. The published "
-    "checkpoints themselves are reproduced exactly: `lightsr eval --weights HASN_x4.pth --param-key params` "
+    "2-core CPU on the 291 classic images (some then on all 533, see each card's data), so they sit well below "
+    "the published numbers. The published checkpoints themselves are reproduced exactly: "
+    "`lightsr eval --weights HASN_x4.pth --param-key params` "
     "gives the official HASN figures and FriedRiceLab's ELAN-light ×4 retrain gives 32.438/28.790/27.689 "
     "(`tests/test_evaluate.py`)."
 )
@@ -136,12 +137,19 @@ def _fresh_upsampler(run: str) -> bool:
 def _data_text(meta: dict[str, str]) -> str:
     """The training images of every run behind the file (their counts where the trainer logged them)."""
     stages = training_runs(meta)
-    texts = [f"{st.get('train_data') or _run_data(st['run']) or meta['train_data']} "
-             f"({f'{n} images' if (n := st.get('train_images')) else 'the 291 classic images'}; images smaller "
-             "than the patch are skipped)" for st in stages]
+    texts = []
+    for st in stages:
+        data = st.get("train_data") or _run_data(st["run"])
+        count = (f"{n} images" if (n := st.get("train_images")) else
+                 "the 291 classic images" if data == CLASSIC_DATA else None)
+        texts.append(f"{data} ({count}; images smaller than the patch are skipped)" if data and count else
+                     f"{data} (images smaller than the patch are skipped)" if data else "not recorded")
     if len(set(texts)) == 1:
         return texts[0]
     return "; ".join(f"run `{st['run']}`: {t}" for st, t in zip(stages, texts, strict=True))
+
+
+CLASSIC_DATA = "T91, BSD200"
 
 
 def _run_data(run: str) -> str | None:
