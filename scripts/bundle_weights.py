@@ -61,7 +61,11 @@ def _previous_run(init_from: str) -> dict[str, object] | None:
         return {k: prev[k] for k in _KEEP if k in prev}
     path = ROOT / init_from
     if path.suffix == ".safetensors" and path.is_file() and "run" in (meta := bundled_metadata(path)):
-        return run_record(meta)
+        prev = run_record(meta)
+        if lost := [k for k in _KEEP if k in meta and k not in prev]:
+            raise SystemExit(f"{path}: malformed provenance {', '.join(lost)} in its metadata; not bundling a file "
+                             "whose record would silently lose it")
+        return prev
     return None
 
 
@@ -136,10 +140,13 @@ def main() -> None:
         extra["previous"] = previous
     teacher = state.get("teacher")
     if teacher:  # the trainer's record of the distillation teacher (file SHA-256 included)
-        # A bundled teacher resolves to this checkout's absolute path; the file ships with the repo-relative one.
+        # A teacher named by a bundled or published name resolves to an absolute path of this machine (the checkout,
+        # the cache); the file ships with a repo-relative path, or the name the config gave (the SHA-256 identifies it).
         shipped = Path(teacher["file"])
-        if shipped.is_absolute() and shipped.is_relative_to(ROOT):
-            shipped = shipped.relative_to(ROOT)
+        if shipped.is_absolute():
+            named = Path(teacher["teacher"])
+            shipped = (shipped.relative_to(ROOT) if shipped.is_relative_to(ROOT) else
+                       named if not named.is_absolute() else Path(shipped.name))
         extra["teacher"] = {**teacher, "file": shipped.as_posix(), "weight": cfg["distill"]["weight"]}
     starts = {"warm start": weights_file(cfg["init_from"])[0]} if cfg.get("init_from") else {}
     if teacher:

@@ -394,13 +394,14 @@ def _strings(value: object) -> list[str]:
 
 
 def test_bundled_metadata_names_no_path_of_the_machine_that_made_it() -> None:
-    """Provenance paths in a shipped file (warm starts, teachers) are repo-relative: an absolute path names a
-    directory of the machine that bundled it, which means nothing to a user's machine."""
+    """Provenance paths in a shipped file (warm starts, teachers) are relative to the repository (the shared data
+    beside it included): an absolute or home path names a directory of the machine that bundled it."""
     for _, _, path in FILES:
         for key, raw in bundled_metadata(path).items():
             try:
                 value = json.loads(raw)
             except ValueError:
                 value = raw
-            absolute = [s for s in _strings(value) if s.startswith("/") or re.match(r"[A-Za-z]:[\\/]", s)]
+            absolute = [s for s in _strings(value)
+                        if s.startswith(("/", "~", "file:")) or re.match(r"[A-Za-z]:[\\/]", s)]
             assert not absolute, (path.name, key, absolute)

@@ -133,3 +133,12 @@ def test_a_file_trained_in_stages_counts_every_run() -> None:
     broken = training_runs({**meta, "iterations": "many", "teacher": "{not json"})
     assert "iterations" not in broken[-1] and "teacher" not in broken[-1]
     assert _total(r.get("iterations") for r in broken) is None
+    # Nested records go through the same decoding as the file's own strings.
+    odd = {**second, "iterations": "200", "train_hours": 1.25, "previous": {**first, "iterations": 100.0}}
+    runs = training_runs({**meta, "previous": json.dumps(odd)})
+    assert [r["iterations"] for r in runs] == [100, 200, 300] and all(type(r["iterations"]) is int for r in runs)
+    bad = {**second, "train_hours": "nan", "degradation": "5", "previous": {**first, "iterations": 1.5}}
+    runs = training_runs({**meta, "previous": json.dumps(bad)})
+    assert "train_hours" not in runs[1] and "degradation" not in runs[1] and "iterations" not in runs[0]
+    assert _total(r.get("train_hours") for r in runs) is None
+    assert training_runs({}) == [] and training_runs({"iterations": "5"}) == []

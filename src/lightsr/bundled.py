@@ -6,6 +6,7 @@ Loading them by name is :mod:`lightsr.sources`; this module finds the files and 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -82,33 +83,51 @@ def intended_input(path: str | Path) -> str:
 RUN_KEYS = ("run", "checkpoint", "iterations", "train_hours", "train_cpu_hours", "hardware", "init_from",
             "train_data", "degradation", "teacher", "train_images", "derived_from")
 _NUMBER_KEYS = {"iterations": int, "train_images": int, "train_hours": float, "train_cpu_hours": float}
-_JSON_KEYS = ("degradation", "teacher", "derived_from", "previous")
+_JSON_KEYS = {"degradation": dict, "teacher": dict, "derived_from": list, "previous": dict}
 
 
-def run_record(meta: Mapping[str, str]) -> dict[str, Any]:
-    """The last run's provenance from a bundled file's metadata strings, decoded (``previous``: the nested record
-    of the runs before it). A field that does not decode is left out rather than guessed."""
+def _decode(key: str, value: Any) -> Any:
+    """One provenance field, from its metadata string or from a nested record's JSON value; ValueError when it
+    is not what the key holds."""
+    if key in _NUMBER_KEYS:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(key)
+        number = float(value)
+        if not math.isfinite(number) or number < 0 or (_NUMBER_KEYS[key] is int and not number.is_integer()):
+            raise ValueError(key)
+        return _NUMBER_KEYS[key](number)
+    if key in _JSON_KEYS:
+        decoded = json.loads(value) if isinstance(value, str) else value
+        if not isinstance(decoded, _JSON_KEYS[key]):
+            raise ValueError(key)
+        return decoded
+    if not isinstance(value, str):
+        raise ValueError(key)
+    return value
+
+
+def run_record(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """One run's provenance, decoded from a bundled file's metadata strings or from a nested ``previous`` record
+    (``previous`` itself stays the raw nested record of the runs before it). A field that is not what its key
+    holds is left out rather than guessed."""
     rec: dict[str, Any] = {}
     for key in (*RUN_KEYS, "previous"):
-        raw = meta.get(key)
-        if raw is None:
+        if key not in meta:
             continue
         try:
-            if key in _NUMBER_KEYS:
-                rec[key] = _NUMBER_KEYS[key](float(raw))
-            else:
-                rec[key] = json.loads(raw) if key in _JSON_KEYS else raw
+            rec[key] = _decode(key, meta[key])
         except (TypeError, ValueError, OverflowError):
             continue
     return rec
 
 
-def training_runs(meta: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Every training run behind a bundled file, first to last, each without its ``previous`` link."""
-    last = run_record(meta)
-    prev = last.pop("previous", None)
-    runs = [last]
-    while isinstance(prev, dict) and len(runs) < 100:  # a chain, not a cycle: shipped records are finite
-        runs.append({k: v for k, v in prev.items() if k != "previous"})
-        prev = prev.get("previous")
+def training_runs(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every training run a bundled file's provenance records, first to last, each without its ``previous``
+    link; no runs for a file without a record (no ``run``)."""
+    runs: list[dict[str, Any]] = []
+    record: Mapping[str, Any] | None = meta
+    while isinstance(record, Mapping) and "run" in record and len(runs) < 100:  # shipped chains are short
+        rec = run_record(record)
+        record = rec.pop("previous", None)
+        runs.append(rec)
     return runs[::-1]

@@ -154,7 +154,7 @@ def render_compact(records: dict[str, Any], width: int = MAX_WIDTH) -> str:
              _short_paper(net["paper"])] for net in records["networks"]]
     out += [_table(["model", "params ×2 / ×3 / ×4", "bundled", "paper"], rows, width, keep=(1,)), ""]
     if records["bundled"]:
-        out += [_wrap("Bundled weights (trained by lightsr: iterations and hours of all the runs behind each file; "
+        out += [_wrap("Bundled weights (trained by lightsr: iterations and hours of the runs each file records; "
                       "Y-PSNR in dB on the clean test sets; --model NAME, or --weights NAME_xSCALE):", width), ""]
         rows = [[b["name"], b["made_for"] + (" — upscale's default" if b["upscale_default"] else ""),
                  f"{b['iterations']:,}" if isinstance(b["iterations"], int) else str(b["iterations"] or "?"),
@@ -223,7 +223,7 @@ def render_wide(records: dict[str, Any]) -> str:
         label = net["name"] + (" (default network)" if net["default"] else "")
         out.append(f"| {label} | {_params(net)} | {_bundled_cell(net)} | {net['paper']} |")
     if records["bundled"]:
-        out += ["", "Bundled weights (trained by lightsr: iterations and hours of all the runs behind each file; "
+        out += ["", "Bundled weights (trained by lightsr: iterations and hours of the runs each file records; "
                 "Y-PSNR/SSIM on the clean test sets, bicubic in brackets; `--model NAME`):", "",
                 "| file | made for | iterations | hours | trained on | Set5 | Set14 | B100 |",
                 "|---|---|---|---|---|---|---|---|"]
