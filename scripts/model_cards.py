@@ -91,7 +91,7 @@ def card(name: str, scale: int, path: Path) -> str:
         ("config", f"[`{_config(run)}`](../{_config(run)}), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
         ("degradations", _degradation_text(meta)),
-        ("start", f"warm start from `{init}`" + (" (new upsampler)" if _fresh_upsampler(run) else "")
+        ("start", f"warm start from `{init}`{_then(init)}" + (" (new upsampler)" if _fresh_upsampler(run) else "")
          if init else "random initialisation"),
         *([("teacher", _teacher_text(meta))] if _teachers(meta) else []),
         *([("origin and licence", _origin_text(meta))] if "derived_from" in meta else []),
@@ -132,6 +132,11 @@ def _fresh_upsampler(run: str) -> bool:
     log = ROOT / "training" / run / "log.jsonl"
     events = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else []
     return any(e.get("event") == "init_from" and "kept the fresh init" in e.get("message", "") for e in events)
+
+
+def _then(init_from: str) -> str:
+    """A warm start from a bundled file names a path whose contents a later bundle may have replaced."""
+    return " as bundled then" if Path(init_from).parts[:3] == ("src", "lightsr", "weights") else ""
 
 
 def _data_text(meta: dict[str, str]) -> str:
@@ -218,7 +223,8 @@ def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
     parts = [f"run `{st['run']}` ([config](../{_config(st['run'])})): {st['iterations']:,} iterations"
              + (schedule if st is stages[-1] else "") + f", {st['train_hours']:.2f} h on {st['hardware']}"
              + (f", {st['train_cpu_hours']:.1f} CPU-hours" if "train_cpu_hours" in st else "")
-             + (f", from `{st['init_from']}`" if st.get("init_from") else "") for st in stages]
+             + (f", from `{st['init_from']}`{_then(st['init_from'])}" if st.get("init_from") else "")
+             for st in stages]
     total_it = sum(st["iterations"] for st in stages)
     total_h = sum(st["train_hours"] for st in stages)
     return (f"{len(stages)} runs, each warm-started from the one before, {total_it:,} iterations and "
