@@ -241,8 +241,10 @@ def _degradation_text(meta: dict[str, str]) -> str:
         else:
             text = ("the real-world track (`lightsr.degradations`, Real-ESRGAN's second-order model), settings "
                     f"`{json.dumps(deg, separators=(', ', ': '))}`")
-        texts.append(text if len(stages) == 1 else f"run `{st['run']}`: {text}")
-    return "; ".join(texts)
+        texts.append(text)
+    if len(set(texts)) == 1:
+        return texts[0]
+    return "; ".join(f"run `{st['run']}`: {t}" for st, t in zip(stages, texts, strict=True))
 
 
 def _made_for(bundled: str) -> str:
