@@ -72,6 +72,7 @@ def card(name: str, scale: int, path: Path) -> str:
     run = meta["run"]
     default = bundled_weights(default_upscale_model(scale)).get(scale) == path
     title = f"`{path.name}`" + (f" — `upscale`'s default at ×{scale}" if default else "")
+    stages = training_runs(meta)  # decoded once; every section below reads them
     lines = [f"## {title}", ""]
     init = meta.get("init_from", "")
     init = "" if init in ("", "null") else init
@@ -87,15 +88,15 @@ def card(name: str, scale: int, path: Path) -> str:
     rows = [
         ("network", f"{arch} ×{scale}, {params:,} trainable parameters, {path.stat().st_size / 1e6:.2f} MB"),
         ("made for", meta.get("intended_input", "clean downscaled images (MATLAB bicubic LR)")),
-        ("data", _data_text(meta)),
+        ("data", _data_text(stages)),
         ("config", f"[`{_config(run)}`](../{_config(run)}), "
                    f"{meta['patch_size']}×{meta['patch_size']} HR patches, batch {meta['batch_size']}"),
-        ("degradations", _degradation_text(meta)),
+        ("degradations", _degradation_text(stages)),
         ("start", f"warm start from `{init}`{_then(init)}" + (" (new upsampler)" if _fresh_upsampler(run) else "")
          if init else "random initialisation"),
-        *([("teacher", _teacher_text(meta))] if _teachers(meta) else []),
+        *([("teacher", _teacher_text(stages))] if any(st.get("teacher") for st in stages) else []),
         *([("origin and licence", _origin_text(meta))] if "derived_from" in meta else []),
-        ("training", _training_text(meta, iters, schedule)),
+        ("training", _training_text(meta, stages, iters, schedule)),
         ("weights", f"{meta['weights']} weights of the last checkpoint (`{meta['checkpoint']}`); the test sets did "
                     "not pick them"),
         ("software", f"lightsr {meta.get('lightsr_version', '?')}, torch {meta['torch']}"),
@@ -115,7 +116,6 @@ def card(name: str, scale: int, path: Path) -> str:
         lines.append("| paper | no published numbers could be checked for this network and scale |")
     if "degraded_psnr_ssim" in meta:
         lines += ["", *_degraded_table(meta, scale)]
-    stages = training_runs(meta)
     for st in stages:
         lines += _curve(st["run"], f" of run `{st['run']}`" if len(stages) > 1 else "", st["iterations"])
     return "\n".join(lines)
@@ -139,9 +139,8 @@ def _then(init_from: str) -> str:
     return " as bundled then" if Path(init_from).parts[:3] == ("src", "lightsr", "weights") else ""
 
 
-def _data_text(meta: dict[str, str]) -> str:
+def _data_text(stages: list[dict]) -> str:
     """The training images of every run behind the file (their counts where the trainer logged them)."""
-    stages = training_runs(meta)
     texts = []
     for st in stages:
         data = st.get("train_data") or _run_data(st["run"])
@@ -168,14 +167,10 @@ def _run_data(run: str) -> str | None:
     return ", ".join(Path(d).name for d in dirs) or None
 
 
-def _teachers(meta: dict[str, str]) -> list[tuple[str, dict]]:
-    return [(st["run"], st["teacher"]) for st in training_runs(meta) if st.get("teacher")]
-
-
-def _teacher_text(meta: dict[str, str]) -> str:
-    parts = [f"run `{run}`: distilled from `{t['teacher']}` ({t['arch']} ×{t['scale']}, file SHA-256 "
+def _teacher_text(stages: list[dict]) -> str:
+    parts = [f"run `{st['run']}`: distilled from `{t['teacher']}` ({t['arch']} ×{t['scale']}, file SHA-256 "
              f"`{t['sha256'][:12]}…`), loss L1(HR) + {t.get('weight', 1)}·L1(teacher), the teacher in "
-             f"{t.get('precision', 'fp32')} on the student's LR batch" for run, t in _teachers(meta)]
+             f"{t.get('precision', 'fp32')} on the student's LR batch" for st in stages if (t := st.get("teacher"))]
     return "; ".join(parts)
 
 
@@ -213,8 +208,7 @@ CPU_HOURS_HOW = ("user + system time of the trainer and its data worker where it
                  "threads elsewhere")
 
 
-def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
-    stages = training_runs(meta)
+def _training_text(meta: dict[str, str], stages: list[dict], iters: int, schedule: str) -> str:
     cpu = [st.get("train_cpu_hours") for st in stages]
     cpu_text = (f"; {sum(cpu):.1f} CPU-hours ({CPU_HOURS_HOW})" if all(c is not None for c in cpu) else "")
     if len(stages) == 1:
@@ -231,9 +225,8 @@ def _training_text(meta: dict[str, str], iters: int, schedule: str) -> str:
             f"{total_h:.2f} h of wall-clock in these runs{cpu_text}: " + "; ".join(parts))
 
 
-def _degradation_text(meta: dict[str, str]) -> str:
+def _degradation_text(stages: list[dict]) -> str:
     texts = []
-    stages = training_runs(meta)
     for st in stages:
         deg = st.get("degradation") or {"type": "bicubic"}
         if deg.get("type") != "real":

@@ -47,6 +47,19 @@ def shared() -> Path:
     return shared_root()
 
 
+def chain_totals(meta: dict[str, str]) -> tuple[int, float]:
+    """Iterations and hours of every run a bundled file records, walking its nested ``previous`` records by hand
+    (the reference for what ``lightsr.bundled.training_runs`` decodes)."""
+    import json
+
+    its, hours = int(meta["iterations"]), float(meta["train_hours"])
+    prev = json.loads(meta.get("previous", "null"))
+    while prev:
+        its, hours = its + int(prev["iterations"]), hours + float(prev["train_hours"])
+        prev = prev.get("previous")
+    return its, hours
+
+
 def registry_networks(max_params: int = 2_000_000) -> list[tuple[str, dict]]:
     """Every registered network with the overrides that keep a test fast: one of more than ``max_params``
     parameters keeps its structure with 4 of its blocks (the large ELAN: 36 blocks of 180 channels)."""

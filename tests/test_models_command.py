@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from conftest import chain_totals
 from lightsr.bundled import DEFAULT_MODEL, bundled_metadata, bundled_names, bundled_weights, default_upscale_model
 from lightsr.cli import main
 from lightsr.hub import published
@@ -25,16 +26,6 @@ PAPER_PARAMS = {
 
 def _width(text: str) -> int:
     return max(len(line) for line in text.splitlines())
-
-
-def _chain_totals(meta: dict[str, str]) -> tuple[int, float]:
-    """Iterations and hours of every run behind a file, walking its nested ``previous`` records by hand."""
-    its, hours = int(meta["iterations"]), float(meta["train_hours"])
-    prev = json.loads(meta.get("previous", "null"))
-    while prev:
-        its, hours = its + int(prev["iterations"]), hours + float(prev["train_hours"])
-        prev = prev.get("previous")
-    return its, hours
 
 
 @pytest.mark.parametrize("columns", [None, "300", "100"])
@@ -58,7 +49,7 @@ def test_default_view_fits_100_columns(capsys, monkeypatch, tmp_path, columns) -
         row = next(line for line in lines if line.startswith(f"{name}_x{scale} "))
         psnr = json.loads(meta["psnr_ssim"])
         assert [f"{psnr[k][0]:.2f}" for k in ("Set5", "Set14", "B100")] == row.split()[-3:], row
-        assert f"{_chain_totals(meta)[0]:,}" in row.split(), row
+        assert f"{chain_totals(meta)[0]:,}" in row.split(), row
         # The row's cells may wrap onto continuation lines (blank first column).
         i = lines.index(row) + 1
         cell = [row]
@@ -95,7 +86,7 @@ def test_json_view_holds_every_record(capsys) -> None:
     for b, (name, scale, path) in zip(data["bundled"], sorted(FILES, key=lambda t: (t[0], t[1])), strict=True):
         meta = bundled_metadata(path)
         assert b["psnr_ssim"] == json.loads(meta["psnr_ssim"])
-        its, hours = _chain_totals(meta)
+        its, hours = chain_totals(meta)
         assert b["iterations"] == its and b["train_hours"] == pytest.approx(hours, abs=1e-9)
         assert b["runs"][-1]["run"] == meta["run"] and meta["hardware"] in b["hardware"]
         assert b["runs"][-1]["iterations"] == int(meta["iterations"])
