@@ -141,9 +141,11 @@ def test_readme_is_short_and_keeps_its_two_commands() -> None:
     assert text.index("download.pytorch.org/whl/cpu") < text.index("<!-- main-command -->")
 
 
-def test_generated_pages_are_current() -> None:
-    """docs/configs.md and docs/cli.md are what scripts/docs_reference.py makes of the code now."""
-    r = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "docs_reference.py"), "--check"],
+@pytest.mark.parametrize("script", ["docs_reference.py", "model_cards.py"])
+def test_generated_pages_are_current(script: str) -> None:
+    """docs/configs.md and docs/cli.md are what scripts/docs_reference.py makes of the code now, and
+    docs/model_cards.md what scripts/model_cards.py makes of the shipped files and committed runs."""
+    r = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), "--check"],
                        capture_output=True, text=True, timeout=300, env=_env_with_src())
     assert r.returncode == 0, r.stderr + r.stdout
 
