@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 from pathlib import Path
 
@@ -88,24 +89,46 @@ def _origins(files: dict[str, Path]) -> list[dict[str, str]]:
     return out
 
 
+def _psnr(table: object, where: str) -> dict[str, float]:
+    """``{set: psnr}`` of a recorded ``{set: [psnr, ssim]}``; ValueError naming ``where`` when it is not one."""
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{where}: not a table of sets")
+    out = {}
+    for name, v in table.items():
+        if (not isinstance(name, str) or not name or not isinstance(v, list) or not v or isinstance(v[0], bool)
+                or not isinstance(v[0], (int, float))):
+            raise ValueError(f"{where} {name!r}: not [psnr, ssim]")
+        out[name] = float(v[0])
+    return out
+
+
+def _conditions(scores: object, degraded: object) -> dict[str, dict[str, float]]:
+    """Y-PSNR by condition ("" clean, else the degradation) and set, from a record's two score tables."""
+    out = {"": _psnr(scores, "psnr_ssim")}
+    if not isinstance(degraded, dict):
+        raise ValueError("degraded_psnr_ssim: not a table of degradations")
+    for d, table in degraded.items():
+        if not isinstance(d, str) or not d:  # "" would stand for the clean scores
+            raise ValueError(f"degraded_psnr_ssim: a degradation named {d!r}")
+        out[d] = _psnr(table, f"degraded_psnr_ssim {d}")
+    return out
+
+
 def _against(new: dict[str, object], path: Path) -> list[tuple[str, float, float]]:
-    """The new record's Y-PSNR beside the one the bundled file at ``path`` records, on each set clean and under
-    each degradation both were scored on: ``("B100 jpeg:40", new, old)``."""
+    """The new record's Y-PSNR beside the one the bundled file at ``path`` records, for every set and degradation
+    the file records: ``("B100 jpeg:40", new, old)``, new NaN where the new record lacks it (a narrower --degrade,
+    a bicubic-track run under a real-photo name): what was scored before must be scored again to be replaced."""
     try:
         meta = bundled_metadata(path)
     except Exception as e:  # safetensors raises its own error types for a file that is not one
-        raise SystemExit(f"{path}: not a readable safetensors file ({e}); not replacing it blind") from e
+        raise SystemExit(f"{path}: not a readable safetensors file ({e!r}); not replacing it blind") from e
     try:
-        old = {"": json.loads(meta["psnr_ssim"]), **json.loads(meta.get("degraded_psnr_ssim", "{}"))}
-        pairs = [(f"{s} {d}".strip(), float(new_sets[s][0]), float(old_sets[s][0]))
-                 for d, old_sets in old.items()
-                 if (new_sets := new["psnr_ssim"] if not d else new.get("degraded_psnr_ssim", {}).get(d))
-                 for s in old_sets if s in new_sets]
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        old = _conditions(json.loads(meta["psnr_ssim"]), json.loads(meta.get("degraded_psnr_ssim", "{}")))
+    except (KeyError, ValueError) as e:  # json's decode error is a ValueError
         raise SystemExit(f"{path}: its recorded scores are malformed ({e!r}); not comparing against them") from e
-    if not pairs:
-        raise SystemExit(f"{path}: records no scores on the sets scored here; not replacing it blind")
-    return pairs
+    mine = _conditions(new["psnr_ssim"], new.get("degraded_psnr_ssim", {}))
+    return [(f"{s} {d}".strip(), mine.get(d, {}).get(s, math.nan), v) for d, sets in old.items()
+            for s, v in sets.items()]
 
 
 def _log(run: Path) -> list[dict]:
@@ -197,8 +220,9 @@ def main() -> None:
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in record.items() if k not in ("arch", "scale")}
     target = args.out / f"{args.name or model.arch}_x{scale}.safetensors"
     against = _against(record, target) if target.is_file() and not args.allow_worse else []
-    worse = [f"{where}: {a:.4f} <= {b:.4f}" for where, a, b in against if not a > b]
-    if worse and not args.allow_worse:
+    worse = [f"{where} {'not scored' if math.isnan(a) else f'{a:.4f}'} against {b:.4f}"
+             for where, a, b in against if not a > b]
+    if worse:
         raise SystemExit(f"{target}: not replaced, {ckpt} is not better on {'; '.join(worse)} "
                          "(--allow-worse replaces it anyway)")
     out = save_model(model, target, extra=meta)
