@@ -204,41 +204,46 @@ def _curve(run: str, which: str, upto: int) -> list[str]:
             "| Set5 PSNR | " + " | ".join(f"{v:.2f}" for _, _, v in shown) + " |"]
 
 
-CPU_HOURS_HOW = ("user + system time of the trainer and its data worker where it was measured, wall time × "
-                 "threads elsewhere")
+CPU_HOURS_HOW = ("user + system time of the trainer and its data worker where it was measured; where marked ~, "
+                 "wall time × threads, which counts pauses and not the data worker")
 
 
-def _cpu_hours(st: dict) -> float | None:
-    """A run's CPU-hours as bundled (measured or estimated), else its wall time × threads × processes from the
-    trainer's state of the checkpoint the file came from (committed with the run; the threads from the run's
-    config where an older state lacks it), else unknown."""
+def _cpu_hours(st: dict) -> tuple[float, bool] | None:
+    """A run's CPU-hours as bundled (``False``: measured or estimated by whoever bundled it), else its wall time ×
+    threads × processes (``True``: an estimate made here), the threads and processes from the trainer's state of
+    the checkpoint the file came from (committed with the run; the threads from the run's config where an older
+    state lacks them), else None."""
     if "train_cpu_hours" in st:
-        return st["train_cpu_hours"]
+        return st["train_cpu_hours"], False
     run = ROOT / "training" / st["run"]
     state = run / "checkpoints" / str(st.get("checkpoint", "")) / "state.pt"
-    if not st.get("checkpoint") or not state.is_file():
+    if not st.get("checkpoint") or "train_hours" not in st or not state.is_file():
         return None
     import torch
     import yaml
 
-    saved = torch.load(state, weights_only=True, map_location="cpu")
-    config = saved.get("config") or (yaml.safe_load((run / "config.yaml").read_text()) if (
-        run / "config.yaml").is_file() else {})
-    threads = ((config or {}).get("train") or {}).get("threads")
-    if not isinstance(threads, int) or threads <= 0:  # "all cores" of a machine the record does not count
+    try:
+        saved = torch.load(state, weights_only=True, map_location="cpu")
+        config = saved.get("config") or (yaml.safe_load((run / "config.yaml").read_text())
+                                         if (run / "config.yaml").is_file() else None)
+        threads, ranks = config["train"]["threads"], saved.get("world_size", 1)
+    except Exception:  # an older or damaged state: the card then gives no figure rather than a guess
         return None
-    return float(saved["elapsed"]) / 3600 * threads * int(saved.get("world_size", 1))
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (threads, ranks)):
+        return None  # threads 0 is "all cores" of a machine the record does not count
+    return st["train_hours"] * threads * ranks, True
 
 
 def _training_text(meta: dict[str, str], stages: list[dict], iters: int, schedule: str) -> str:
     cpu = [_cpu_hours(st) for st in stages]
-    cpu_text = (f"; {sum(cpu):.1f} CPU-hours ({CPU_HOURS_HOW})" if all(c is not None for c in cpu) else "")
+    cpu_text = (f"; {'~' if any(c[1] for c in cpu) else ''}{sum(c[0] for c in cpu):.1f} CPU-hours "
+                f"({CPU_HOURS_HOW})" if all(c is not None for c in cpu) else "")
     if len(stages) == 1:
         return f"{iters:,} iterations{schedule}, {float(meta['train_hours']):.2f} h of wall-clock on " \
                f"{meta['hardware']}{cpu_text}"
     parts = [f"run `{st['run']}` ([config](../{_config(st['run'])})): {st['iterations']:,} iterations"
              + (schedule if st is stages[-1] else "") + f", {st['train_hours']:.2f} h on {st['hardware']}"
-             + (f", {c:.1f} CPU-hours" if c is not None else "")
+             + (f", {'~' if c[1] else ''}{c[0]:.1f} CPU-hours" if c is not None else "")
              + (f", from `{st['init_from']}`{_then(st['init_from'])}" if st.get("init_from") else "")
              for st, c in zip(stages, cpu, strict=True)]
     total_it = sum(st["iterations"] for st in stages)
