@@ -231,7 +231,8 @@ def test_site_hook_rewrites_repository_links_and_refuses_missing_ones(tmp_path) 
 # Options the pages name that are not lightsr's: the repository's scripts (checked against their source) and
 # other tools.
 OTHER_OPTIONS = {
-    "--comparison": "scripts/model_cards.py", "--hardware": "scripts/bundle_weights.py",
+    "--comparison": "scripts/model_cards.py", "--check": "scripts/model_cards.py",
+    "--hardware": "scripts/bundle_weights.py", "--allow-worse": "scripts/bundle_weights.py",
     "--input": "benchmarks/latency.py", "--official": "benchmarks/latency.py", "--scales": "benchmarks/latency.py",
     "--variants": "benchmarks/latency.py", "--iters": "benchmarks/train_throughput.py",
     "--warmup": "benchmarks/train_throughput.py", "--b100": "scripts/ablation_table.py",
