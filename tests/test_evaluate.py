@@ -165,6 +165,25 @@ def test_gray_palette_is_scored_as_one_channel_and_colour_palette_as_rgb(tmp_pat
     assert np.array_equal(_read(tmp_path / "colour.png"), colours[idx])
 
 
+def test_eval_threads_sets_the_threads_the_models_run_with(bench, capsys, monkeypatch) -> None:
+    import lightsr.evaluate as E
+
+    seen, real, before = [], E.evaluate, torch.get_num_threads()
+    monkeypatch.setattr(E, "evaluate", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    want = 2 if before == 1 else 1
+    try:
+        assert main(["eval", "--model", "lksmn", "--scale", "4", "--data", str(bench), "--sets", "Set5",
+                     "--threads", str(want), "-q"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [want] and "Set5" in capsys.readouterr().out
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            main(["eval", "--bicubic", "--scale", "4", "--threads", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "argument --threads: " in err[-1] and bad in err[-1]
+
+
 def test_eval_checks_sets_outputs_and_device_before_any_model_runs(bench, tmp_path, capsys, monkeypatch) -> None:
     import lightsr.evaluate as E
 

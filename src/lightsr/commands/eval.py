@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
                    help="fp32 (default: the papers' numbers exactly), bf16, fp16 (CUDA), auto (bf16 where the "
                         "device computes it natively) or " + _args.INT8_HELP)
+    p.add_argument("--threads", type=_args.positive, metavar="N",
+                   help="CPU threads for PyTorch / onnxruntime / OpenVINO, a positive integer (default: the "
+                        "runtime's own choice)")
     p.add_argument("--backend", choices=list(RUNTIMES), default=None, metavar="RUNTIME",
                    help=f"the runtime (default: {DEFAULT_RUNTIME}, or {runtime_for('int8')} for --precision int8): "
                         f"{choices_help()}")
@@ -114,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         check_creatable(args.output, "--output")
     if args.save_images:
         check_creatable(args.save_images, "--save-images", folder=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the torch runtime and the metric's own tensor work
     entries = _entries(args)
     scales = {m.scale for _, m, _ in entries if m is not None} | ({args.scale} if args.scale else set())
     if len(scales) > 1:
@@ -129,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             if args.plot:
                 prof = profile(model)
                 complexity = (prof.params, prof.macs)
-            rt = build(model, args.backend, args.precision, device, fuse=not args.no_fuse,
+            rt = build(model, args.backend, args.precision, device, threads=args.threads, fuse=not args.no_fuse,
                        calibration=args.calibration)
             model, precision = rt, rt.precision
         save_dir = args.save_images and (Path(args.save_images) / label if several else args.save_images)
