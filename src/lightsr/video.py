@@ -275,7 +275,11 @@ def _exact() -> Any:
 
 
 def _display_matrix(frame: Any) -> list[int] | None:
-    for sd in frame.side_data:
+    side = frame.side_data
+    # PyAV 18.1.1 iterates the container as the mapping it is (its keys, the side-data types); 18.1.0 iterated
+    # the entries themselves.
+    for item in side:
+        sd = item if hasattr(item, "type") else side[item]
         if str(getattr(sd.type, "name", sd.type)).upper().endswith("DISPLAYMATRIX"):
             raw = bytes(sd)
             if len(raw) == 36:
