@@ -109,6 +109,13 @@ def test_global_batch_must_split_evenly(tmp_path):
     assert r.returncode != 0
     msg = "lightsr: error: train.batch_size: 3 is not divisible by the 2 processes (it is the global batch)"
     assert r.stderr.count(msg) == 1  # one line, from rank 0 only
+    # Before any connection: rank 0 of two whose peer never comes says so at once (a process group would wait
+    # for rank 1 until its timeout).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+           "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    r = subprocess.run([sys.executable, "-m", "lightsr", "train", "--config", str(cfg), "--set",
+                        "train.batch_size=3"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stderr.strip()) == (2, msg)
 
 
 _RANK0_CANNOT_WRITE = """

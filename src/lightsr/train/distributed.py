@@ -43,9 +43,15 @@ class DistContext:
         return self.rank == 0
 
 
+def launched_world_size() -> int:
+    """How many processes the launcher started (torchrun's ``WORLD_SIZE``; 1 without one), known before any
+    connection is made."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device_pref: str = "auto", timeout_s: float = 1800.0) -> DistContext:
     """Initialise the process group when launched by torchrun with more than one process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:

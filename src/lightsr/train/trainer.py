@@ -197,6 +197,11 @@ class Trainer:
         # be continued with --resume (sessions or GPU leases of fixed length).
         self.max_seconds = max_seconds
         self.logger: NullLogger = NullLogger()
+        # A config error is reported before the process group connects: that can fail or wait on its own.
+        world = D.launched_world_size()
+        if cfg.train.batch_size % world:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {world} "
+                              "processes (it is the global batch)")
         self.ctx = D.setup(cfg.train.device)
         try:
             self._setup(resume)
@@ -211,9 +216,6 @@ class Trainer:
         self.device = ctx.device
         if cfg.train.amp == "fp16" and self.device.type != "cuda":
             raise ConfigError("train.amp: fp16 needs a CUDA device; use bf16 on CPU")
-        if cfg.train.batch_size % ctx.world_size:
-            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the {ctx.world_size} "
-                              "processes (it is the global batch)")
         # Process-wide torch settings, restored by close() so that an in-process run leaves no trace.
         self._saved_globals = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
                                torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
