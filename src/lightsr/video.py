@@ -275,15 +275,10 @@ def _exact() -> Any:
 
 
 def _display_matrix(frame: Any) -> list[int] | None:
-    side = frame.side_data
-    # PyAV 18.1.1 iterates the container as the mapping it is (its keys, the side-data types); 18.1.0 iterated
-    # the entries themselves.
-    for item in side:
-        sd = item if hasattr(item, "type") else side[item]
-        if str(getattr(sd.type, "name", sd.type)).upper().endswith("DISPLAYMATRIX"):
-            raw = bytes(sd)
-            if len(raw) == 36:
-                return list(struct.unpack("<9i", raw))
+    # A lookup by type name: PyAV 18.1.0 and 18.1.1 iterate the container differently (entries, then types).
+    sd = frame.side_data.get("DISPLAYMATRIX")
+    if sd is not None and len(raw := bytes(sd)) == 36:
+        return list(struct.unpack("<9i", raw))
     return None
 
 
