@@ -167,14 +167,19 @@ def test_shipped_configs_load(path):
     # use 1e-3 with cosine decay to the end of their budget; fine-tuning recipes (a warm start from bundled
     # weights of another track) start lower, 5e-4, with cosine decay; a run continuing a committed run (a warm
     # start from its checkpoint in training/, or from the bundled file its name continues: lksmn_x4_* from
-    # lksmn_x4.safetensors) or fine-tuning fully trained published weights (../shared/weights) lower still, 2e-4.
+    # lksmn_x4.safetensors) or fine-tuning fully trained published weights (../shared/weights) lower still, 2e-4 —
+    # or less, where it picks up a campaign mid-schedule at the rate the campaign had reached there.
     cpu = path.stem.endswith(("_cpu", "_1h", "_bundled")) or "_study_" in path.stem
     finetune = bool(cfg.init_from) and not cpu
     init = Path(cfg.init_from or "")
     continued = finetune and (init.parts[0] == "training" or init.parts[:3] == ("..", "shared", "weights")
                               or (init.parent.as_posix() == "src/lightsr/weights" and path.stem.startswith(init.stem)))
     expected = 2e-4 if continued else 5e-4 if finetune else 1e-3 if cpu else 2e-4
-    assert cfg.train.loss == "l1" and cfg.train.optimizer.lr == pytest.approx(expected)
+    assert cfg.train.loss == "l1"
+    if continued:
+        assert 1e-5 <= cfg.train.optimizer.lr <= expected
+    else:
+        assert cfg.train.optimizer.lr == pytest.approx(expected)
     if cpu or finetune:
         assert cfg.train.scheduler.type == "cosine"
     # A warm start that a fresh clone cannot find would only fail hours later, at the start of the run.
