@@ -3,8 +3,9 @@
     python scripts/ablation_table.py training/lksmn_x4_abl_291 training/lksmn_x4_abl_533 \
         training/lksmn_x4_abl_533_kd [--b100]
 
-Per arm: its data and teacher (from the run's config), the Set5 and Set14 validation PSNR the trainer logged
-(EMA weights) at every validation, the training speed, and with ``--b100`` the B100 ×scale Y-PSNR of the last
+Per arm: its data and teacher (from the run's config), every setting in which the arms differ (patch, batch,
+teacher weight, learning rate, iterations), the validation PSNR the trainer logged (EMA weights) on each set it
+validated, at every validation, the training speed, and with ``--b100`` the B100 ×scale Y-PSNR of the last
 checkpoint's EMA weights under the papers' protocol. ``--b100`` writes the scores to ``<run>/scores_b100.json``,
 which later calls read instead of evaluating again.
 """
@@ -45,6 +46,24 @@ def _b100(run: Path, data: Path, threads: int) -> float:
     return psnr
 
 
+# Settings an ablation varies, as (column, where in the run's config); a column is shown only where arms differ.
+_SETTINGS = (
+    ("HR patch", ("data", "patch_size")),
+    ("batch", ("train", "batch_size")),
+    ("teacher weight", ("distill", "weight")),
+    ("lr", ("train", "optimizer", "lr")),
+    ("iterations", ("train", "max_iters")),
+)
+_SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
+
+
+def _setting(cfg: dict, path: tuple[str, ...]) -> str:
+    node: object = cfg
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return "—" if node is None else f"{node:g}" if isinstance(node, float) else str(node)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", type=Path)
@@ -55,24 +74,27 @@ def main() -> None:
     rows = []
     for run in args.runs:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
-        data = ", ".join(Path(d).name for d in cfg["data"]["hr_dirs"])
         teacher = (cfg.get("distill") or {}).get("teacher")
-        curves = {s: dict((it, v) for it, _, v in read_curve(run, s)) for s in ("Set5", "Set14")}
+        curves = {s: dict((it, v) for it, _, v in read_curve(run, s)) for s in _SETS}
+        settings = [_setting(cfg, path) for _, path in _SETTINGS]
         logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         speed = [r["it_per_s"] for r in logs if "it_per_s" in r]
         images = next((r["images"] for r in reversed(logs) if r.get("event") == "start"), None)
         b100 = _b100(run, args.data, args.threads) if args.b100 else None
-        rows.append((run.name, data, images, Path(teacher).name if teacher else "—", curves, b100,
+        rows.append((run.name, images, Path(teacher).name if teacher else "—", settings, curves, b100,
                      sorted(speed)[len(speed) // 2] if speed else None))
-    its = sorted({it for *_, curves, _, _ in rows for it in curves["Set5"]})
-    head = ["arm", "images", "teacher"] + [f"Set5 @{it:,}" for it in its] + [f"Set14 @{it:,}" for it in its]
+    varied = [i for i in range(len(_SETTINGS)) if len({r[3][i] for r in rows}) > 1]
+    sets = [s for s in _SETS if any(r[4][s] for r in rows)]
+    its = sorted({it for r in rows for s in sets for it in r[4][s]})
+    head = ["arm", "images", "teacher"] + [_SETTINGS[i][0] for i in varied]
+    head += [f"{s} @{it:,}" for s in sets for it in its]
     head += ["B100 (last checkpoint)"] if args.b100 else []
     head += ["it/s (median)"]
     print("| " + " | ".join(head) + " |")
     print("|---" * len(head) + "|")
-    for name, _data, images, teacher, curves, b100, speed in rows:
-        cells = [f"`{name}`", str(images or "?"), teacher]
-        cells += [f"{curves[s][it]:.3f}" if it in curves[s] else "—" for s in ("Set5", "Set14") for it in its]
+    for name, images, teacher, settings, curves, b100, speed in rows:
+        cells = [f"`{name}`", str(images or "?"), teacher] + [settings[i] for i in varied]
+        cells += [f"{curves[s][it]:.3f}" if it in curves[s] else "—" for s in sets for it in its]
         cells += [f"{b100:.3f}"] if b100 is not None else []
         cells += [f"{speed:.2f}" if speed else "—"]
         print("| " + " | ".join(cells) + " |")
