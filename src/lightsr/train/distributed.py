@@ -97,6 +97,10 @@ def on_main(ctx: DistContext, fn: Callable[[], T], what: str) -> T | None:
         except BaseException as e:  # Ctrl-C or SIGTERM on rank 0 stops the others too
             error = e
     ok = broadcast_int(0 if error is not None else 1, ctx)
+    if not ok:
+        # Every rank finishes the broadcast before any tears the group down and exits: otherwise a process could
+        # abort at exit (gloo: "terminate called without an active exception") instead of exiting with its status.
+        barrier(ctx)
     if error is not None:
         raise error
     if not ok:
