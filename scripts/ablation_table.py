@@ -21,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from learning_curve import read_curve
+from learning_curve import read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,6 @@ _SETTINGS = (
     ("lr", ("train", "optimizer", "lr")),
     ("iterations", ("train", "max_iters")),
 )
-_SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
 
 
 def _setting(cfg: dict, path: tuple[str, ...]) -> str:
@@ -75,7 +74,7 @@ def main() -> None:
     for run in args.runs:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         teacher = (cfg.get("distill") or {}).get("teacher")
-        curves = {s: dict((it, v) for it, _, v in read_curve(run, s)) for s in _SETS}
+        curves = {s: {it: v for it, _, v in pts} for s, pts in read_curves(run).items()}
         settings = [_setting(cfg, path) for _, path in _SETTINGS]
         logs = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         speed = [r["it_per_s"] for r in logs if "it_per_s" in r]
@@ -84,8 +83,8 @@ def main() -> None:
         rows.append((run.name, images, Path(teacher).name if teacher else "—", settings, curves, b100,
                      sorted(speed)[len(speed) // 2] if speed else None))
     varied = [i for i in range(len(_SETTINGS)) if len({r[3][i] for r in rows}) > 1]
-    sets = [s for s in _SETS if any(r[4][s] for r in rows)]
-    its = sorted({it for r in rows for s in sets for it in r[4][s]})
+    sets = list(dict.fromkeys(s for r in rows for s in r[4]))
+    its = sorted({it for r in rows for curve in r[4].values() for it in curve})
     head = ["arm", "images", "teacher"] + [_SETTINGS[i][0] for i in varied]
     head += [f"{s} @{it:,}" for s in sets for it in its]
     head += ["B100 (last checkpoint)"] if args.b100 else []
@@ -94,7 +93,7 @@ def main() -> None:
     print("|---" * len(head) + "|")
     for name, images, teacher, settings, curves, b100, speed in rows:
         cells = [f"`{name}`", str(images or "?"), teacher] + [settings[i] for i in varied]
-        cells += [f"{curves[s][it]:.3f}" if it in curves[s] else "—" for s in sets for it in its]
+        cells += [f"{curves[s][it]:.3f}" if it in curves.get(s, {}) else "—" for s in sets for it in its]
         cells += [f"{b100:.3f}"] if b100 is not None else []
         cells += [f"{speed:.2f}" if speed else "—"]
         print("| " + " | ".join(cells) + " |")

@@ -13,15 +13,22 @@ import json
 from pathlib import Path
 
 
-def read_curve(run: Path, set_name: str) -> list[tuple[int, float, float]]:
-    """``(iteration, hours, psnr)`` of every validation; a resumed run's repeated iterations keep the last."""
-    points: dict[int, tuple[float, float]] = {}
-    key = f"val/{set_name}/psnr"
+def read_curves(run: Path) -> dict[str, list[tuple[int, float, float]]]:
+    """Per validation set, in the order the trainer logs them: ``(iteration, hours, psnr)`` of every validation;
+    a resumed run's repeated iterations keep the last."""
+    points: dict[str, dict[int, tuple[float, float]]] = {}
     for line in (run / "log.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if key in rec:
-            points[int(rec["iter"])] = (float(rec["time"]) / 3600, float(rec[key]))
-    return [(it, h, p) for it, (h, p) in sorted(points.items())]
+        for key, value in rec.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "val" and parts[2] == "psnr":
+                points.setdefault(parts[1], {})[int(rec["iter"])] = (float(rec["time"]) / 3600, float(value))
+    return {s: [(it, h, p) for it, (h, p) in sorted(pts.items())] for s, pts in points.items()}
+
+
+def read_curve(run: Path, set_name: str) -> list[tuple[int, float, float]]:
+    """``(iteration, hours, psnr)`` of every validation on one set (empty if the run never validated on it)."""
+    return read_curves(run).get(set_name, [])
 
 
 def main() -> None:
